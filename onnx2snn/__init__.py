@@ -1,0 +1,19 @@
+"""onnx2snn: convert trained ANNs (ONNX files, PyTorch models) into spiking neural networks.
+
+    twin = onnx2snn.import_onnx("model.onnx")          # exact PyTorch twin (torch.fx)
+    snn = onnx2snn.convert("model.onnx", calib_data, timesteps=32)
+    report = onnx2snn.verify(snn, reference="model.onnx", data=test_data)
+"""
+
+from .convert.importer import import_onnx
+from .errors import (DataError, DynamicShapeError, InvalidModelError, NonSpikingActivationError,
+                     Onnx2SnnError, ShapeError, UnsupportedOpError)
+from .export import export_onnx
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "import_onnx", "export_onnx",
+    "Onnx2SnnError", "InvalidModelError", "UnsupportedOpError", "DynamicShapeError", "ShapeError",
+    "NonSpikingActivationError", "DataError",
+]

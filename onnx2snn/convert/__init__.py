@@ -1,0 +1,1 @@
+"""Import ONNX graphs as PyTorch twins and rewrite them into spiking networks."""

@@ -1,0 +1,215 @@
+"""What each node of the ANN twin is, and where the spiking part of the network ends.
+
+Roles: ``activation`` (with a kind and the neuron it becomes), ``weighted`` (conv,
+linear, BN), ``linear`` (weight-free but linear or affine: add, concat, reshape,
+average pool, upsample, scaling by constants), ``maxpool`` (has an exact spiking form),
+``nonlinear`` (anything else: products of two tensors, exp, softmax, ...).
+
+The split:
+- *spiking core*: every node that feeds, directly or not, a hidden activation, and
+  those activations. It runs for T steps.
+- *readout*: linear ops after the last activations (the last conv / linear layer and
+  the reshapes after it). They run once on the time-averaged spikes, which equals
+  averaging their output over T (membrane-potential readout).
+- *post-processing*: what follows the first non-linear op after the readout
+  (sigmoid, softmax, box decode). It stays non-spiking and runs once.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from . import functional as OF
+
+# activation kinds that sit between layers (a neuron takes their place) ...
+_HIDDEN = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.GELU,
+           nn.ELU, nn.CELU, nn.SELU, nn.Mish, nn.Softplus, nn.Tanh, nn.Softsign, nn.Threshold)
+# ... and kinds that usually end a network (post-processing) but are nonlinear inside it
+_OUTPUT_LIKE = (nn.Sigmoid, nn.Softmax, nn.LogSoftmax, nn.Hardsigmoid)
+
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+             nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_LINEAR_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                   nn.AdaptiveAvgPool3d, nn.Flatten, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d,
+                   nn.ConstantPad3d, nn.PixelShuffle, nn.Identity, nn.Upsample)
+_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+            nn.AdaptiveMaxPool3d)
+_LINEAR_FUNCTIONS = {operator.add, operator.sub, operator.neg, operator.getitem, torch.add, torch.cat, torch.split,
+                     torch.neg, OF.reshape_keep_batch, OF.expand_keep_batch, OF.onnx_expand, OF.flatten_2d,
+                     OF.onnx_slice, OF.gather, torch.mean, torch.sum, torch.matmul}
+_LINEAR_METHODS = {"reshape", "permute", "squeeze", "unsqueeze", "select", "t", "flatten", "view",
+                   "transpose", "repeat", "expand", "contiguous"}
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    op: str            # what the node computes, e.g. "Conv2d", "add", "ReLU"
+    role: str          # activation | weighted | linear | maxpool | nonlinear | input | output | constant
+    kind: str = ""     # activation kind, e.g. "LeakyReLU(0.1)"
+    neuron: str = ""   # what it becomes in the SNN ("" when not an activation)
+    reason: str = ""   # why it cannot be spiking, when that is so
+    part: str = ""     # core | readout | post | input | output | constant
+    shape: tuple | None = None
+    params: int = 0
+    onnx_node: str = ""
+
+
+@dataclass
+class GraphAnalysis:
+    nodes: list[NodeInfo]
+    non_convertible: dict[str, list[str]] = field(default_factory=dict)  # kind -> node names
+
+    def by_name(self) -> dict[str, NodeInfo]:
+        return {n.name: n for n in self.nodes}
+
+    def activations(self) -> list[NodeInfo]:
+        return [n for n in self.nodes if n.role == "activation"]
+
+    def part(self, part: str) -> list[NodeInfo]:
+        return [n for n in self.nodes if n.part == part]
+
+
+def activation_kind(m: nn.Module) -> tuple[str, str, str]:
+    """(kind, neuron it becomes, reason it cannot) for an activation module."""
+    if isinstance(m, nn.ReLU):
+        return "ReLU", "IF neuron", ""
+    if isinstance(m, nn.LeakyReLU):
+        a = m.negative_slope
+        return f"LeakyReLU({a:g})", f"signed IBT neuron (alpha={a:g})", ""
+    if isinstance(m, nn.PReLU):
+        return "PReLU", "signed IBT neuron (per-channel alpha)", ""
+    if isinstance(m, nn.ReLU6):
+        return "ReLU6", "IF neuron (theta <= 6)", ""
+    if isinstance(m, nn.Hardtanh):
+        if m.min_val == 0.0:
+            return f"Clip(0, {m.max_val:g})", f"IF neuron (theta <= {m.max_val:g})", ""
+        return f"Clip({m.min_val:g}, {m.max_val:g})", "", "clip with a negative lower bound has no spiking form"
+    name = {nn.SiLU: "SiLU", nn.Hardswish: "HardSwish", nn.GELU: "GELU", nn.Tanh: "Tanh", nn.ELU: "ELU",
+            nn.Sigmoid: "Sigmoid", nn.Softmax: "Softmax", nn.Mish: "Mish", nn.Hardsigmoid: "HardSigmoid",
+            nn.LogSoftmax: "LogSoftmax", nn.Softplus: "Softplus", nn.SELU: "SELU", nn.CELU: "CELU"}.get(type(m),
+                                                                                                  type(m).__name__)
+    return name, "", f"{name} has no spiking equivalent (replace_activations={{'{name}': 'ReLU'}} + fine-tune)"
+
+
+def _is_const(a) -> bool:
+    return not isinstance(a, fx.Node) or a.op == "get_attr"
+
+
+def _classify(gm: fx.GraphModule, n: fx.Node) -> NodeInfo:
+    info = NodeInfo(name=n.name, op=str(n.target), role="nonlinear", shape=n.meta.get("shape"),
+                    onnx_node=n.meta.get("onnx_node", ""))
+    if n.op == "placeholder":
+        info.role = info.part = "input"
+        return info
+    if n.op == "output":
+        info.role = info.part = "output"
+        return info
+    if n.op == "get_attr":
+        info.role = info.part = "constant"
+        return info
+    if n.op == "call_module":
+        m = gm.get_submodule(n.target)
+        info.op = type(m).__name__
+        info.params = sum(p.numel() for p in m.parameters())
+        if isinstance(m, _HIDDEN + _OUTPUT_LIKE):
+            info.role = "activation"
+            info.kind, info.neuron, info.reason = activation_kind(m)
+        elif isinstance(m, _WEIGHTED):
+            info.role = "weighted"
+        elif isinstance(m, _LINEAR_MODULES):
+            info.role = "linear"
+        elif isinstance(m, _MAXPOOL):
+            info.role = "maxpool"
+        return info
+    target = n.target
+    info.op = getattr(target, "__name__", str(target))
+    if n.op == "call_method":
+        info.role = "linear" if target in _LINEAR_METHODS else "nonlinear"
+        return info
+    if target in _LINEAR_FUNCTIONS:
+        if target is torch.matmul and not any(_is_const(a) for a in n.args[:2]):
+            info.reason = "product of two computed tensors"
+            return info
+        info.role = "linear"
+    elif target in (operator.mul, operator.truediv, torch.mul):
+        if any(_is_const(a) for a in n.args[:2]) and not (target is operator.truediv and not _is_const(n.args[1])):
+            info.role = "linear"
+        else:
+            info.reason = "product of two computed tensors has no rate-exact spiking form"
+    elif target is F.interpolate:
+        mode = n.kwargs.get("mode", "nearest")
+        info.role = "linear" if mode in ("nearest", "bilinear", "linear", "trilinear", "nearest-exact") else "nonlinear"
+    elif target is OF.pad_then:
+        value = n.args[2] if len(n.args) > 2 else 0.0
+        info.role = "maxpool" if value == float("-inf") else "linear"
+    else:
+        info.reason = f"{info.op} has no spiking form"
+    return info
+
+
+def analyze(gm: fx.GraphModule) -> GraphAnalysis:
+    """Classify every node of a twin and split it into core / readout / post parts."""
+    nodes = list(gm.graph.nodes)
+    infos = {n: _classify(gm, n) for n in nodes}
+    hidden = {n for n in nodes if infos[n].role == "activation" and (
+        isinstance(gm.get_submodule(n.target), _HIDDEN) or _feeds_hidden(n, gm, infos))}
+
+    # core: hidden activations and everything upstream of them
+    core: set[fx.Node] = set()
+    stack = list(hidden)
+    while stack:
+        n = stack.pop()
+        if n in core or infos[n].role in ("input", "constant"):
+            continue
+        core.add(n)
+        stack.extend(a for a in n.all_input_nodes)
+
+    readout: set[fx.Node] = set()
+    for n in nodes:  # topological order
+        info = infos[n]
+        if n in core or info.role in ("input", "constant", "output"):
+            continue
+        srcs = [a for a in n.all_input_nodes if infos[a].role not in ("constant",)]
+        from_spiking = srcs and all(a in core or a in readout or infos[a].role == "input" for a in srcs) \
+            and any(a in core or a in readout for a in srcs)
+        if from_spiking and info.role in ("weighted", "linear", "maxpool"):
+            readout.add(n)
+    for n in nodes:
+        info = infos[n]
+        if info.role in ("input", "constant", "output"):
+            continue
+        info.part = "core" if n in core else "readout" if n in readout else "post"
+
+    non_convertible: dict[str, list[str]] = {}
+    for n in core:
+        info = infos[n]
+        if info.role == "activation" and not info.neuron:
+            non_convertible.setdefault(info.kind, []).append(n.name)
+        elif info.role == "nonlinear":
+            info.reason = info.reason or f"{info.op} has no spiking form"
+            non_convertible.setdefault(info.op, []).append(n.name)
+    for v in non_convertible.values():
+        v.sort(key=lambda name: [i.name for i in infos.values()].index(name))
+    return GraphAnalysis(nodes=[infos[n] for n in nodes], non_convertible=non_convertible)
+
+
+def _feeds_hidden(n: fx.Node, gm: fx.GraphModule, infos) -> bool:
+    """Whether a hidden-kind activation lies downstream of ``n``: then an output-like
+    activation (a sigmoid gate, a softmax) is inside the network, not after it."""
+    seen, stack = set(), list(n.users)
+    while stack:
+        u = stack.pop()
+        if u in seen:
+            continue
+        seen.add(u)
+        if u.op == "call_module" and isinstance(gm.get_submodule(u.target), _HIDDEN):
+            return True
+        stack.extend(u.users)
+    return False

@@ -1,0 +1,80 @@
+"""Pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .. import functional as OF
+from ..builder import ConversionFailure, NodeContext
+from ..registry import register
+from .layers import _auto_pads, split_pads
+
+_MAX = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_AVG = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+
+
+def _pool_geometry(ctx: NodeContext):
+    kernel = list(ctx.attr("kernel_shape"))
+    nd = len(kernel)
+    strides = list(ctx.attr("strides", [1] * nd))
+    dil = list(ctx.attr("dilations", [1] * nd))
+    pads = _auto_pads(ctx, kernel, strides, dil)
+    return nd, kernel, strides, dil, pads
+
+
+@register("MaxPool")
+def maxpool(ctx: NodeContext):
+    if len(ctx.node.output) > 1 and ctx.node.output[1]:
+        raise ConversionFailure("MaxPool with an Indices output is not supported")
+    if ctx.attr("storage_order", 0):
+        raise ConversionFailure("MaxPool with storage_order=1 is not supported")
+    nd, kernel, strides, dil, pads = _pool_geometry(ctx)
+    sym, asym = split_pads(pads)
+    x = ctx.inputs[0]
+    if sym is None or any(p > k // 2 for p, k in zip(sym, kernel)):
+        # torch allows padding <= kernel/2 only; pad explicitly with -inf otherwise
+        torch_pads = []
+        for i in reversed(range(nd)):
+            torch_pads += [pads[i], pads[nd + i]]
+        x = ctx.function(OF.pad_then, x, torch_pads, float("-inf"))
+        sym = [0] * nd
+    m = _MAX[nd](tuple(kernel), stride=tuple(strides), padding=tuple(sym), dilation=tuple(dil),
+                 ceil_mode=bool(ctx.attr("ceil_mode", 0)))
+    return [ctx.module(m, x)]
+
+
+@register("AveragePool")
+def avgpool(ctx: NodeContext):
+    nd, kernel, strides, dil, pads = _pool_geometry(ctx)
+    if any(d != 1 for d in dil):
+        raise ConversionFailure("AveragePool with dilations is not supported")
+    include = bool(ctx.attr("count_include_pad", 0))
+    sym, asym = split_pads(pads)
+    x = ctx.inputs[0]
+    if sym is None or any(p > k // 2 for p, k in zip(sym, kernel)):
+        if not include and any(pads):
+            raise ConversionFailure(
+                f"AveragePool with asymmetric pads {pads} and count_include_pad=0 is not supported")
+        torch_pads = []
+        for i in reversed(range(nd)):
+            torch_pads += [pads[i], pads[nd + i]]
+        x = ctx.function(OF.pad_then, x, torch_pads, 0.0)
+        sym = [0] * nd
+    m = _AVG[nd](tuple(kernel), stride=tuple(strides), padding=tuple(sym),
+                 ceil_mode=bool(ctx.attr("ceil_mode", 0)), count_include_pad=include)
+    return [ctx.module(m, x)]
+
+
+@register("GlobalAveragePool")
+def global_avgpool(ctx: NodeContext):
+    nd = ctx.rank(0) - 2
+    cls = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[nd]
+    return [ctx.module(cls(1), ctx.inputs[0])]
+
+
+@register("GlobalMaxPool")
+def global_maxpool(ctx: NodeContext):
+    nd = ctx.rank(0) - 2
+    cls = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d}[nd]
+    return [ctx.module(cls(1), ctx.inputs[0])]
+

@@ -1,0 +1,67 @@
+"""Error classes of onnx2snn.
+
+Every failure a user can cause (a bad file, an op we cannot convert, a missing shape,
+bad calibration data) raises a subclass of :class:`Onnx2SnnError` whose message names
+the problem and the way out, instead of a traceback from deep inside onnx or torch.
+"""
+
+from __future__ import annotations
+
+
+class Onnx2SnnError(Exception):
+    """Base class of every error onnx2snn raises on purpose."""
+
+
+class InvalidModelError(Onnx2SnnError):
+    """The file or object is not a readable, valid ONNX model."""
+
+
+class UnsupportedOpError(Onnx2SnnError):
+    """The graph holds ONNX ops (or attribute values) the importer cannot convert.
+
+    ``ops`` maps each offending op type to the names of the nodes that use it, so that
+    one error lists every problem at once.
+    """
+
+    def __init__(self, ops: dict[str, list[str]], details: dict[str, str] | None = None):
+        self.ops = {k: list(v) for k, v in ops.items()}
+        self.details = dict(details or {})
+        lines = []
+        for op, nodes in sorted(self.ops.items()):
+            shown = ", ".join(repr(n) for n in nodes[:8])
+            more = f" and {len(nodes) - 8} more" if len(nodes) > 8 else ""
+            why = f": {self.details[op]}" if op in self.details else ""
+            lines.append(f"  - {op} ({len(nodes)} node{'s' if len(nodes) != 1 else ''}: {shown}{more}){why}")
+        super().__init__(
+            "the ONNX graph uses ops that onnx2snn cannot convert:\n" + "\n".join(lines) +
+            "\nRe-export the model without them (e.g. replace the layer in PyTorch), or open an "
+            "issue with the op name and a small model that uses it."
+        )
+
+
+class DynamicShapeError(Onnx2SnnError):
+    """An input has a symbolic (dynamic) non-batch dimension and no shape was given."""
+
+
+class ShapeError(Onnx2SnnError):
+    """A tensor has a shape the operation cannot take."""
+
+
+class NonSpikingActivationError(Onnx2SnnError):
+    """Activations inside the spiking part have no spiking equivalent (SiLU, GELU, ...)."""
+
+    def __init__(self, nodes: dict[str, list[str]]):
+        self.nodes = {k: list(v) for k, v in nodes.items()}
+        kinds = ", ".join(f"{k} ({len(v)}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''})"
+                          for k, v in sorted(self.nodes.items()))
+        mapping = ", ".join(f'"{k}": "ReLU"' for k in sorted(self.nodes))
+        super().__init__(
+            f"these activations have no spiking equivalent: {kinds}. "
+            f"Pass replace_activations={{{mapping}}} to convert them to ReLU neurons; the "
+            "network then computes something else than it was trained for, so fine-tune it "
+            "afterwards (onnx2snn.finetune) before trusting its accuracy."
+        )
+
+
+class DataError(Onnx2SnnError):
+    """Calibration or evaluation data is missing, empty, malformed or not finite."""

@@ -1,0 +1,92 @@
+"""`onnx2snn inspect`: what is in an ONNX graph and what each part becomes in the SNN."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import onnx
+
+from . import onnx_io
+from .convert.analysis import analyze
+from .convert.importer import import_onnx
+from .errors import UnsupportedOpError
+from .table import format_table
+
+
+def inspect_onnx(path, input_shape=None) -> dict[str, Any]:
+    """Summary of an ONNX model: ops, shapes, parameters, activations and their neurons,
+    the spiking / post-processing split, and every op that cannot be converted."""
+    proto = onnx_io.load_model(path)
+    ops = Counter(n.op_type for n in proto.graph.node)
+    info: dict[str, Any] = {
+        "file": str(path), "opset": onnx_io.opset_version(proto),
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "onnx_op_counts": dict(sorted(ops.items())),
+        "inputs": {i.name: onnx_io.input_dims(i) for i in onnx_io.graph_inputs(proto)},
+        "outputs": {o.name: onnx_io.input_dims(o) for o in proto.graph.output},
+    }
+    try:
+        twin = import_onnx(proto, input_shape=input_shape)
+    except UnsupportedOpError as e:
+        info["import_error"] = str(e)
+        info["unsupported_ops"] = e.ops
+        return info
+    a = analyze(twin)
+    info["parameters"] = sum(p.numel() for p in twin.parameters())
+    info["activations"] = [
+        {"node": n.name, "kind": n.kind, "neuron": n.neuron or "-", "part": n.part, "shape": n.shape,
+         "onnx_node": n.onnx_node}
+        for n in a.activations()]
+    info["parts"] = {p: [n.name for n in a.part(p)] for p in ("core", "readout", "post")}
+    info["non_convertible"] = {k: v for k, v in a.non_convertible.items()}
+    reasons = {}
+    for n in a.nodes:
+        if n.part == "core" and n.reason:
+            reasons[n.name] = n.reason
+    info["non_convertible_reasons"] = reasons
+    return info
+
+
+def render(info: dict[str, Any]) -> str:
+    out = [f"# {info['file']}", "",
+           f"opset {info['opset']}, producer {info['producer'] or '?'}", ""]
+    out.append(format_table(["input", "shape"], [[k, v] for k, v in info["inputs"].items()]))
+    out.append("")
+    out.append(format_table(["output", "shape"], [[k, v] for k, v in info["outputs"].items()]))
+    out.append("")
+    out.append(format_table(["ONNX op", "count"], list(info["onnx_op_counts"].items())))
+    out.append("")
+    if "import_error" in info:
+        out.append("## Cannot import")
+        out.append(info["import_error"])
+        return "\n".join(out)
+    out.append(f"parameters: {info['parameters']:,}")
+    out.append("")
+    out.append("## Activations and the neurons they become")
+    out.append(format_table(["node", "kind", "neuron", "part", "shape"],
+                            [[a["node"], a["kind"], a["neuron"], a["part"], a["shape"]]
+                             for a in info["activations"]]))
+    out.append("")
+    parts = info["parts"]
+    out.append("## Spiking / post-processing split")
+    out.append(f"spiking core: {len(parts['core'])} nodes (run for T steps)")
+    out.append(f"readout: {len(parts['readout'])} nodes (linear, run once on time-averaged spikes): "
+               + ", ".join(parts["readout"][:10]) + (" ..." if len(parts["readout"]) > 10 else ""))
+    out.append(f"post-processing: {len(parts['post'])} nodes (non-spiking): "
+               + ", ".join(parts["post"][:10]) + (" ..." if len(parts["post"]) > 10 else ""))
+    out.append("")
+    if info["non_convertible"]:
+        out.append("## Cannot be converted to spiking")
+        out.append(format_table(["node", "reason"], list(info["non_convertible_reasons"].items())))
+    else:
+        out.append("Every op in the spiking part has a spiking form.")
+    return "\n".join(out)
+
+
+def to_json(info: dict[str, Any]) -> str:
+    return json.dumps(info, indent=1, default=str)
+
+
+__all__ = ["inspect_onnx", "render", "to_json", "onnx"]

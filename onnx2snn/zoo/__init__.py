@@ -1,0 +1,29 @@
+"""onnx2snn model zoo: small trained ANNs to convert, the data they were trained on,
+loaders for users' own data, and the post-processing (decoders, mAP) that stays
+outside the SNN.
+"""
+from .data.digits import load_digits
+from .data.loaders import CocoImages, ImageFolder, NpzArrays, Preprocess, load_batch, open_dataset
+from .data.scenes import Scene, coco_dict, digit_scenes, make_scenes, read_coco, scenes_to_tensors, write_coco
+from .models.detection import decode_ultralytics, evaluate_coco, evaluate_detector, nms_detections, to_coco_detections
+from .models.tiny_yolo import tiny_yolo_decode, tiny_yolo_loss
+from .models.yolo_relu import yolo_relu_decode, yolo_relu_loss
+from .registry import PRESETS, WEIGHTS_DIR, Preset, build_model, get_preset, list_models, register
+
+DECODERS = {"tiny_yolo_decode": tiny_yolo_decode, "yolo_relu_decode": yolo_relu_decode,
+            "decode_ultralytics": decode_ultralytics}
+LOSSES = {"tiny_yolo_loss": tiny_yolo_loss, "yolo_relu_loss": yolo_relu_loss}
+
+
+def get_decoder(name: str):
+    """Decoder function by its preset name."""
+    return DECODERS[name]
+
+
+__all__ = [
+    "load_digits", "digit_scenes", "make_scenes", "scenes_to_tensors", "Scene", "coco_dict", "write_coco", "read_coco",
+    "Preprocess", "ImageFolder", "NpzArrays", "CocoImages", "open_dataset", "load_batch",
+    "decode_ultralytics", "tiny_yolo_decode", "yolo_relu_decode", "nms_detections", "to_coco_detections",
+    "evaluate_coco", "evaluate_detector", "tiny_yolo_loss", "yolo_relu_loss", "DECODERS", "LOSSES", "get_decoder",
+    "Preset", "PRESETS", "WEIGHTS_DIR", "register", "get_preset", "list_models", "build_model",
+]

@@ -1,0 +1,1 @@
+"""Datasets: real sklearn digits, generated digit scenes, loaders for user data."""

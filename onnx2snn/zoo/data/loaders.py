@@ -1,0 +1,183 @@
+"""Loaders for the data users bring: image folders, .npz arrays, COCO json + images.
+
+Every loader applies a :class:`Preprocess` spec (the one stored with each zoo preset)
+and yields float32 tensors, so calibration and verification see exactly what the
+model was trained on.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Preprocess:
+    """How raw images become model input: resize to ``size`` (H, W), scale to [0, 1],
+    then (x - mean) / std per channel; ``channels`` 1 (grayscale) or 3 (RGB)."""
+
+    size: tuple[int, int] = (224, 224)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    channels: int = 1
+    resize: str = "bilinear"
+
+    def __post_init__(self):
+        self.size = tuple(int(v) for v in self.size)
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"], d["mean"], d["std"] = list(self.size), list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(**d)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize and normalize float [C, H, W] or [N, C, H, W] already scaled to [0, 1]."""
+        batched = x.dim() == 4
+        x = x if batched else x[None]
+        if x.shape[1] != self.channels:
+            if x.shape[1] == 3 and self.channels == 1:  # ITU-R 601 luma, as PIL's "L"
+                x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            elif x.shape[1] == 1:
+                x = x.expand(-1, self.channels, -1, -1)
+            else:
+                raise ValueError(f"cannot turn {x.shape[1]} channels into {self.channels}")
+        if tuple(x.shape[-2:]) != self.size:
+            kw = {"align_corners": False} if self.resize in ("bilinear", "bicubic") else {}
+            x = F.interpolate(x, size=self.size, mode=self.resize, **kw)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        x = ((x.float() - mean) / std).contiguous()
+        return x if batched else x[0]
+
+    def image_to_tensor(self, image) -> torch.Tensor:
+        """PIL image (or path) -> float32 [C, H, W]."""
+        from PIL import Image
+
+        if not isinstance(image, Image.Image):
+            image = Image.open(image)
+        image = image.convert("L" if self.channels == 1 else "RGB")
+        if tuple(image.size[::-1]) != self.size:
+            resample = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.resize]
+            image = image.resize((self.size[1], self.size[0]), resample)
+        arr = np.asarray(image, dtype=np.float32) / 255.0
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        return self.normalize(torch.from_numpy(np.ascontiguousarray(arr)))
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """``root/<class>/<image>`` (label = index of the sorted class name) or a flat folder (label -1)."""
+
+    def __init__(self, root: str | os.PathLike, preprocess: Preprocess):
+        self.root, self.preprocess = Path(root), preprocess
+        classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
+        if classes:
+            self.classes = classes
+            self.samples = [(p, i) for i, c in enumerate(classes) for p in sorted((self.root / c).iterdir()) if _is_image(p)]
+        else:
+            self.classes = []
+            self.samples = [(p, -1) for p in sorted(self.root.iterdir()) if _is_image(p)]
+        if not self.samples:
+            raise FileNotFoundError(f"no images under {self.root}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        return self.preprocess.image_to_tensor(path), label
+
+
+class NpzArrays(torch.utils.data.Dataset):
+    """An .npz with ``x`` ([N, C, H, W], [N, H, W, C] or [N, H, W]; uint8 is scaled by 1/255,
+    floats are taken as already in [0, 1]) and optional ``y``; label -1 without ``y``.
+    With ``preprocess=None`` x is returned as stored (as float32, channel-first)."""
+
+    def __init__(self, path: str | os.PathLike, preprocess: Preprocess | None = None):
+        with np.load(path) as data:
+            x = data["x"]
+            self.y = data["y"].astype(np.int64) if "y" in data else np.full(len(x), -1, np.int64)
+        if x.ndim == 3:
+            x = x[:, None]
+        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.transpose(0, 3, 1, 2)
+        self.x = torch.from_numpy(np.ascontiguousarray(x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)))
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.x[i]
+        return (x if self.preprocess is None else self.preprocess.normalize(x)), int(self.y[i])
+
+
+class CocoImages(torch.utils.data.Dataset):
+    """COCO json + images: (x [C, H, W], target {"image_id", "boxes" xyxy in input pixels, "labels" category ids}).
+
+    Boxes are rescaled with the image when the preprocess size differs from the file's size.
+    """
+
+    def __init__(self, json_path: str | os.PathLike, image_dir: str | os.PathLike | None, preprocess: Preprocess):
+        self.json_path = Path(json_path)
+        self.image_dir = Path(image_dir) if image_dir is not None else self.json_path.parent / "images"
+        self.preprocess = preprocess
+        self.coco = json.loads(self.json_path.read_text())
+        self.images = self.coco["images"]
+        self.anns: dict[int, list[dict]] = {}
+        for a in self.coco.get("annotations", []):
+            self.anns.setdefault(int(a["image_id"]), []).append(a)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+        from PIL import Image
+
+        info = self.images[i]
+        image = Image.open(self.image_dir / info["file_name"])
+        w0, h0 = image.size
+        x = self.preprocess.image_to_tensor(image)
+        sy, sx = self.preprocess.size[0] / h0, self.preprocess.size[1] / w0
+        anns = [a for a in self.anns.get(int(info["id"]), []) if not a.get("iscrowd", 0)]
+        boxes = torch.tensor([[a["bbox"][0] * sx, a["bbox"][1] * sy, (a["bbox"][0] + a["bbox"][2]) * sx,
+                               (a["bbox"][1] + a["bbox"][3]) * sy] for a in anns], dtype=torch.float32).view(-1, 4)
+        labels = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
+        return x, {"image_id": int(info["id"]), "boxes": boxes, "labels": labels}
+
+
+def open_dataset(source: str | os.PathLike, preprocess: Preprocess, image_dir=None) -> torch.utils.data.Dataset:
+    """Pick the loader from the path: a folder -> ImageFolder, .npz -> NpzArrays, .json -> CocoImages."""
+    p = Path(source)
+    if p.is_dir():
+        return ImageFolder(p, preprocess)
+    if p.suffix == ".npz":
+        return NpzArrays(p, preprocess)
+    if p.suffix == ".json":
+        return CocoImages(p, image_dir, preprocess)
+    raise ValueError(f"unknown data source {p} (want an image folder, .npz or COCO .json)")
+
+
+def load_batch(source, preprocess: Preprocess, limit: int | None = None, image_dir=None) -> torch.Tensor:
+    """The first ``limit`` inputs of ``source`` stacked as float32 [N, C, H, W] (e.g. calibration data)."""
+    ds = open_dataset(source, preprocess, image_dir)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    return torch.stack([ds[i][0] for i in range(n)])

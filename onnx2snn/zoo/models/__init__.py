@@ -1,0 +1,1 @@
+"""Model builders, detector losses and decoders."""

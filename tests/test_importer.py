@@ -1,0 +1,151 @@
+"""The ANN twin equals onnxruntime on the graphs that matter, for both torch exporters."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import onnx2snn
+from onnx2snn import onnx_io
+from onnx2snn.convert.importer import reference_inputs
+
+TOL = 1e-4  # max |twin - ort| <= TOL * max(1, max |ort|)
+
+CASES = [(m, o, False) for m in ("resnet18", "vgg11_bn", "mobilenet_v2", "tiny_yolov3", "yolov8_like", "op_zoo")
+         for o in (13, 17, 20)]
+CASES += [(m, o, True) for m in ("resnet18", "vgg11_bn", "mobilenet_v2", "tiny_yolov3", "yolov8_like", "op_zoo")
+          for o in (18, 20)]
+CASES += [("resnet50", 17, False), ("resnet50", 18, True)]
+
+
+def compare(twin, path, batch=3, seed=1):
+    """Largest relative difference between the twin on a batch and onnxruntime per sample."""
+    x = reference_inputs(twin, batch=batch, seed=seed)[0]
+    sess = onnx_io.ort_session(path)
+    refs = [onnx_io.run_onnxruntime(path, x[i:i + 1].numpy(), session=sess) for i in range(batch)]
+    with torch.no_grad():
+        out = twin(x)
+    out = out if isinstance(out, tuple) else (out,)
+    errs = []
+    for k, o in enumerate(out):
+        r = np.concatenate([rr[k] for rr in refs])
+        assert o.shape == r.shape, (o.shape, r.shape)
+        errs.append(float(np.abs(r - o.numpy()).max() / max(1.0, np.abs(r).max())))
+    return max(errs)
+
+
+@pytest.mark.parametrize("name,opset,dynamo", CASES, ids=[f"{m}-op{o}-{'dynamo' if d else 'ts'}" for m, o, d in CASES])
+def test_twin_equals_onnxruntime(exported, name, opset, dynamo):
+    path = exported(name, opset, dynamo)
+    twin = onnx2snn.import_onnx(path)
+    assert compare(twin, path) <= TOL
+
+
+def test_twin_is_readable_and_trainable(exported):
+    twin = onnx2snn.import_onnx(exported("resnet18"))
+    code = twin.code
+    assert "self.layer1_0_conv1(" in code and "layer1_0_add = " in code
+    params = list(twin.parameters())
+    assert params and all(p.requires_grad for p in params)
+    out = twin(torch.randn(2, 3, 64, 64))
+    out.sum().backward()
+    assert twin.conv1.weight.grad is not None
+
+
+def test_twin_from_modelproto_and_bytes_agree(exported):
+    path = exported("tiny_yolov3")
+    proto = onnx.load(path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a = onnx2snn.import_onnx(path)(x)
+        b = onnx2snn.import_onnx(proto)(x)
+        c = onnx2snn.import_onnx(proto.SerializeToString())(x)
+    for u, v, w in zip(a, b, c):
+        assert torch.equal(u, v) and torch.equal(u, w)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_twin_runs_on_cuda(exported):
+    path = exported("yolov8_like")
+    twin = onnx2snn.import_onnx(path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = twin(x)
+        out = twin.cuda()(x.cuda()).cpu()
+    assert torch.allclose(ref, out, atol=1e-3, rtol=1e-3)
+
+
+def test_static_batch_file_takes_any_batch(onnx_dir):
+    import graphs
+
+    model, _ = graphs.build("yolov8_like")
+    path = str(onnx_dir / "yolo_static.onnx")
+    onnx2snn.export_onnx(model, torch.randn(1, 3, 64, 64), path, dynamic_batch=False)
+    twin = onnx2snn.import_onnx(path)
+    assert compare(twin, path, batch=4) <= TOL
+
+
+def test_dynamic_spatial_shape_needs_input_shape(onnx_dir):
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1))
+    path = str(onnx_dir / "dyn.onnx")
+    torch.onnx.export(m.eval(), torch.randn(1, 3, 8, 8), path, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    with pytest.raises(onnx2snn.DynamicShapeError, match=r"dynamic dimension 2.*input_shape"):
+        onnx2snn.import_onnx(path)
+    twin = onnx2snn.import_onnx(path, input_shape=(1, 3, 12, 12))
+    assert compare(twin, path) <= TOL
+
+
+def test_not_onnx_and_truncated_files(tmp_path, exported):
+    bad = tmp_path / "notes.onnx"
+    bad.write_text("this is not a model")
+    with pytest.raises(onnx2snn.InvalidModelError, match="not"):
+        onnx2snn.import_onnx(bad)
+    data = open(exported("resnet18"), "rb").read()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(onnx2snn.InvalidModelError, match="truncated|not an ONNX|checker"):
+        onnx2snn.import_onnx(cut)
+    with pytest.raises(onnx2snn.InvalidModelError, match="no such file"):
+        onnx2snn.import_onnx(tmp_path / "missing.onnx")
+
+
+def test_unsupported_ops_are_listed_at_once():
+    h = onnx.helper
+    x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 8, 8])
+    y = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])
+    nodes = [h.make_node("Relu", ["x"], ["a"], name="relu0"),
+             h.make_node("LpNormalization", ["a"], ["b"], name="lpnorm0", axis=1),
+             h.make_node("LRN", ["b"], ["c"], name="lrn0", size=3),
+             h.make_node("LpNormalization", ["c"], ["y"], name="lpnorm1", axis=1)]
+    model = h.make_model(h.make_graph(nodes, "g", [x], [y]), opset_imports=[h.make_opsetid("", 17)])
+    with pytest.raises(onnx2snn.UnsupportedOpError) as e:
+        onnx2snn.import_onnx(model)
+    assert e.value.ops == {"LpNormalization": ["lpnorm0", "lpnorm1"], "LRN": ["lrn0"]}
+    assert "lpnorm0" in str(e.value) and "LRN" in str(e.value)
+
+
+def test_unsupported_attribute_names_the_node():
+    h = onnx.helper
+    x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 4, 4])
+    y = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])
+    roi = h.make_tensor("roi", onnx.TensorProto.FLOAT, [0], [])
+    scales = h.make_tensor("scales", onnx.TensorProto.FLOAT, [4], [1, 1, 2, 2])
+    node = h.make_node("Resize", ["x", "roi", "scales"], ["y"], name="up0", mode="nearest",
+                       coordinate_transformation_mode="tf_crop_and_resize")
+    model = h.make_model(h.make_graph([node], "g", [x], [y], initializer=[roi, scales]),
+                         opset_imports=[h.make_opsetid("", 13)])
+    with pytest.raises(onnx2snn.UnsupportedOpError, match="up0.*tf_crop_and_resize"):
+        onnx2snn.import_onnx(model, simplify=False)
+
+
+def test_pad_then_maxpool_matches_reference_semantics():
+    """ZeroPad2d + MaxPool (tiny-YOLOv3): onnxruntime's Pad_Fusion would get this wrong."""
+    m = torch.nn.Sequential(torch.nn.ZeroPad2d((0, 1, 0, 1)), torch.nn.MaxPool2d(2, 1)).eval()
+    x = -torch.rand(1, 2, 5, 5) - 0.5  # all negative: zero padding must win at the border
+    proto_path = "/tmp/_o2s_padpool.onnx"
+    onnx2snn.export_onnx(m, x, proto_path)
+    twin = onnx2snn.import_onnx(proto_path)
+    ref = onnx_io.run_onnxruntime(proto_path, x.numpy())[0]
+    np.testing.assert_allclose(twin(x).detach().numpy(), m(x).numpy(), atol=1e-6)
+    np.testing.assert_allclose(ref, m(x).numpy(), atol=1e-6)
