@@ -9,11 +9,14 @@ from .convert.importer import import_onnx
 from .errors import (DataError, DynamicShapeError, InvalidModelError, NonSpikingActivationError,
                      Onnx2SnnError, ShapeError, UnsupportedOpError)
 from .export import export_onnx
+from .api import calibrate_thresholds, convert, replace_activations
+from .convert.spiking import SpikingNetwork, load
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "import_onnx", "export_onnx",
+    "import_onnx", "export_onnx", "convert", "load", "SpikingNetwork", "replace_activations",
+    "calibrate_thresholds",
     "Onnx2SnnError", "InvalidModelError", "UnsupportedOpError", "DynamicShapeError", "ShapeError",
     "NonSpikingActivationError", "DataError",
 ]
