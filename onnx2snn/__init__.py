@@ -8,14 +8,16 @@
 from .convert.importer import import_onnx
 from .errors import (DataError, DynamicShapeError, InvalidModelError, NonSpikingActivationError,
                      Onnx2SnnError, ShapeError, UnsupportedOpError)
-from .export import export_onnx
+from .export import export_onnx, export_zoo_model
 from .api import calibrate_thresholds, convert, replace_activations
 from .convert.spiking import SpikingNetwork, load
+
+from . import zoo  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "import_onnx", "export_onnx", "convert", "load", "SpikingNetwork", "replace_activations",
+    "import_onnx", "export_onnx", "export_zoo_model", "convert", "load", "SpikingNetwork", "replace_activations",
     "calibrate_thresholds",
     "Onnx2SnnError", "InvalidModelError", "UnsupportedOpError", "DynamicShapeError", "ShapeError",
     "NonSpikingActivationError", "DataError",

@@ -35,6 +35,40 @@ def cmd_inspect(args) -> int:
     return 0 if "import_error" not in info else 2
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo, tables
+
+    report = run_demo(args.out, progress=not args.quiet)
+    print(tables(report))
+    print(f"\nreport: {os.path.join(args.out, 'report.json')}, plot: {report['plot']} ({report['seconds']} s)")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .api import convert
+
+    replace = dict(kv.split("=", 1) for kv in args.replace) if args.replace else None
+    pct = args.percentile if args.percentile == "max" else float(args.percentile)
+    snn = convert(args.model, args.calib, timesteps=args.timesteps, normalization=args.norm, percentile=pct,
+                  input_shape=_shape(args.input_shape), replace_activations=replace, encoding=args.encoding,
+                  calibration_limit=args.limit, progress=not args.quiet)
+    out = args.output or os.path.splitext(args.model)[0] + ".snn.pt"
+    snn.save(out)
+    print(f"wrote {out}: {len(snn.neurons())} neurons, T={snn.timesteps}, {args.norm}-wise, percentile {pct}")
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from . import zoo
+    from .table import format_table
+
+    rows = [[n, p["task"], "x".join(map(str, p["input_shape"])), p["num_classes"], p["decoder"] or "-",
+             ", ".join(f"{k}={v}" for k, v in p["conversion"].items()), p["weights"] or "-"]
+            for n, p in zoo.list_models().items()]
+    print(format_table(["model", "task", "input", "classes", "decoder", "conversion preset", "weights"], rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnx2snn", description="Convert trained ANNs (ONNX) into spiking networks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -43,6 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--input-shape", help="e.g. 1,3,224,224 for files with dynamic spatial dims")
     q.add_argument("--json", action="store_true", help="print JSON instead of tables")
     q.set_defaults(func=cmd_inspect)
+    d = sub.add_parser("demo", help="convert the built-in digits ResNet and tiny-YOLO; accuracy / mAP vs T")
+    d.add_argument("--out", default="onnx2snn-report", help="folder for report.json and demo.png")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+    c = sub.add_parser("convert", help="convert an ONNX model into a spiking network (.snn.pt)")
+    c.add_argument("model", help="ONNX file")
+    c.add_argument("--calib", required=True, help="calibration data: .npz with 'x', or an image folder")
+    c.add_argument("-T", "--timesteps", type=int, default=32)
+    c.add_argument("--norm", choices=["channel", "layer"], default="channel")
+    c.add_argument("--percentile", default="99.99", help="e.g. 99.99, or 'max'")
+    c.add_argument("--encoding", choices=["direct", "poisson"], default="direct")
+    c.add_argument("--replace", nargs="*", help="activation replacements, e.g. SiLU=ReLU")
+    c.add_argument("--input-shape", help="e.g. 1,3,224,224 for files with dynamic spatial dims")
+    c.add_argument("--limit", type=int, help="use at most this many calibration samples")
+    c.add_argument("-o", "--output", help="output file (default: <model>.snn.pt)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_convert)
+    z = sub.add_parser("zoo", help="the model zoo")
+    z.add_argument("action", choices=["list"])
+    z.set_defaults(func=cmd_zoo)
     return p
 
 

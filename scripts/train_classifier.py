@@ -37,7 +37,7 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((model(x).argmax(1) == y).float().mean())
 
 
-def train(name: str, epochs: int, batch: int, lr: float, seed: int) -> None:
+def train(name: str, epochs: int, batch: int, lr: float, seed: int, out_dir: Path = WEIGHTS_DIR) -> None:
     setup(seed)
     preset = get_preset(name)
     size = preset.input_shape[-1]
@@ -68,7 +68,7 @@ def train(name: str, epochs: int, batch: int, lr: float, seed: int) -> None:
     settings = {"epochs": epochs, "batch": batch, "lr": lr, "optimizer": "AdamW(wd=5e-4) + OneCycle",
                 "augment": f"random shift +-{max(1, size // 8)} px", "label_smoothing": 0.05, "seed": seed,
                 "input_size": size, "threads": 1, "train_time_s": round(train_time, 1)}
-    save(model, name, metrics, settings, WEIGHTS_DIR)
+    save(model, name, metrics, settings, out_dir)
 
 
 def main() -> None:
@@ -78,9 +78,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR, help="where <name>.pt/.json go")
     args = ap.parse_args()
     for name in args.models:
-        train(name, args.epochs, args.batch, args.lr, args.seed)
+        train(name, args.epochs, args.batch, args.lr, args.seed, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from onnx2snn.zoo import LOSSES, build_model, digit_scenes, evaluate_detector, g
 from onnx2snn.zoo.registry import WEIGHTS_DIR  # noqa: E402
 
 
-def train(name: str, epochs: int, per_epoch: int, batch: int, lr: float, seed: int) -> None:
+def train(name: str, epochs: int, per_epoch: int, batch: int, lr: float, seed: int, out_dir: Path = WEIGHTS_DIR) -> None:
     setup(seed)
     preset = get_preset(name)
     loss_fn, decode = LOSSES[preset.loss], get_decoder(preset.decoder)
@@ -61,10 +61,10 @@ def train(name: str, epochs: int, per_epoch: int, batch: int, lr: float, seed: i
                 "optimizer": "AdamW(wd=5e-4 on weights) + OneCycle", "seed": seed, "input_size": size,
                 "threads": 1, "train_time_s": round(train_time, 1), "history": history,
                 "decode": {"conf_thres": 0.001, "iou_thres": 0.6, "max_det": 100}}
-    save(model, name, metrics, settings, WEIGHTS_DIR)
+    save(model, name, metrics, settings, out_dir)
 
 
-EPOCHS = {"tiny_yolo": 12, "yolo_relu": 8}  # tiny_yolo (anchor-based, LeakyReLU) converges more slowly
+EPOCHS = {"tiny_yolo": 12, "yolo_relu": 12}
 
 
 def main() -> None:
@@ -75,9 +75,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR, help="where <name>.pt/.json go")
     args = ap.parse_args()
     for name in args.models:
-        train(name, args.epochs or EPOCHS[name], args.per_epoch, args.batch, args.lr, args.seed)
+        train(name, args.epochs or EPOCHS[name], args.per_epoch, args.batch, args.lr, args.seed, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,16 @@ def test_preprocess_dict_roundtrip():
     d = p.to_dict()
     assert json.loads(json.dumps(d)) == d
     assert Preprocess.from_dict(d) == p
+
+
+def test_preprocess_centre_crop(tmp_path):
+    rgb = np.zeros((300, 400, 3), np.uint8)
+    rgb[100:200, 150:250] = 255  # white square in the middle
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    p = Preprocess(size=(224, 224), mean=(0, 0, 0), std=(1, 1, 1), channels=3, crop_fraction=0.875)
+    x = p.image_to_tensor(tmp_path / "a.png")
+    assert x.shape == (3, 224, 224)
+    # shorter side 300 -> 256 (scale 0.8533), then a 224 centre crop: the square spans about 85 px, centred
+    assert x[:, 112, 112].min() == 1.0 and x[:, 5, 5].max() == 0.0
+    cols = torch.nonzero(x[0, 112] > 0.5).flatten()
+    assert abs(int(cols.min()) + int(cols.max()) - 223) <= 2 and 80 <= len(cols) <= 90
