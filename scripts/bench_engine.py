@@ -1,0 +1,98 @@
+"""Benchmark of the multi-step engine: SNN at T steps vs the ANN on a batch T times larger.
+
+Prints a table: for each model and T, median time of the SNN forward (T steps, batch B)
+divided by the median time of the ANN twin on a batch of T*B, measured interleaved in
+one run, and peak memory of each (CUDA only: torch's allocator statistics). Target: ratio
+<= 1.3 on the CPU. Writes the numbers as JSON too.
+
+    OMP_WAIT_POLICY=PASSIVE python scripts/bench_engine.py [--device cuda] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+
+import onnx2snn  # noqa: E402
+from onnx2snn.table import format_table  # noqa: E402
+
+
+def models(tmp: str):
+    yield "digits_resnet", onnx2snn.export_zoo_model("digits_resnet", os.path.join(tmp, "r.onnx")), (1, 16, 16), 32
+    yield "digits_vgg", onnx2snn.export_zoo_model("digits_vgg", os.path.join(tmp, "v.onnx")), (1, 16, 16), 32
+    torch.manual_seed(0)
+    r18 = torchvision.models.resnet18().eval()
+    path = onnx2snn.export_onnx(r18, torch.randn(1, 3, 64, 64), os.path.join(tmp, "r18.onnx"))
+    yield "resnet18@64x64", path, (3, 64, 64), 4
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def peak(fn, device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--timesteps", default="8,32")
+    ap.add_argument("--json", default="bench_engine.json")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    rows, records = [], []
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        for name, path, shape, batch in models(tmp):
+            g = torch.Generator().manual_seed(0)
+            calib = torch.rand(64, *shape, generator=g)
+            snn = onnx2snn.convert(path, calib, progress=False).to(device)
+            twin = onnx2snn.import_onnx(path).to(device)
+            x = torch.rand(batch, *shape, generator=g).to(device)
+            for T in [int(t) for t in args.timesteps.split(",")]:
+                big = x.repeat(T, *([1] * (x.dim() - 1)))
+                run_snn = lambda: snn(x, timesteps=T)  # noqa: E731
+                run_ann = lambda: twin(big)  # noqa: E731
+                run_snn(), run_ann()  # warm-up
+                ts, ta = [], []
+                for _ in range(args.repeats):
+                    ts.append(timed(run_snn, device))
+                    ta.append(timed(run_ann, device))
+                s, a = statistics.median(ts), statistics.median(ta)
+                ms, ma = peak(run_snn, device), peak(run_ann, device)
+                rec = {"model": name, "T": T, "batch": batch, "device": str(device), "snn_ms": 1e3 * s,
+                       "ann_ms": 1e3 * a, "ratio": s / a, "snn_peak_mib": ms, "ann_peak_mib": ma}
+                records.append(rec)
+                rows.append([name, T, batch, f"{1e3 * s:.1f}", f"{1e3 * a:.1f}", f"{s / a:.2f}",
+                             "-" if ms is None else f"{ms:.0f}", "-" if ma is None else f"{ma:.0f}"])
+                print(rows[-1], flush=True)
+    print(format_table(["model", "T", "B", "SNN ms (T steps, B)", "ANN ms (batch T*B)", "ratio",
+                        "SNN peak MiB", "ANN peak MiB"], rows))
+    with open(args.json, "w") as f:
+        json.dump(records, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
