@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any, Mapping
 
@@ -131,4 +130,4 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
 
 replace_activations_fn = replace_activations
 
-__all__ = ["convert", "to_twin", "replace_activations", "calibrate_thresholds", "io"]
+__all__ = ["convert", "to_twin", "replace_activations", "calibrate_thresholds"]

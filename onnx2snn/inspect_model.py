@@ -6,8 +6,6 @@ import json
 from collections import Counter
 from typing import Any
 
-import onnx
-
 from . import onnx_io
 from .convert.analysis import analyze
 from .convert.importer import import_onnx
@@ -89,4 +87,4 @@ def to_json(info: dict[str, Any]) -> str:
     return json.dumps(info, indent=1, default=str)
 
 
-__all__ = ["inspect_onnx", "render", "to_json", "onnx"]
+__all__ = ["inspect_onnx", "render", "to_json"]

@@ -10,7 +10,6 @@ sharing the modules of the rewritten twin.
 from __future__ import annotations
 
 import torch.fx as fx
-from torch import nn
 
 
 def extract(gm: fx.GraphModule, nodes: list[fx.Node], inputs: list[fx.Node], outputs: list[fx.Node],
@@ -48,4 +47,4 @@ def boundary(nodes: set[fx.Node], consumers: set[fx.Node]) -> list[fx.Node]:
     return out
 
 
-__all__ = ["extract", "boundary", "nn"]
+__all__ = ["extract", "boundary"]

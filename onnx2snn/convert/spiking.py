@@ -8,12 +8,10 @@ post-processing applied once at the end.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.fx as fx
 from torch import nn
@@ -301,4 +299,4 @@ def load(path: "str | os.PathLike") -> SpikingNetwork:
     return snn
 
 
-__all__ = ["SpikingNetwork", "build_spiking", "load", "poisson", "io", "np"]
+__all__ = ["SpikingNetwork", "build_spiking", "load", "poisson"]

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import functional as OF
 from ..builder import ConversionFailure, NodeContext
 from ..registry import register
 
@@ -174,5 +173,3 @@ def matmul(ctx: NodeContext):
 def einsum(ctx: NodeContext):
     return [ctx.function(torch.einsum, ctx.attr("equation"), *ctx.inputs)]
 
-
-__all__ = ["split_pads", "OF"]
