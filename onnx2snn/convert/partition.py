@@ -17,7 +17,8 @@ def extract(gm: fx.GraphModule, nodes: list[fx.Node], inputs: list[fx.Node], out
     """A GraphModule computing ``outputs`` (a tuple) from ``inputs`` with ``nodes``.
 
     ``nodes`` must be in topological order and contain everything between the inputs and
-    the outputs; constants (get_attr) are copied along.
+    the outputs; constants (get_attr) are copied along. Outputs that are not nodes
+    (literals of the original graph's output) are returned as they are.
     """
     g = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
@@ -30,7 +31,10 @@ def extract(gm: fx.GraphModule, nodes: list[fx.Node], inputs: list[fx.Node], out
             if a not in env and a.op == "get_attr":
                 env[a] = g.node_copy(a)
         env[n] = g.node_copy(n, lambda a: env[a])
-    g.output(tuple(env[o] for o in outputs))
+    for o in outputs:
+        if isinstance(o, fx.Node) and o not in env and o.op == "get_attr":
+            env[o] = g.node_copy(o)
+    g.output(tuple(env[o] if isinstance(o, fx.Node) else o for o in outputs))
     sub = fx.GraphModule(gm, g, class_name=name)
     sub.graph.eliminate_dead_code()
     sub.delete_all_unused_submodules()
@@ -38,13 +42,4 @@ def extract(gm: fx.GraphModule, nodes: list[fx.Node], inputs: list[fx.Node], out
     return sub
 
 
-def boundary(nodes: set[fx.Node], consumers: set[fx.Node]) -> list[fx.Node]:
-    """Nodes of ``nodes`` used by some node in ``consumers`` (or by the output)."""
-    out = []
-    for n in nodes:
-        if any(u in consumers or u.op == "output" for u in n.users):
-            out.append(n)
-    return out
-
-
-__all__ = ["extract", "boundary"]
+__all__ = ["extract"]

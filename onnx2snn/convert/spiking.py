@@ -235,35 +235,11 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
     prefix = extract(g, static, placeholders, prefix_out, "StaticPrefix")
     core = extract(g, [n for n in order if n in dynamic], core_in, core_out, "SpikingCore")
     head_outs = list(out_node.args[0]) if isinstance(out_node.args[0], tuple) else [out_node.args[0]]
-    head_gm = _extract_head(g, head, head_in, head_outs)
+    head_gm = extract(g, head, head_in, head_outs, "Head")
     wiring = {"inputs": [n.name for n in placeholders], "prefix_out": [n.name for n in prefix_out],
               "core_in": [n.name for n in core_in], "core_out": [n.name for n in core_out],
               "head_in": [n.name for n in head_in]}
     return SpikingNetwork(twin, g, prefix, core, head_gm, wiring, config)
-
-
-def _extract_head(g: fx.GraphModule, head: list[fx.Node], head_in: list[fx.Node], outs: list) -> fx.GraphModule:
-    graph = fx.Graph()
-    env = {n: graph.placeholder(n.name) for n in head_in}
-    for n in head:
-        for a in n.all_input_nodes:
-            if a not in env and a.op == "get_attr":
-                env[a] = graph.node_copy(a)
-        env[n] = graph.node_copy(n, lambda a: env[a])
-    res = []
-    for o in outs:
-        if isinstance(o, fx.Node):
-            if o not in env and o.op == "get_attr":
-                env[o] = graph.node_copy(o)
-            res.append(env[o])
-        else:
-            res.append(o)
-    graph.output(tuple(res))
-    sub = fx.GraphModule(g, graph, class_name="Head")
-    sub.graph.eliminate_dead_code()
-    sub.delete_all_unused_submodules()
-    sub.recompile()
-    return sub
 
 
 def _replace_module(gm: fx.GraphModule, target: str, new: nn.Module) -> None:
