@@ -85,7 +85,7 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
 def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, normalization: str = "channel",
             percentile: "float | str" = 99.99, example_input: torch.Tensor | None = None, input_shape=None,
             replace_activations: Mapping[str, str] | None = None, encoding: str = "direct",
-            v_init: float = 0.5, signed_relu: bool = False, batch_size: int = 64, calibration_limit: int | None = None,
+            v_init: float = 0.5, signed_relu: bool = False, levels: int = 1, batch_size: int = 64, calibration_limit: int | None = None,
             preprocess=None, progress: bool = True, seed: int = 0) -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
@@ -104,6 +104,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         v_init: initial membrane potential as a fraction of theta (0.5 rounds instead of
             flooring).
         signed_relu: negative spikes for ReLU neurons that take back over-firing.
+        levels: multi-level firing: ReLU neurons may fire up to this many spikes per
+            step (1 = ordinary binary spikes).
     """
     if encoding not in ("direct", "poisson"):
         raise Onnx2SnnError(f"encoding must be 'direct' or 'poisson', not {encoding!r}")
@@ -122,7 +124,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
                                              calibration_limit, preprocess, progress)
     config = {"timesteps": int(timesteps), "normalization": normalization, "percentile": percentile,
               "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
-              "signed_relu": signed_relu, "seed": seed}
+              "signed_relu": signed_relu, "levels": int(levels), "seed": seed}
     snn = build_spiking(twin, thresholds, config)
     snn.calibration_stats = stats
     return snn

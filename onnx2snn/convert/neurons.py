@@ -43,46 +43,106 @@ class SpikingModule(nn.Module):
 class IFNeuron(SpikingModule):
     """Integrate-and-fire, reset by subtraction, per-channel threshold theta.
 
-    ``v0 = v_init * theta``; each step ``v += x``; a spike of amplitude theta when
-    ``v >= theta`` (then ``v -= theta``). With ``alpha`` set it is the signed neuron
-    with imbalanced threshold (IBT) for LeakyReLU(alpha): also a spike of -theta when
-    ``v <= -theta / alpha`` (then ``v += theta / alpha``), so negative input fires at
-    alpha times the rate. ``signed=True`` (ReLU) adds negative spikes that take back
-    over-firing: -theta when ``v < 0`` and the neuron has net spikes to give back.
+    ``v0 = v_init * theta``; each step ``v += x + bias``; a spike of amplitude theta when
+    ``v >= theta`` (then ``v -= theta``). ``levels=K`` lets it fire up to K spikes in one
+    step (multi-level firing: output ``k * theta``, ``v -= k * theta``).
+
+    With ``alpha`` set it is the signed neuron with imbalanced threshold (IBT) for
+    LeakyReLU(alpha): also a spike of -theta when ``v <= -theta / alpha`` (then
+    ``v += theta / alpha``), so negative input fires at alpha times the rate.
+    ``signed=True`` (ReLU) adds negative spikes that take back over-firing: -theta when
+    ``v < 0`` and the neuron has net spikes to give back.
+
+    ``bias`` (per channel, zero by default) is added to the input every step; with a
+    per-channel ``v_init`` it is what post-conversion calibration adjusts.
+
+    The plain IF neuron runs multi-step in closed form up to one clamp per step: with
+    ``u_t = v0 + sum_{k<=t}(x_k + bias)`` the spike count so far is
+    ``N_t = clamp(floor(u_t / theta), N_{t-1}, N_{t-1} + K)``, so the cumulative sum and
+    division are vectorised over T and the loop does two element-wise ops per step.
     """
 
     def __init__(self, theta: torch.Tensor, alpha: "float | torch.Tensor | None" = None,
-                 v_init: float = 0.5, signed: bool = False, activation: nn.Module | None = None):
+                 v_init: "float | torch.Tensor" = 0.5, signed: bool = False, activation: nn.Module | None = None,
+                 levels: int = 1):
         super().__init__()
         self.register_buffer("theta", theta.detach().clone().float())
+        self.register_buffer("bias", torch.zeros_like(self.theta))
+        self.register_buffer("v_init", torch.as_tensor(v_init, dtype=torch.float32).detach().clone())
         self.alpha = None
         if alpha is not None:
             self.register_buffer("alpha_t", torch.as_tensor(alpha, dtype=torch.float32).reshape(-1))
             self.alpha = True
-        self.v_init = float(v_init)
         self.signed = bool(signed)
+        self.levels = int(levels)
+        if self.levels < 1:
+            raise ValueError(f"levels (spikes per step) must be >= 1, got {levels}")
+        if self.levels > 1 and (self.alpha or self.signed):
+            raise ValueError("multi-level firing (levels > 1) is for plain IF neurons (ReLU), not IBT/signed ones")
+        self.use_bias = False
         self.activation = activation if activation is not None else (
             nn.ReLU() if alpha is None else nn.LeakyReLU(float(alpha)) if isinstance(alpha, float) else nn.PReLU())
-        self.v: torch.Tensor | None = None
-        self.net: torch.Tensor | None = None
+        self.state: dict[str, torch.Tensor] | None = None
 
     def extra_repr(self) -> str:
         kind = "IBT" if self.alpha else "signed IF" if self.signed else "IF"
-        return f"{kind}, channels={self.theta.numel()}, v_init={self.v_init}"
+        lv = f", levels={self.levels}" if self.levels > 1 else ""
+        v0 = f"{float(self.v_init):g}" if self.v_init.numel() == 1 else "per-channel"
+        return f"{kind}, channels={self.theta.numel()}, v_init={v0}{lv}"
+
+    def set_bias(self, bias: torch.Tensor) -> None:
+        """Set the per-channel input bias (a [C] tensor or a scalar)."""
+        self.bias = torch.as_tensor(bias, dtype=torch.float32).to(self.theta.device).expand_as(self.theta).clone()
+        self.use_bias = bool(self.bias.abs().sum() > 0)
+
+    def set_v_init(self, v_init: "float | torch.Tensor") -> None:
+        """Set the initial potential as a fraction of theta (a scalar or per channel)."""
+        self.v_init = torch.as_tensor(v_init, dtype=torch.float32).detach().clone().to(self.theta.device)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "v_init"
+        if key in state_dict:  # may be a scalar or per channel: take its shape
+            self.v_init = torch.empty_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.use_bias = bool(self.bias.abs().sum() > 0)
 
     def reset(self) -> None:
         super().reset()
-        self.v = None
-        self.net = None
+        self.state = None
 
-    def _init_state(self, x1: torch.Tensor) -> None:
-        th = _per_channel(self.theta, x1).to(x1)
-        self.v = torch.zeros_like(x1) + self.v_init * th
-        self.net = torch.zeros_like(x1) if self.signed else None
+    @property
+    def plain(self) -> bool:
+        return not (self.alpha or self.signed)
 
-    def _step(self, x: torch.Tensor) -> torch.Tensor:
-        th = _per_channel(self.theta, x).to(x)
-        v = self.v + x
+    # -- plain IF: counts ----------------------------------------------------------------
+    def _counts_multi(self, xs: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+        u = xs.cumsum(0)
+        u.add_(v0).div_(th).floor_()
+        prev = torch.zeros_like(u[0])
+        for t in range(u.shape[0]):
+            prev = torch.clamp(u[t], min=prev, max=prev + self.levels, out=u[t])
+        out = torch.empty_like(u)
+        out[0] = u[0]
+        torch.sub(u[1:], u[:-1], out=out[1:])
+        return out.mul_(th)
+
+    def _step_plain(self, x: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+        st = self.state
+        if st is None:
+            st = self.state = {"u": torch.zeros_like(x), "n": torch.zeros_like(x)}
+        st["u"] = st["u"] + x
+        f = (st["u"] + v0).div_(th).floor_()
+        n = torch.clamp(f, min=st["n"], max=st["n"] + self.levels)
+        s = (n - st["n"]).mul_(th)
+        st["n"] = n
+        return s
+
+    # -- IBT / signed: membrane potential -------------------------------------------------
+    def _step_potential(self, x: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+        st = self.state
+        if st is None:
+            st = self.state = {"v": torch.zeros_like(x) + v0, "net": torch.zeros_like(x)}
+        v = st["v"] + x
         pos = (v >= th).to(x)
         s = pos * th
         if self.alpha:
@@ -90,16 +150,12 @@ class IFNeuron(SpikingModule):
             neg = (v <= -lo).to(x)
             s = s - neg * th
             v = v - pos * th + neg * lo
-        elif self.signed:
-            neg = ((v < 0) & (self.net > 0)).to(x)
+        else:
+            neg = ((v < 0) & (st["net"] > 0)).to(x)
             s = s - neg * th
             v = v - s
-            self.net = self.net + pos - neg
-        else:
-            v = v - s
-        self.v = v
-        if self.count_spikes:
-            self.spike_count = self.spike_count.to(x) + (s != 0).sum()
+            st["net"] = st["net"] + pos - neg
+        st["v"] = v
         return s
 
     def rate(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,17 +165,26 @@ class IFNeuron(SpikingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.analog:
             return self.rate(x)
-        if self.step_mode:
-            if self.v is None:
-                self._init_state(x)
-            return self._step(x)
-        xs = self._split(x)
-        self._init_state(xs[0])
-        out = torch.empty_like(xs)
-        for t in range(xs.shape[0]):
-            out[t] = self._step(xs[t])
-        self.v = self.net = None
-        return out.reshape(x.shape)
+        multi = not self.step_mode
+        xs = self._split(x) if multi else x
+        ref = xs[0] if multi else xs
+        th = _per_channel(self.theta, ref).to(x)
+        v0 = _per_channel(self.v_init, ref).to(x) * th
+        if self.use_bias:
+            xs = xs + _per_channel(self.bias, ref).to(x)
+        if not multi:
+            s = self._step_plain(xs, th, v0) if self.plain else self._step_potential(xs, th, v0)
+        elif self.plain:
+            s = self._counts_multi(xs, th, v0)
+        else:
+            s = torch.empty_like(xs)
+            self.state = None
+            for t in range(xs.shape[0]):
+                s[t] = self._step_potential(xs[t], th, v0)
+            self.state = None
+        if self.count_spikes:
+            self.spike_count = self.spike_count.to(x) + (s != 0).sum()
+        return s.reshape(x.shape)
 
 
 class SpikingMaxPool(SpikingModule):
