@@ -2,8 +2,9 @@
 
 Prints a table: for each model and T, median time of the SNN forward (T steps, batch B)
 divided by the median time of the ANN twin on a batch of T*B, measured interleaved in
-one run, and peak memory of each (CUDA only: torch's allocator statistics). Target: ratio
-<= 1.3 on the CPU. Writes the numbers as JSON too.
+one run, for the eager engine and the torch.compile engine (``snn.compile()``; its
+one-off compile time is a column of its own), and peak memory of each (CUDA only:
+torch's allocator statistics). Target: ratio <= 1.3 on the CPU. Writes JSON too.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_engine.py [--device cuda] [--json out.json]
 """
@@ -60,6 +61,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--timesteps", default="8,32")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile engine")
     ap.add_argument("--json", default="bench_engine.json")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -73,23 +75,39 @@ def main() -> None:
             x = torch.rand(batch, *shape, generator=g).to(device)
             for T in [int(t) for t in args.timesteps.split(",")]:
                 big = x.repeat(T, *([1] * (x.dim() - 1)))
-                run_snn = lambda: snn(x, timesteps=T)  # noqa: E731
-                run_ann = lambda: twin(big)  # noqa: E731
-                run_snn(), run_ann()  # warm-up
-                ts, ta = [], []
-                for _ in range(args.repeats):
-                    ts.append(timed(run_snn, device))
-                    ta.append(timed(run_ann, device))
-                s, a = statistics.median(ts), statistics.median(ta)
-                ms, ma = peak(run_snn, device), peak(run_ann, device)
-                rec = {"model": name, "T": T, "batch": batch, "device": str(device), "snn_ms": 1e3 * s,
-                       "ann_ms": 1e3 * a, "ratio": s / a, "snn_peak_mib": ms, "ann_peak_mib": ma}
+                runs = {"eager": lambda: snn.compile(False)(x, timesteps=T), "ann": lambda: twin(big)}
+                compile_s = None
+                if not args.no_compile:
+                    runs["compiled"] = lambda: snn.compile(True)(x, timesteps=T)
+                    t0 = time.perf_counter()
+                    runs["compiled"]()  # compiles for this T
+                    compile_s = time.perf_counter() - t0
+                for fn in runs.values():  # warm-up
+                    fn()
+                times = {k: [] for k in runs}
+                for _ in range(args.repeats):  # interleaved
+                    for k, fn in runs.items():
+                        times[k].append(timed(fn, device))
+                med = {k: statistics.median(v) for k, v in times.items()}
+                mem = {k: peak(fn, device) for k, fn in runs.items()}
+                rec = {"model": name, "T": T, "batch": batch, "device": str(device),
+                       **{f"{k}_ms": 1e3 * v for k, v in med.items()},
+                       **{f"{k}_peak_mib": v for k, v in mem.items()},
+                       "ratio_eager": med["eager"] / med["ann"], "compile_s": compile_s}
+                if "compiled" in med:
+                    rec["ratio_compiled"] = med["compiled"] / med["ann"]
                 records.append(rec)
-                rows.append([name, T, batch, f"{1e3 * s:.1f}", f"{1e3 * a:.1f}", f"{s / a:.2f}",
-                             "-" if ms is None else f"{ms:.0f}", "-" if ma is None else f"{ma:.0f}"])
+                fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+                rows.append([name, T, batch, f"{1e3 * med['ann']:.1f}", f"{1e3 * med['eager']:.1f}",
+                             f"{rec['ratio_eager']:.2f}",
+                             "-" if "compiled" not in med else f"{1e3 * med['compiled']:.1f}",
+                             "-" if "compiled" not in med else f"{rec['ratio_compiled']:.2f}",
+                             "-" if compile_s is None else f"{compile_s:.0f}",
+                             fmt(mem["ann"]), fmt(mem["eager"]), fmt(mem.get("compiled"))])
                 print(rows[-1], flush=True)
-    print(format_table(["model", "T", "B", "SNN ms (T steps, B)", "ANN ms (batch T*B)", "ratio",
-                        "SNN peak MiB", "ANN peak MiB"], rows))
+    print(format_table(["model", "T", "B", "ANN ms (batch T*B)", "SNN eager ms", "ratio eager",
+                        "SNN compiled ms", "ratio compiled", "compile s", "ANN peak MiB", "eager peak MiB",
+                        "compiled peak MiB"], rows))
     with open(args.json, "w") as f:
         json.dump(records, f, indent=1)
 

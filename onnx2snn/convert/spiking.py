@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import InvalidModelError, NonSpikingActivationError, Onnx2SnnError
 from .analysis import analyze
-from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule
+from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule, cumsum_time
 from .partition import extract
 
 FORMAT = "onnx2snn.snn/1"
@@ -59,6 +59,14 @@ class SpikingNetwork(nn.Module):
         then equals the twin, which checks the graph rewrite independent of spiking."""
         for m in self.spiking_modules().values():
             m.analog = on
+        return self
+
+    def compile(self, on: bool = True) -> "SpikingNetwork":
+        """Run the plain IF neurons' multi-step loop as one fused kernel
+        (:func:`torch.compile`; needs a C++ compiler on the CPU or Triton on CUDA). The
+        first run at each T compiles (tens of seconds); results equal the eager engine."""
+        for m in self.neurons().values():
+            m.compiled = on and m.plain
         return self
 
     def _set_time(self, T: int, step_mode: bool) -> None:
@@ -106,7 +114,7 @@ class SpikingNetwork(nn.Module):
         core_in = self._encode(static, T)
         outs = self.core(*core_in) if self.wiring["core_out"] else ()
         results = {}
-        sums = [o.reshape((T, o.shape[0] // T) + tuple(o.shape[1:])).cumsum(0) for o in outs]
+        sums = [cumsum_time(o.reshape((T, o.shape[0] // T) + tuple(o.shape[1:]))) for o in outs]
         for t in cps:
             means = [s[t - 1] / t for s in sums]
             results[t] = self._head(static, means)
@@ -134,13 +142,21 @@ class SpikingNetwork(nn.Module):
 
     # saving --------------------------------------------------------------------------
     def save(self, path: "str | os.PathLike") -> str:
-        """Save to a file that :func:`onnx2snn.load` reads back (weights_only-safe)."""
+        """Save to a file that :func:`onnx2snn.load` reads back (weights_only-safe). A
+        folded network (:func:`onnx2snn.fold_thresholds`) is saved as its weighted source
+        and folded again on load."""
+        src = getattr(self, "unfolded_from", None)
+        if src is not None:
+            return src._save(path, folded=True)
+        return self._save(path)
+
+    def _save(self, path: "str | os.PathLike", folded: bool = False) -> str:
         info = self.ann.onnx_info
         blob = {
             "format": FORMAT,
             "onnx": torch.frombuffer(bytearray(info.onnx_bytes), dtype=torch.uint8),
             "input_shapes": json.dumps({k: list(v) for k, v in info.input_shapes.items()}),
-            "config": json.dumps(self.config),
+            "config": json.dumps({**self.config, "folded": folded}),
             "ann_state": {k: v.detach().cpu() for k, v in self.ann.state_dict().items()},
             "thresholds": {k: v.detach().cpu() for k, v in self.thresholds.items()},
         }
@@ -201,7 +217,12 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
             node = nodes[a.name]
             _replace_module(g, node.target, SpikingMaxPool(g.get_submodule(node.target)))
     g.recompile()
+    return partition(twin, g, core_names, neuron_names, config)
 
+
+def partition(twin: fx.GraphModule, g: fx.GraphModule, core_names: set[str], neuron_names: set[str],
+              config: dict[str, Any]) -> SpikingNetwork:
+    """Cut the rewritten graph ``g`` into static prefix / spiking core / averaged head."""
     # dynamic = downstream of a neuron (or of the input, with rate coding), inside the core
     order = list(g.graph.nodes)
     dynamic: set[fx.Node] = set()
@@ -269,11 +290,15 @@ def load(path: "str | os.PathLike") -> SpikingNetwork:
     from .. import api
     twin = api.replace_activations(twin, config.get("replace_activations"))
     twin.load_state_dict(blob["ann_state"])
+    folded = config.pop("folded", False)
     snn = build_spiking(twin, blob["thresholds"], config)
     for n, m in snn.neurons().items():
         if n in blob["neuron_state"]:
             m.load_state_dict({**blob["neuron_state"][n], "theta": blob["thresholds"][n]}, strict=False)
+    if folded:
+        from .fold import fold_thresholds
+        snn = fold_thresholds(snn)
     return snn
 
 
-__all__ = ["SpikingNetwork", "build_spiking", "load", "poisson"]
+__all__ = ["SpikingNetwork", "build_spiking", "partition", "load", "poisson"]
