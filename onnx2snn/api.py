@@ -85,7 +85,7 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
 def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, normalization: str = "channel",
             percentile: "float | str" = 99.99, example_input: torch.Tensor | None = None, input_shape=None,
             replace_activations: Mapping[str, str] | None = None, encoding: str = "direct",
-            v_init: float = 0.5, signed_relu: bool = False, levels: int = 1, batch_size: int = 64, calibration_limit: int | None = None,
+            v_init: float = 0.5, signed_relu: bool = True, levels: int = 1, batch_size: int = 64, calibration_limit: int | None = None,
             preprocess=None, progress: bool = True, seed: int = 0) -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
@@ -103,7 +103,9 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             inputs in [0, 1]).
         v_init: initial membrane potential as a fraction of theta (0.5 rounds instead of
             flooring).
-        signed_relu: negative spikes for ReLU neurons that take back over-firing.
+        signed_relu: negative spikes for ReLU neurons that take back over-firing (default;
+            on the digits ResNet it lifts accuracy at T=4 from 78.6% to 99.2%, see
+            scripts/accuracy_vs_t.py). ``False`` gives spikes of one sign only.
         levels: multi-level firing: ReLU neurons may fire up to this many spikes per
             step (1 = ordinary binary spikes).
     """

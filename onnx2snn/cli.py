@@ -51,7 +51,11 @@ def cmd_convert(args) -> int:
     pct = args.percentile if args.percentile == "max" else float(args.percentile)
     snn = convert(args.model, args.calib, timesteps=args.timesteps, normalization=args.norm, percentile=pct,
                   input_shape=_shape(args.input_shape), replace_activations=replace, encoding=args.encoding,
-                  calibration_limit=args.limit, progress=not args.quiet)
+                  calibration_limit=args.limit, progress=not args.quiet, signed_relu=not args.no_signed,
+                  levels=args.levels)
+    if args.fold:
+        from .convert.fold import fold_thresholds
+        snn = fold_thresholds(snn)
     out = args.output or os.path.splitext(args.model)[0] + ".snn.pt"
     snn.save(out)
     print(f"wrote {out}: {len(snn.neurons())} neurons, T={snn.timesteps}, {args.norm}-wise, percentile {pct}")
@@ -88,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--norm", choices=["channel", "layer"], default="channel")
     c.add_argument("--percentile", default="99.99", help="e.g. 99.99, or 'max'")
     c.add_argument("--encoding", choices=["direct", "poisson"], default="direct")
+    c.add_argument("--no-signed", action="store_true",
+                   help="ReLU neurons fire positive spikes only (default: signed IF, which takes back over-firing)")
+    c.add_argument("--levels", type=int, default=1, help="multi-level firing: up to this many spikes per step")
+    c.add_argument("--fold", action="store_true", help="save the binary-spike form (thresholds folded into weights)")
     c.add_argument("--replace", nargs="*", help="activation replacements, e.g. SiLU=ReLU")
     c.add_argument("--input-shape", help="e.g. 1,3,224,224 for files with dynamic spatial dims")
     c.add_argument("--limit", type=int, help="use at most this many calibration samples")

@@ -28,13 +28,14 @@ from onnx2snn.table import format_table  # noqa: E402
 
 TIMESTEPS = [1, 2, 4, 8, 16, 32, 64, 128]
 SETTINGS = {
-    "layer p99.99": dict(normalization="layer"),
-    "channel p99.99 (default)": dict(),
-    "channel max": dict(percentile="max"),
-    "channel, signed IF": dict(signed_relu=True),
-    "channel, 2-level firing": dict(levels=2),
-    "channel, Poisson input": dict(encoding="poisson"),
-    "channel, folded (binary spikes)": dict(fold=True),
+    "layer, IF": dict(normalization="layer", signed_relu=False),
+    "channel, IF": dict(signed_relu=False),
+    "channel max, IF": dict(percentile="max", signed_relu=False),
+    "channel, 2-level IF": dict(levels=2, signed_relu=False),
+    "channel, IF, Poisson input": dict(encoding="poisson", signed_relu=False),
+    "layer, signed IF": dict(normalization="layer"),
+    "channel, signed IF (default)": dict(),
+    "channel, signed IF, folded": dict(fold=True),
 }
 
 

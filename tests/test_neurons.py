@@ -21,6 +21,23 @@ def reference_if(xs, theta, v0, bias, levels):
     return torch.stack(out)
 
 
+def reference_signed(xs, theta, v0):
+    """Signed IF by its definition: +theta at v >= theta; -theta when v < 0 and the net
+    number of spikes so far is positive (it takes back over-firing)."""
+    th = theta.reshape(1, -1, 1, 1)
+    v = v0 * th + torch.zeros_like(xs[0])
+    net = torch.zeros_like(v)
+    out = []
+    for x in xs:
+        v = v + x
+        pos = (v >= th).double()
+        neg = ((v < 0) & (net > 0)).double()
+        s = (pos - neg) * th
+        v, net = v - s, net + pos - neg
+        out.append(s)
+    return torch.stack(out)
+
+
 def dyadic(shape, seed):
     """Inputs on a grid of 1/16 so that every sum is exact in floating point."""
     g = torch.Generator().manual_seed(seed)
@@ -64,6 +81,16 @@ def test_multistep_equals_definition_exactly(levels, per_channel):
     assert torch.equal(run_steps(n, xs), want)
 
 
+def test_signed_equals_definition_exactly():
+    xs = dyadic((32, 4, 3, 3, 3), seed=7)
+    theta = torch.tensor([0.5, 1.0, 2.0]).double()
+    n = IFNeuron(theta, signed=True).double()
+    want = reference_signed(xs, theta, 0.5)
+    assert torch.equal(run_multi(n, xs), want)
+    assert torch.equal(run_steps(n, xs), want)
+    assert (want < 0).any()  # negative spikes do occur
+
+
 @pytest.mark.parametrize("kind", ["if", "ibt", "signed"])
 def test_step_mode_equals_multistep(kind):
     T, C = 16, 3
@@ -105,7 +132,7 @@ def test_state_dict_roundtrip_keeps_bias_and_v_init():
 def test_bad_levels():
     with pytest.raises(ValueError, match="levels"):
         IFNeuron(torch.ones(2), levels=0)
-    with pytest.raises(ValueError, match="plain IF"):
+    with pytest.raises(ValueError, match="not IBT"):
         IFNeuron(torch.ones(2), alpha=0.1, levels=2)
 
 
@@ -116,10 +143,11 @@ def test_compiled_kernel_equals_eager():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("torch.compile on the CPU needs a C compiler")
     g = torch.Generator().manual_seed(3)
-    n = IFNeuron(torch.rand(6, generator=g) + 0.5, levels=2)
-    n.set_bias(torch.randn(6, generator=g) * 0.1)
-    x = torch.randn(8 * 3, 6, 5, 5, generator=g)
-    n.T = 8
-    eager = n(x)
-    n.compiled = True
-    assert torch.equal(n(x), eager)
+    for signed in (False, True):
+        n = IFNeuron(torch.rand(6, generator=g) + 0.5, levels=2, signed=signed)
+        n.set_bias(torch.randn(6, generator=g) * 0.1)
+        x = torch.randn(8 * 3, 6, 5, 5, generator=g)
+        n.T = 8
+        eager = n(x)
+        n.compiled = True
+        assert torch.equal(n(x), eager)

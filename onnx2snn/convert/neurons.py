@@ -42,8 +42,8 @@ def diff_time(cum: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def if_spikes(u: torch.Tensor, th: torch.Tensor, v0: torch.Tensor, levels: int) -> torch.Tensor:
-    """Spikes of plain IF neurons over T steps, one fusable expression per step: input
+def if_spikes(u: torch.Tensor, th: torch.Tensor, v0: torch.Tensor, levels: int, signed: bool) -> torch.Tensor:
+    """Spikes of IF neurons (plain or signed) over T steps, one fusable expression per step: input
     ``u = x / theta`` as [T, B, C, S], ``th`` and ``v0`` as [C, 1]. Same arithmetic, in the
     same order, as :meth:`IFNeuron._counts_multi`; :func:`torch.compile` fuses it into
     one pass over memory (see :meth:`SpikingNetwork.compile`)."""
@@ -52,7 +52,11 @@ def if_spikes(u: torch.Tensor, th: torch.Tensor, v0: torch.Tensor, levels: int) 
     outs = []
     for t in range(u.shape[0]):
         acc = acc + u[t]
-        m = torch.clamp(torch.floor(acc), min=n, max=n + levels)
+        f = torch.floor(acc)
+        if signed:
+            m = torch.clamp(torch.clamp(f, min=0), min=n - levels, max=n + levels)
+        else:
+            m = torch.clamp(f, min=n, max=n + levels)
         outs.append((m - n) * th)
         n = m
     return torch.stack(outs)
@@ -102,10 +106,12 @@ class IFNeuron(SpikingModule):
     ``bias`` (per channel, zero by default) is added to the input every step; with a
     per-channel ``v_init`` it is what post-conversion calibration adjusts.
 
-    The plain IF neuron runs multi-step in closed form up to one clamp per step: with
-    ``u_t = v0 + sum_{k<=t}(x_k + bias)`` the spike count so far is
-    ``N_t = clamp(floor(u_t / theta), N_{t-1}, N_{t-1} + K)``, so the cumulative sum and
-    division are vectorised over T and the loop does two element-wise ops per step.
+    IF neurons run multi-step in closed form up to one clamp per step: with
+    ``u_t = v0 + sum_{k<=t}(x_k + bias)`` the net spike count so far is
+    ``N_t = clamp(F_t, N_{t-1}, N_{t-1} + K)`` with ``F_t = floor(u_t / theta)``, and for the
+    signed neuron ``N_t = clamp(max(F_t, 0), N_{t-1} - K, N_{t-1} + K)`` (it gives spikes
+    back while the potential is negative and the net count positive). The division and
+    floor are vectorised over T; the loops do one add and a clamp per step.
     """
 
     def __init__(self, theta: torch.Tensor, alpha: "float | torch.Tensor | None" = None,
@@ -123,8 +129,8 @@ class IFNeuron(SpikingModule):
         self.levels = int(levels)
         if self.levels < 1:
             raise ValueError(f"levels (spikes per step) must be >= 1, got {levels}")
-        if self.levels > 1 and (self.alpha or self.signed):
-            raise ValueError("multi-level firing (levels > 1) is for plain IF neurons (ReLU), not IBT/signed ones")
+        if self.levels > 1 and self.alpha:
+            raise ValueError("multi-level firing (levels > 1) is for IF neurons (ReLU), not IBT ones")
         self.use_bias = False
         self.compiled = False  # fused multi-step kernel via torch.compile (SpikingNetwork.compile)
         self.activation = activation if activation is not None else (
@@ -159,16 +165,20 @@ class IFNeuron(SpikingModule):
 
     @property
     def plain(self) -> bool:
-        return not (self.alpha or self.signed)
+        """IF or signed IF: the closed-form count path (IBT keeps the potential loop)."""
+        return not self.alpha
 
-    # -- plain IF: counts ----------------------------------------------------------------
+    # -- IF / signed IF: counts -----------------------------------------------------------
     def _counts_multi(self, xs: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
         u = xs / th  # potential in units of theta: u_t = v_init + sum_{k<=t} x_k / theta
         u[0] += v0
         u = cumsum_time(u, out=u).floor_()
+        if self.signed:
+            u.clamp_(min=0)
         prev = torch.zeros_like(u[0])
+        k = self.levels
         for t in range(u.shape[0]):
-            prev = torch.clamp(u[t], min=prev, max=prev + self.levels, out=u[t])
+            prev = torch.clamp(u[t], min=prev - k if self.signed else prev, max=prev + k, out=u[t])
         return diff_time(u).mul_(th)
 
     def _step_plain(self, x: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
@@ -179,30 +189,24 @@ class IFNeuron(SpikingModule):
             st = self.state = {"u": u, "n": torch.zeros_like(x)}
         else:
             st["u"] = u = u + st["u"]
-        n = torch.clamp(torch.floor(u), min=st["n"], max=st["n"] + self.levels)
+        f, k, prev = torch.floor(u), self.levels, st["n"]
+        n = torch.clamp(f.clamp_(min=0), min=prev - k, max=prev + k) if self.signed else \
+            torch.clamp(f, min=prev, max=prev + k)
         s = (n - st["n"]).mul_(th)
         st["n"] = n
         return s
 
-    # -- IBT / signed: membrane potential -------------------------------------------------
+    # -- IBT: membrane potential ---------------------------------------------------------
     def _step_potential(self, x: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
         st = self.state
         if st is None:
-            st = self.state = {"v": torch.zeros_like(x) + v0 * th, "net": torch.zeros_like(x)}
+            st = self.state = {"v": torch.zeros_like(x) + v0 * th}
         v = st["v"] + x
         pos = (v >= th).to(x)
-        s = pos * th
-        if self.alpha:
-            lo = th / _per_channel(self.alpha_t, x).to(x)
-            neg = (v <= -lo).to(x)
-            s = s - neg * th
-            v = v - pos * th + neg * lo
-        else:
-            neg = ((v < 0) & (st["net"] > 0)).to(x)
-            s = s - neg * th
-            v = v - s
-            st["net"] = st["net"] + pos - neg
-        st["v"] = v
+        lo = th / _per_channel(self.alpha_t, x).to(x)
+        neg = (v <= -lo).to(x)
+        s = pos * th - neg * th
+        st["v"] = v - pos * th + neg * lo
         return s
 
     def rate(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +229,7 @@ class IFNeuron(SpikingModule):
             T, B, C = xs.shape[0], xs.shape[1], xs.shape[2] if xs.dim() > 2 else 1
             u = (xs / th).reshape(T, B, C, -1)
             thc, v0c = (torch.broadcast_to(a.reshape(-1, 1), (C, 1)) for a in (th, v0))
-            s = compiled_if_spikes()(u, thc, v0c, self.levels).reshape(xs.shape)
+            s = compiled_if_spikes()(u, thc, v0c, self.levels, self.signed).reshape(xs.shape)
         elif self.plain:
             s = self._counts_multi(xs, th, v0)
         else:
