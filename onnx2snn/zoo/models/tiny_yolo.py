@@ -114,7 +114,7 @@ def tiny_yolo_loss(outputs, targets: list[dict[str, torch.Tensor]], anchors=ANCH
     for out, anc, stride in zip(outputs, anchors, strides):
         anc = torch.tensor(anc, dtype=torch.float32, device=device)
         p = _split(out, len(anc))
-        na, h, w = p.shape[1], p.shape[2], p.shape[3]
+        h, w = p.shape[2], p.shape[3]
         tobj = torch.zeros(p.shape[:4], device=device)
         if len(gt):
             gxy = (gt[:, 2:4] + gt[:, 4:6]) / 2 / stride

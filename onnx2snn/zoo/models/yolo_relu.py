@@ -174,7 +174,7 @@ def yolo_relu_loss(outputs, targets: list[dict[str, torch.Tensor]], strides=STRI
     pred_boxes = _distances_to_boxes(raw_box, points, strs)
     scores = raw_cls.detach().sigmoid()
     tcls = torch.zeros_like(raw_cls)
-    box_terms, box_w = [], []
+    box_terms = []
     for i, t in enumerate(targets):
         gtb, gtl = t["boxes"].float().to(points.device), t["labels"].long().to(points.device)
         fg, gi, q = _assign(pred_boxes[i].detach(), scores[i], points, gtb, gtl, topk, alpha, beta)
