@@ -11,15 +11,15 @@ from .errors import (DataError, DynamicShapeError, InvalidModelError, NonSpiking
 from .export import export_onnx, export_zoo_model
 from .api import calibrate_thresholds, convert, replace_activations
 from .convert.spiking import SpikingNetwork, load
-from .verify import VerifyReport, verify
 
 from . import zoo  # noqa: E402
+from .verify import VerifyReport, verify
 
 __version__ = "0.1.0"
 
 __all__ = [
     "import_onnx", "export_onnx", "export_zoo_model", "convert", "load", "SpikingNetwork", "replace_activations",
-    "calibrate_thresholds", "verify", "VerifyReport",
+    "calibrate_thresholds",
     "Onnx2SnnError", "InvalidModelError", "UnsupportedOpError", "DynamicShapeError", "ShapeError",
-    "NonSpikingActivationError", "DataError", "zoo",
+    "NonSpikingActivationError", "DataError", "zoo", "verify", "VerifyReport",
 ]
