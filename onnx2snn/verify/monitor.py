@@ -66,10 +66,15 @@ def fanout_map(module: nn.Module, sample_shape: Sequence[int]) -> torch.Tensor:
     return torch.ones(numel, dtype=torch.float64)  # batch norm: one multiply-add per element
 
 
+def _per_channel(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A [C] (or scalar) tensor shaped to broadcast over channel dim 1 of ``like``."""
+    t = t.to(like)
+    return t.reshape((1, -1) + (1,) * (like.dim() - 2)) if t.numel() > 1 else t.reshape(())
+
+
 def _spike_counts(s: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Spikes per element of a multi-level output (k * theta per step -> k)."""
-    th = theta.to(s).reshape((1, -1) + (1,) * (s.dim() - 2)) if theta.numel() > 1 else theta.to(s).reshape(())
-    return (s.abs() / th).round()
+    return (s.abs() / _per_channel(theta, s)).round()
 
 
 def _targets(gm: fx.GraphModule) -> set[str]:
@@ -98,6 +103,11 @@ class LayerMonitor:
         self.op = {t: type(ann.get_submodule(t)).__name__ for t in self.weighted}
         self.kind = {n: m.extra_repr().split(",")[0] for n, m in self.neurons.items()}
         self.sources = self._sources()
+        # a network in binary-spike form (thresholds folded into the weights) fires 0/1:
+        # its spikes compare with the activation after scaling by the original thresholds
+        unfolded = getattr(snn, "unfolded_from", None)
+        self.scale = {n: unfolded.neurons()[n].theta.detach().clone() if unfolded is not None and
+                      n in unfolded.neurons() else None for n in self.neurons}
         # layers reading a multi-level neuron directly: a k * theta output is k events
         self.graded = {}
         for n in snn.rewritten.graph.nodes:
@@ -262,11 +272,14 @@ class LayerMonitor:
             out = out.detach()
             ev = (out != 0) if getattr(mod, "levels", 1) == 1 else _spike_counts(out, mod.theta)
             self.spikes[name] += ev.reshape(T, -1).sum(1).double().cpu()
-            s = out.reshape(T, out.shape[0] // T, -1)
-            self.size[name] = s.shape[2]
+            self.size[name] = out[0].numel()
             a = self._acts.get(name)
             if a is None:
                 return
+            lam = self.scale[name]
+            if lam is not None:
+                out = out * _per_channel(lam, out)
+            s = out.reshape(T, out.shape[0] // T, -1)
             a = a.reshape(s.shape[1], -1).to(s.dtype)
             acc = torch.zeros_like(a)
             for t in range(T):
