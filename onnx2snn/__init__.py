@@ -14,6 +14,7 @@ from .convert.spiking import SpikingNetwork, load
 from .convert.fold import fold_thresholds
 
 from . import zoo  # noqa: E402
+from .verify import VerifyReport, verify
 
 __version__ = "0.1.0"
 
@@ -21,5 +22,5 @@ __all__ = [
     "import_onnx", "export_onnx", "export_zoo_model", "convert", "load", "SpikingNetwork", "replace_activations",
     "calibrate_thresholds", "fold_thresholds",
     "Onnx2SnnError", "InvalidModelError", "UnsupportedOpError", "DynamicShapeError", "ShapeError",
-    "NonSpikingActivationError", "DataError",
+    "NonSpikingActivationError", "DataError", "zoo", "verify", "VerifyReport",
 ]

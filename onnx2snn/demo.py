@@ -2,7 +2,8 @@
 
 Digits ResNet (classification) and tiny-YOLO on digit scenes (detection): export to
 ONNX, calibrate on training samples, convert, then accuracy / mAP of the SNN at each T
-next to the ANN run by onnxruntime on the same file. Writes report.json and demo.png.
+next to the ANN run by onnxruntime on the same file (measured with onnx2snn.verify).
+Writes report.json and demo.png.
 """
 
 from __future__ import annotations
@@ -11,50 +12,27 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 
-from . import onnx_io, zoo
+from . import zoo
 from .api import convert
 from .export import export_zoo_model
 from .table import format_table
+from .verify import verify
 
 TIMESTEPS = [1, 2, 4, 8, 16, 32, 64]
 
 
-def _ort_outputs(path: str, x: torch.Tensor, batch: int = 128) -> list[np.ndarray]:
-    sess = onnx_io.ort_session(path)
-    outs = None
-    for i in range(0, len(x), batch):
-        o = onnx_io.run_onnxruntime(path, x[i:i + batch].numpy(), session=sess)
-        outs = [[a] for a in o] if outs is None else [acc + [a] for acc, a in zip(outs, o)]
-    return [np.concatenate(o) for o in outs]
-
-
-def _in_batches(snn, x: torch.Tensor, timesteps: list[int], batch: int = 128):
-    """SNN outputs at every T (one run per batch), concatenated over batches."""
-    per_t: list[list] = [[] for _ in timesteps]
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            for k, o in enumerate(snn.run_timesteps(x[i:i + batch], checkpoints=timesteps)):
-                per_t[k].append(o)
-    out = []
-    for chunks in per_t:
-        out.append(torch.cat(chunks) if isinstance(chunks[0], torch.Tensor)
-                   else tuple(torch.cat(c) for c in zip(*chunks)))
-    return out
-
-
 def classification(out_dir: str, progress: bool) -> dict:
     path = export_zoo_model("digits_resnet", os.path.join(out_dir, "digits_resnet.onnx"))
-    xtr, _ = (torch.as_tensor(a) for a in zoo.load_digits(16, "train"))
-    xte, yte = (torch.as_tensor(a) for a in zoo.load_digits(16, "test"))
-    ann = float((torch.from_numpy(_ort_outputs(path, xte)[0]).argmax(1) == yte).float().mean())
-    res = {"model": "digits_resnet", "onnx": path, "ann_accuracy": ann, "n_test": len(yte), "snn": {}}
+    xtr, _ = zoo.load_digits(16, "train")
+    test = zoo.load_digits(16, "test")
+    res = {"model": "digits_resnet", "onnx": path, "n_test": len(test[1]), "snn": {}}
     for norm in ("layer", "channel"):
         snn = convert(path, xtr, timesteps=max(TIMESTEPS), normalization=norm, progress=progress)
-        outs = _in_batches(snn, xte, TIMESTEPS)
-        res["snn"][norm] = {T: float((o.argmax(1) == yte).float().mean()) for T, o in zip(TIMESTEPS, outs)}
+        r = verify(snn, path, data=test, timesteps=TIMESTEPS, batch_size=128, layers=False, progress=progress)
+        res["ann_accuracy"] = r.metrics["reference"]["top1"]
+        res["snn"][norm] = {T: r.metrics["snn"][T]["top1"] for T in TIMESTEPS}
     return res
 
 
@@ -62,19 +40,12 @@ def detection(out_dir: str, progress: bool, n_val: int = 200, n_calib: int = 256
     path = export_zoo_model("tiny_yolo", os.path.join(out_dir, "tiny_yolo.onnx"))
     val = zoo.digit_scenes("val", n=n_val)
     calib, _ = zoo.scenes_to_tensors(zoo.digit_scenes("train", n=n_calib))
-    x, _ = zoo.scenes_to_tensors(val)
-    gt = zoo.coco_dict(val)
-    ids = [s.image_id for s in val]
-
-    def mAP(outputs) -> dict:
-        dets = zoo.tiny_yolo_decode(tuple(torch.as_tensor(o) for o in outputs))
-        return zoo.evaluate_coco(zoo.to_coco_detections(dets, ids), gt)
-
-    res = {"model": "tiny_yolo", "onnx": path, "ann": mAP(_ort_outputs(path, x)), "n_val": n_val, "snn": {}}
     snn = convert(path, calib, timesteps=max(TIMESTEPS), progress=progress)
-    for T, outs in zip(TIMESTEPS, _in_batches(snn, x, TIMESTEPS)):
-        res["snn"][T] = mAP(outs)
-    return res
+    r = verify(snn, path, data=val, task="detection", postprocess="tiny-yolo", timesteps=TIMESTEPS, batch_size=64,
+               layers=False, progress=progress)
+    maps = lambda m: {k: m[k] for k in ("mAP50", "mAP50_95")}  # noqa: E731
+    return {"model": "tiny_yolo", "onnx": path, "ann": maps(r.metrics["reference"]), "n_val": n_val,
+            "snn": {T: maps(r.metrics["snn"][T]) for T in TIMESTEPS}}
 
 
 def plot(report: dict, path: str) -> str:

@@ -10,6 +10,7 @@ reported in one :class:`UnsupportedOpError`.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -21,9 +22,10 @@ import torch.fx as fx
 
 from .. import onnx_io
 from ..errors import InvalidModelError, ShapeError, UnsupportedOpError
-from . import ops  # noqa: F401  (registers the converters)
 from .builder import ConversionFailure, GraphBuilder, NodeContext, parse_attrs
 from .registry import lookup
+
+importlib.import_module(".ops", __package__)  # importing the converters registers them
 
 # ops that must not be folded even when their inputs are constant
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",

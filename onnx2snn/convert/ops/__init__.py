@@ -1,3 +1,6 @@
 """ONNX op converters, one module per op family; importing registers them."""
 
-from . import activations, elementwise, layers, pooling, resize, tensor_ops  # noqa: F401
+import importlib
+
+for _family in ("activations", "elementwise", "layers", "pooling", "resize", "tensor_ops"):
+    importlib.import_module(f".{_family}", __name__)

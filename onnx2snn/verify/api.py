@@ -1,0 +1,173 @@
+"""``onnx2snn.verify``: the SNN against onnxruntime on the source file, at every T of a
+sweep from one run per batch, with per-layer error, firing rates, SynOps and energy."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..convert.spiking import SpikingNetwork, load
+from ..errors import DataError, Onnx2SnnError
+from .data import classification_batches, detection_batches
+from .metrics import Classification, Detection, RelativeL2, resolve_postprocess
+from .monitor import LayerMonitor
+from .reference import Reference
+from .report import VerifyReport
+
+DEFAULT_TIMESTEPS = (1, 2, 4, 8, 16, 32, 64, 128)
+TASKS = ("classification", "detection")
+
+
+def _as_list(out) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _device(snn: SpikingNetwork) -> torch.device:
+    for t in list(snn.parameters()) + list(snn.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _timesteps(timesteps) -> list[int]:
+    try:
+        ts = sorted(set(int(t) for t in ([timesteps] if isinstance(timesteps, int) else timesteps)))
+    except (TypeError, ValueError):
+        raise Onnx2SnnError(f"timesteps must be a list of positive integers, got {timesteps!r}") from None
+    if not ts or ts[0] < 1:
+        raise Onnx2SnnError(f"timesteps must be a list of positive integers, got {timesteps!r}")
+    return ts
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    if isinstance(data, (tuple, list)) and data and hasattr(data[0], "shape"):
+        return f"({type(data[0]).__name__} {list(data[0].shape)}, labels)"
+    if hasattr(data, "shape"):
+        return f"{type(data).__name__} {list(data.shape)}"
+    return type(data).__name__
+
+
+def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, data: Any = None,
+           timesteps: Sequence[int] = DEFAULT_TIMESTEPS, task: str = "classification", postprocess=None,
+           annotations: Any = None, batch_size: int = 32, limit: int | None = None, preprocess=None,
+           category_ids: Sequence[int] | None = None, layers: bool = True, tolerance: float | None = None,
+           progress: bool = True, return_outputs: bool = False, seed: int = 0) -> VerifyReport:
+    """Measure how close a spiking network stays to its source ONNX model, vs timesteps.
+
+    Args:
+        snn: a :class:`SpikingNetwork` (or the path of one written by ``snn.save``).
+        reference: the ONNX model to compare with (path, bytes or ModelProto), run by
+            onnxruntime with Pad_Fusion disabled. None: the ONNX file stored in the SNN.
+        data: evaluation data. Classification: a tensor / array, ``(x, y)``, a DataLoader
+            or Dataset of ``(x, y)``, an ``.npz`` with ``x`` (and ``y``), an image folder.
+            Detection: a COCO json (images in ``<json dir>/images``), an image folder with
+            ``annotations=``, a ``zoo.CocoImages``, the zoo's digit scenes, or a tensor with
+            ``annotations=``.
+        timesteps: the sweep; the SNN runs once per batch to the largest T.
+        task: ``"classification"`` (top-1 / top-5 with labels, agreement, rel. L2) or
+            ``"detection"`` (COCO mAP@0.5 and mAP@0.5:0.95).
+        postprocess: detection decoding: ``"tiny-yolo"``, ``"yolo_relu"``, ``"yolov8"``
+            (Ultralytics exports) or a callable ``(outputs, batch_meta) -> COCO detections``
+            (``batch_meta``: :class:`onnx2snn.verify.BatchMeta`); the same for reference and SNN.
+        annotations: COCO json (path or dict) for detection data that is not a json itself.
+        preprocess: ``zoo.Preprocess`` for image files; default: resize to the model's input
+            size, pixels in [0, 1].
+        category_ids: label index -> COCO category id for the built-in decoders.
+        layers: per-layer error, firing rates, SynOps and energy (hooks; costs one ANN
+            forward per batch).
+        tolerance: what the summary calls a match (accuracy: absolute, mAP: relative).
+        return_outputs: keep every output in ``report.outputs`` (reference and each T).
+    """
+    t0 = time.time()
+    if isinstance(snn, (str, os.PathLike)):
+        snn = load(snn)
+    if not isinstance(snn, SpikingNetwork):
+        raise Onnx2SnnError(f"verify needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load), got "
+                            f"{type(snn).__name__}")
+    if task not in TASKS:
+        raise Onnx2SnnError(f"task must be one of {TASKS}, not {task!r}")
+    ts = _timesteps(timesteps)
+    if int(batch_size) < 1:
+        raise Onnx2SnnError(f"batch_size must be >= 1, got {batch_size}")
+    if data is None:
+        raise DataError("verify needs data= (test inputs, with labels or COCO annotations)")
+    torch.manual_seed(seed)
+    snn.eval()
+    device = _device(snn)
+    ref = Reference.open(reference, snn)
+    input_shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
+    if preprocess is None and input_shape is not None and len(input_shape) == 4:
+        from ..zoo import Preprocess
+
+        preprocess = Preprocess(size=tuple(input_shape[2:]), channels=int(input_shape[1]))
+    post_desc = None
+    gt = None
+    if task == "classification":
+        batches, total = classification_batches(data, batch_size, limit, preprocess)
+        ref_metric = Classification(has_reference=False)
+        snn_metric = {t: Classification(has_reference=True) for t in ts}
+    else:
+        pp, post_desc = resolve_postprocess(postprocess, category_ids)
+        dd = detection_batches(data, annotations, batch_size, limit, preprocess)
+        batches, total, gt = dd.batches, math.ceil(dd.n / batch_size), dd.ground_truth
+        if not gt.get("annotations"):
+            raise DataError(f"the COCO ground truth of the {dd.n} evaluated images has no annotations: mAP is "
+                            "undefined. Check that annotations= belongs to these images.")
+        ref_metric = Detection(pp, has_reference=False)
+        snn_metric = {t: Detection(pp, has_reference=True) for t in ts}
+    monitor = LayerMonitor(snn, ts) if layers else None
+    twin_l2 = RelativeL2()
+    kept: dict[Any, list[list[torch.Tensor]]] = {}
+    n = 0
+    hooks = monitor.attached() if monitor else contextlib.nullcontext()
+    with torch.no_grad(), hooks:
+        for k, (xb, extra) in enumerate(tqdm(batches, total=total, desc="verify", unit="batch",
+                                             disable=not progress)):
+            ref.check_input(xb, input_shape)
+            ref_out = [torch.from_numpy(a) for a in ref.run(xb)]
+            x = xb.to(device)
+            if monitor:
+                twin_out = [o.float().cpu() for o in _as_list(snn.ann(x))]
+            outs = [[o.float().cpu() for o in _as_list(o_t)] for o_t in snn.run_timesteps(x, checkpoints=ts)]
+            if k == 0:
+                ref.check_outputs(ref_out, outs[0])
+            ref_metric.update(ref_out, None, extra)
+            for t, o in zip(ts, outs):
+                snn_metric[t].update(o, ref_out, extra)
+            if monitor:
+                twin_l2.update(twin_out, ref_out)
+                monitor.batch_done(len(xb))
+            if return_outputs:
+                for key, o in [("reference", ref_out)] + list(zip(ts, outs)):
+                    kept.setdefault(key, []).append(o)
+            n += len(xb)
+    if n == 0:
+        raise DataError("data: empty (no samples)")
+
+    if task == "classification":
+        metrics = {"reference": ref_metric.result(), "snn": {t: snn_metric[t].result() for t in ts}}
+    else:
+        metrics = {"reference": ref_metric.result(gt), "snn": {t: snn_metric[t].result(gt) for t in ts}}
+    ref_info = ref.describe()
+    if monitor:
+        ref_info["ann_twin_rel_l2"] = twin_l2.value()
+    config = {"task": task, "timesteps": ts, "batch_size": int(batch_size), "limit": limit, "device": str(device),
+              "seed": seed, "data": _describe(data), "postprocess": post_desc,
+              "preprocess": preprocess.to_dict() if preprocess is not None and hasattr(preprocess, "to_dict") else None,
+              "snn": dict(snn.config), "neurons": len(snn.neurons()), "one_run_per_batch": True}
+    outputs = None
+    if return_outputs:
+        outputs = {key: [torch.cat(parts) for parts in zip(*chunks)] for key, chunks in kept.items()}
+    return VerifyReport(task=task, timesteps=ts, n_samples=n, metrics=metrics, reference=ref_info, config=config,
+                        layers=monitor.results() if monitor else None, seconds=round(time.time() - t0, 2),
+                        tolerance=tolerance, outputs=outputs)
+
+
+__all__ = ["verify", "DEFAULT_TIMESTEPS"]

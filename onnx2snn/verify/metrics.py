@@ -1,0 +1,159 @@
+"""Task metrics, accumulated batch by batch for the reference and for the SNN at each T.
+
+Classification: top-1 / top-5 accuracy (with labels), agreement of the SNN's top-1
+with the reference's top-1, relative L2 error ``||snn - ref|| / ||ref||`` over the
+whole data set. Detection: COCO mAP@0.5 and mAP@0.5:0.95 (pycocotools) after the same
+post-processing of both, plus the relative L2 error of the raw outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import Onnx2SnnError, ShapeError
+from .data import BatchMeta
+
+Outputs = Sequence[torch.Tensor]  # the model's outputs as a list (one tensor per ONNX output)
+
+
+class RelativeL2:
+    """sqrt(sum ||a - ref||^2 / sum ||ref||^2) over every batch and output."""
+
+    def __init__(self) -> None:
+        self.err = 0.0
+        self.ref = 0.0
+
+    def update(self, a: Outputs, ref: Outputs) -> None:
+        for x, r in zip(a, ref):
+            self.err += float(((x.double() - r.double()) ** 2).sum())
+            self.ref += float((r.double() ** 2).sum())
+
+    def value(self) -> float:
+        return float(np.sqrt(self.err / self.ref)) if self.ref > 0 else (0.0 if self.err == 0 else float("inf"))
+
+
+class Classification:
+    """Counts for one model (the reference, or the SNN at one T)."""
+
+    def __init__(self, has_reference: bool) -> None:
+        self.n = 0
+        self.labelled = 0
+        self.top1 = 0
+        self.top5 = 0
+        self.agree = 0
+        self.classes = 0
+        self.has_reference = has_reference
+        self.l2 = RelativeL2()
+
+    @staticmethod
+    def logits(outputs: Outputs) -> torch.Tensor:
+        o = outputs[0]
+        if o.dim() < 2:
+            raise ShapeError(f"classification needs [batch, classes] scores; the model's first output has shape "
+                             f"{list(o.shape)}. Use task='detection' with a postprocess for other outputs.")
+        return o.reshape(o.shape[0], -1)
+
+    def update(self, outputs: Outputs, ref: Outputs | None, labels: torch.Tensor | None) -> None:
+        z = self.logits(outputs)
+        self.classes = z.shape[1]
+        pred = z.argmax(1)
+        self.n += len(z)
+        if labels is not None:
+            labels = labels.to(z.device)
+            self.labelled += len(labels)
+            self.top1 += int((pred == labels).sum())
+            if self.classes > 5:
+                top = z.topk(5, dim=1).indices
+                self.top5 += int((top == labels[:, None]).any(1).sum())
+        if self.has_reference and ref is not None:
+            self.agree += int((pred == self.logits(ref).argmax(1)).sum())
+            self.l2.update(outputs, ref)
+
+    def result(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.labelled:
+            out["top1"] = self.top1 / self.labelled
+            if self.classes > 5:
+                out["top5"] = self.top5 / self.labelled
+        if self.has_reference:
+            out["agreement"] = self.agree / max(self.n, 1)
+            out["rel_l2"] = self.l2.value()
+        return out
+
+
+# -- detection ---------------------------------------------------------------------
+DECODER_ALIASES = {
+    "tiny-yolo": "tiny_yolo_decode", "tiny_yolo": "tiny_yolo_decode", "tiny_yolo_decode": "tiny_yolo_decode",
+    "yolo_relu": "yolo_relu_decode", "yolo-relu": "yolo_relu_decode", "yolo_relu_decode": "yolo_relu_decode",
+    "yolov8": "decode_ultralytics", "ultralytics": "decode_ultralytics", "decode_ultralytics": "decode_ultralytics",
+}
+# mAP is measured with a low score threshold (as Ultralytics' val does); the decoders of
+# the zoo's own models already default to it
+DECODER_KWARGS = {"decode_ultralytics": {"conf_thres": 0.001, "iou_thres": 0.7}}
+
+Postprocess = Callable[[Any, BatchMeta], list]
+
+
+def resolve_postprocess(postprocess: "str | Postprocess | None", category_ids=None) -> tuple[Postprocess, str]:
+    """A callable ``(outputs, meta) -> COCO detections`` and its description.
+
+    ``postprocess`` is a zoo decoder name or such a callable. ``outputs`` are what the
+    model returns (a tensor, or a tuple of tensors for several outputs), on the CPU.
+    """
+    if postprocess is None:
+        raise Onnx2SnnError("task='detection' needs postprocess=: a decoder name ('tiny-yolo', 'yolo_relu', "
+                            "'yolov8') or a callable(outputs, batch_meta) -> list of COCO detections")
+    if callable(postprocess):
+        return postprocess, getattr(postprocess, "__name__", type(postprocess).__name__)
+    key = DECODER_ALIASES.get(str(postprocess).lower())
+    if key is None:
+        raise Onnx2SnnError(f"unknown postprocess {postprocess!r}: use one of {sorted(DECODER_ALIASES)} or a "
+                            "callable(outputs, batch_meta) -> list of COCO detections")
+    from .. import zoo
+
+    decode = zoo.get_decoder(key)
+    kwargs = DECODER_KWARGS.get(key, {})
+
+    def run(outputs, meta: BatchMeta) -> list:
+        dets = decode(outputs, **kwargs)
+        dets = [dict(d, boxes=meta.to_original(d["boxes"], i)) for i, d in enumerate(dets)]
+        return zoo.to_coco_detections(dets, meta.image_ids, category_ids)
+
+    args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    return run, f"onnx2snn.zoo.{key}({args})"
+
+
+class Detection:
+    """COCO results of one model over the data set; mAP at the end."""
+
+    def __init__(self, postprocess: Postprocess, has_reference: bool) -> None:
+        self.postprocess = postprocess
+        self.results: list[dict] = []
+        self.has_reference = has_reference
+        self.l2 = RelativeL2()
+
+    def update(self, outputs: Outputs, ref: Outputs | None, meta: BatchMeta) -> None:
+        structured = outputs[0] if len(outputs) == 1 else tuple(outputs)
+        dets = self.postprocess(tuple(t.cpu() for t in structured) if isinstance(structured, tuple)
+                                else structured.cpu(), meta)
+        if not isinstance(dets, list):
+            raise Onnx2SnnError(f"postprocess returned {type(dets).__name__}; it must return a list of COCO "
+                                "detections (dicts with image_id, category_id, bbox [x, y, w, h], score)")
+        self.results.extend(dets)
+        if self.has_reference and ref is not None:
+            self.l2.update(outputs, ref)
+
+    def result(self, ground_truth: dict) -> dict[str, float]:
+        from ..zoo import evaluate_coco
+
+        out = dict(evaluate_coco(self.results, ground_truth))
+        out["detections"] = len(self.results)
+        if self.has_reference:
+            out["rel_l2"] = self.l2.value()
+        return out
+
+
+__all__ = ["Classification", "Detection", "RelativeL2", "resolve_postprocess", "DECODER_ALIASES"]

@@ -1,0 +1,350 @@
+"""Per-layer measurements of a spiking run, taken with forward hooks (no engine changes).
+
+For every neuron (named by its module target) at every checkpoint T:
+
+- relative error ``||mean_{t<=T} s_t - a|| / ||a||`` over the data set, where ``s_t``
+  are its spikes and ``a`` the output of the activation it replaced, taken from the
+  ANN twin (``snn.ann``) run on the same batch;
+- firing rate: spikes (either sign; a multi-level output ``k * theta`` counts k) per
+  neuron per step.
+
+For every weighted layer (conv, linear, batch norm) the cost of one inference:
+
+- ANN MACs: ``sum_i fanout(i)`` over the layer's input elements, where ``fanout(i)`` is
+  the number of synapses input element ``i`` drives: (output, weight) pairs that read
+  it, padding taps not counted. It is computed exactly per position, once per layer,
+  as the input gradient of ``sum(layer_with_all_ones_weights(x))``.
+- SynOps of a spike-driven layer (spiking core and readout): every nonzero input
+  element at every step is one event costing ``fanout(i)`` accumulates,
+  ``SynOps = sum_t sum_i [x_t,i != 0] * fanout(i)``, with ``x_t`` the tensor the layer
+  receives at step t (spikes, or what weight-free ops made of them; a layer reading a
+  multi-level neuron directly counts its k-spike outputs as k events). Consequences,
+  stated in the report: the accumulations of the weight-free ops between neurons and
+  the layer (residual adds, average / max pools, upsampling, concatenation) are not
+  counted; two spike trains merged by an add count one event where both fire at the
+  same element and step; a readout layer, which the engine runs once on time-averaged
+  spikes, is charged for its per-step input, recomputed from the spiking core's
+  per-step outputs.
+- Layers before the first neuron see the analog input (direct encoding): MACs at every
+  step. Layers after the readout (post-processing): MACs once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from contextlib import contextmanager
+from typing import Sequence
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..convert.analysis import analyze
+from ..convert.partition import extract
+
+ENERGY_AC_PJ = 0.9   # one 32-bit float accumulate, 45 nm (Horowitz, ISSCC 2014)
+ENERGY_MAC_PJ = 4.6  # one 32-bit float multiply-accumulate, 45 nm
+
+
+def fanout_map(module: nn.Module, sample_shape: Sequence[int]) -> torch.Tensor:
+    """Synapses driven by each input element of ``module`` for one sample (float64, flat)."""
+    numel = math.prod(sample_shape)
+    if isinstance(module, nn.Linear):
+        return torch.full((numel,), float(module.out_features), dtype=torch.float64)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        # a shallow copy with all-ones weights and no bias, run through forward() itself
+        # (not __call__: the original's hooks must not fire)
+        m = copy.copy(module)
+        dev = module.weight.device
+        m._parameters = {"weight": torch.ones(module.weight.shape, device=dev), "bias": None}
+        with torch.enable_grad():
+            x = torch.ones((1,) + tuple(sample_shape), device=dev, requires_grad=True)
+            m.forward(x).sum().backward()
+        return x.grad.reshape(-1).double().cpu()
+    return torch.ones(numel, dtype=torch.float64)  # batch norm: one multiply-add per element
+
+
+def _per_channel(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A [C] (or scalar) tensor shaped to broadcast over channel dim 1 of ``like``."""
+    t = t.to(like)
+    return t.reshape((1, -1) + (1,) * (like.dim() - 2)) if t.numel() > 1 else t.reshape(())
+
+
+def _spike_counts(s: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Spikes per element of a multi-level output (k * theta per step -> k)."""
+    return (s.abs() / _per_channel(theta, s)).round()
+
+
+def _targets(gm: fx.GraphModule) -> set[str]:
+    return {n.target for n in gm.graph.nodes if n.op == "call_module"}
+
+
+class LayerMonitor:
+    """Hooks on the twin and on the SNN; call :meth:`batch` around each batch's runs."""
+
+    def __init__(self, snn, checkpoints: Sequence[int]):
+        self.snn = snn
+        self.checkpoints = sorted(set(int(t) for t in checkpoints))
+        self.T = self.checkpoints[-1]
+        self.neurons = snn.neurons()
+        ann = snn.ann
+        info = analyze(ann)
+        targets = {n.name: n.target for n in ann.graph.nodes}
+        in_prefix, in_core = _targets(snn.prefix), _targets(snn.core)
+        self.weighted: dict[str, str] = {}  # target -> analog | spiking | readout | post
+        for a in info.nodes:
+            if a.role != "weighted":
+                continue
+            t = targets[a.name]
+            self.weighted[t] = ("analog" if t in in_prefix else "spiking" if t in in_core
+                                else "readout" if a.part == "readout" else "post")
+        self.op = {t: type(ann.get_submodule(t)).__name__ for t in self.weighted}
+        self.kind = {n: m.extra_repr().split(",")[0] for n, m in self.neurons.items()}
+        self.sources = self._sources()
+        # a network in binary-spike form (thresholds folded into the weights) fires 0/1:
+        # its spikes compare with the activation after scaling by the original thresholds
+        unfolded = getattr(snn, "unfolded_from", None)
+        self.scale = {n: unfolded.neurons()[n].theta.detach().clone() if unfolded is not None and
+                      n in unfolded.neurons() else None for n in self.neurons}
+        # layers reading a multi-level neuron directly: a k * theta output is k events
+        self.graded = {}
+        for n in snn.rewritten.graph.nodes:
+            a = n.args[0] if n.op == "call_module" and n.target in self.weighted and n.args else None
+            if isinstance(a, fx.Node) and a.op == "call_module" and a.target in self.neurons and \
+                    getattr(self.neurons[a.target], "levels", 1) > 1:
+                self.graded[n.target] = self.neurons[a.target]
+        # accumulators
+        T = self.T
+        self.samples = 0
+        self.size = {n: 0 for n in self.neurons}                     # neurons per sample
+        self.spikes = {n: torch.zeros(T, dtype=torch.float64) for n in self.neurons}
+        self.err = {n: {t: 0.0 for t in self.checkpoints} for n in self.neurons}
+        self.ref = {n: 0.0 for n in self.neurons}
+        self.macs: dict[str, float] = {}
+        self.in_size: dict[str, int] = {}
+        self.fan: dict[str, torch.Tensor] = {}
+        spiking = [t for t, k in self.weighted.items() if k in ("spiking", "readout")]
+        self.synops = {t: torch.zeros(T, dtype=torch.float64) for t in spiking}
+        self.events = {t: torch.zeros(T, dtype=torch.float64) for t in spiking}
+        self._acts: dict[str, torch.Tensor] = {}
+        self._static: dict[str, torch.Tensor] = {}
+        self._fan_dev: dict[str, torch.Tensor] = {}
+        self.notes: list[str] = []
+        self.probe, self.probe_targets = self._readout_probe()
+
+    # -- graph helpers ---------------------------------------------------------------
+    def _sources(self) -> dict[str, list[str]]:
+        """For each weighted layer, the neurons whose spikes reach it through weight-free ops."""
+        g = self.snn.rewritten
+        out = {}
+        for n in g.graph.nodes:
+            if n.op != "call_module" or n.target not in self.weighted:
+                continue
+            found, seen, stack = [], set(), list(n.all_input_nodes)
+            while stack:
+                a = stack.pop()
+                if a in seen:
+                    continue
+                seen.add(a)
+                if a.op == "call_module" and a.target in self.neurons:
+                    found.append(a.target)
+                elif not (a.op == "call_module" and a.target in self.weighted):
+                    stack.extend(a.all_input_nodes)
+            out[n.target] = sorted(set(found), key=list(self.neurons).index)
+        return out
+
+    def _readout_probe(self):
+        """A GraphModule giving the per-step inputs of the readout layers from the core's
+        per-step outputs (and the static prefix values, repeated over time)."""
+        readout = [t for t, k in self.weighted.items() if k == "readout"]
+        if not readout:
+            return None, []
+        g = self.snn.rewritten
+        head_in = set(self.snn.wiring["head_in"])
+        calls = [n for n in g.graph.nodes if n.op == "call_module" and n.target in readout]
+        outs = [n.args[0] for n in calls]
+        need, inputs, seen, stack = set(), [], set(), list(outs)
+        while stack:
+            n = stack.pop()
+            if n in seen or not isinstance(n, fx.Node):
+                continue
+            seen.add(n)
+            if n.name in head_in:
+                inputs.append(n)
+            elif n.op != "get_attr":
+                need.add(n)
+                stack.extend(n.all_input_nodes)
+        try:
+            order = [n for n in g.graph.nodes if n in need]
+            inputs = [n for n in g.graph.nodes if n in inputs]
+            probe = extract(g, order, inputs, outs, "ReadoutProbe")
+            return (probe, [n.name for n in inputs]), [n.target for n in calls]
+        except Exception as e:  # noqa: BLE001 - an unusual head: say so, count what we can
+            warnings.warn(f"verify: cannot trace the readout's per-step input ({e}); its SynOps are not counted",
+                          stacklevel=2)
+            self.notes.append("readout layers' SynOps not counted (their per-step input could not be traced)")
+            return None, []
+
+    # -- hooks -----------------------------------------------------------------------
+    @contextmanager
+    def attached(self):
+        handles = []
+        ann = self.snn.ann
+        for name in self.neurons:
+            handles.append(ann.get_submodule(name).register_forward_hook(self._twin_act(name)))
+        for t in self.weighted:
+            handles.append(ann.get_submodule(t).register_forward_hook(self._twin_weighted(t)))
+        for name, m in self.neurons.items():
+            handles.append(m.register_forward_hook(self._neuron(name)))
+        rw = self.snn.rewritten
+        for t, k in self.weighted.items():
+            if k == "spiking":
+                handles.append(rw.get_submodule(t).register_forward_hook(self._spiking_layer(t)))
+        if self.probe is not None:
+            handles.append(self.snn.prefix.register_forward_hook(self._prefix_out))
+            handles.append(self.snn.core.register_forward_hook(self._core_out))
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            self._acts.clear()
+            self._static.clear()
+
+    def _twin_act(self, name):
+        def hook(mod, inp, out):
+            self._acts[name] = out.detach()
+        return hook
+
+    def _twin_weighted(self, t):
+        def hook(mod, inp, out):
+            if t not in self.fan:
+                shape = tuple(inp[0].shape[1:])
+                self.fan[t] = fanout_map(mod, shape)
+                self.macs[t] = float(self.fan[t].sum())
+                self.in_size[t] = math.prod(shape)
+        return hook
+
+    def _fanout(self, t: str, device) -> torch.Tensor:
+        f = self._fan_dev.get(t)
+        if f is None or f.device != device:
+            f = self._fan_dev[t] = self.fan[t].to(device=device, dtype=torch.float32)
+        return f
+
+    def _count(self, t: str, x: torch.Tensor) -> None:
+        T = self.T
+        x = x.detach()
+        graded = self.graded.get(t)
+        ev = (x != 0) if graded is None else _spike_counts(x, graded.theta)
+        nz = ev.reshape(T, x.shape[0] // T, -1).sum(1).float()  # [T, N] events per element
+        self.synops[t] += (nz.double() @ self._fanout(t, x.device).double()).cpu()
+        self.events[t] += nz.sum(1).double().cpu()
+
+    def _spiking_layer(self, t):
+        def hook(mod, inp, out):
+            self._count(t, inp[0])
+        return hook
+
+    def _prefix_out(self, mod, inp, out):
+        self._static = dict(zip(self.snn.wiring["prefix_out"], out))
+
+    def _core_out(self, mod, inp, out):
+        vals = dict(zip(self.snn.wiring["core_out"], out))
+        probe, names = self.probe
+        T = self.T
+        args = []
+        for n in names:
+            if n in vals:
+                args.append(vals[n])
+            else:  # a static value: the same at every step
+                v = self._static[n]
+                args.append(v.unsqueeze(0).expand((T,) + tuple(v.shape)).reshape((T * v.shape[0],) + tuple(v.shape[1:])))
+        for t, x in zip(self.probe_targets, probe(*args)):
+            self._count(t, x)
+
+    def _neuron(self, name):
+        cps = set(self.checkpoints)
+
+        def hook(mod, inp, out):
+            T = self.T
+            out = out.detach()
+            ev = (out != 0) if getattr(mod, "levels", 1) == 1 else _spike_counts(out, mod.theta)
+            self.spikes[name] += ev.reshape(T, -1).sum(1).double().cpu()
+            self.size[name] = out[0].numel()
+            a = self._acts.get(name)
+            if a is None:
+                return
+            lam = self.scale[name]
+            if lam is not None:
+                out = out * _per_channel(lam, out)
+            s = out.reshape(T, out.shape[0] // T, -1)
+            a = a.reshape(s.shape[1], -1).to(s.dtype)
+            acc = torch.zeros_like(a)
+            for t in range(T):
+                acc += s[t]
+                if t + 1 in cps:
+                    self.err[name][t + 1] += float(((acc / (t + 1) - a) ** 2).sum(dtype=torch.float64))
+            self.ref[name] += float((a ** 2).sum(dtype=torch.float64))
+        return hook
+
+    def batch_done(self, n: int) -> None:
+        self.samples += n
+        self._acts.clear()
+        self._static.clear()
+
+    # -- results -----------------------------------------------------------------------
+    def results(self) -> dict:
+        """Per neuron, per weighted layer and in total, at each checkpoint (per sample)."""
+        cps, N = self.checkpoints, max(self.samples, 1)
+        layers = []
+        for name in self.neurons:
+            cum = self.spikes[name].cumsum(0)
+            size = self.size[name]
+            layers.append({
+                "name": name, "kind": self.kind[name], "neurons": size,
+                "firing_rate": {t: float(cum[t - 1]) / (N * size * t) if size else 0.0 for t in cps},
+                "spikes_per_sample": {t: float(cum[t - 1]) / N for t in cps},
+                "rel_error": {t: math.sqrt(self.err[name][t] / self.ref[name]) if self.ref[name] > 0 else
+                              (0.0 if self.err[name][t] == 0 else float("inf")) for t in cps},
+            })
+        weighted = []
+        for t, kind in self.weighted.items():
+            macs = self.macs.get(t, 0.0)
+            row = {"name": t, "op": self.op[t], "input": kind, "sources": self.sources.get(t, []), "macs": macs}
+            if t in self.synops:
+                syn, ev = self.synops[t].cumsum(0), self.events[t].cumsum(0)
+                row["synops"] = {c: float(syn[c - 1]) / N for c in cps}
+                row["input_density"] = {c: float(ev[c - 1]) / (N * self.in_size.get(t, 1) * c) for c in cps}
+            weighted.append(row)
+        ann_macs = sum(self.macs.values())
+        analog = sum(self.macs.get(t, 0.0) for t, k in self.weighted.items() if k == "analog")
+        post = sum(self.macs.get(t, 0.0) for t, k in self.weighted.items() if k == "post")
+        totals = {}
+        for c in cps:
+            syn = sum(r["synops"][c] for r in weighted if "synops" in r)
+            mac = analog * c + post
+            totals[c] = {"synops": syn, "macs": mac, "synops_over_ann_macs": syn / ann_macs if ann_macs else 0.0,
+                         "energy_pj": ENERGY_AC_PJ * syn + ENERGY_MAC_PJ * mac}
+        ann_pj = ENERGY_MAC_PJ * ann_macs
+        for c in cps:
+            totals[c]["energy_ratio_vs_ann"] = totals[c]["energy_pj"] / ann_pj if ann_pj else 0.0
+        return {
+            "neurons": layers, "weighted": weighted,
+            "ops": {"ann_macs": ann_macs, "ann_energy_pj": ann_pj, "analog_macs_per_step": analog,
+                    "post_macs": post, "snn": totals,
+                    "constants": {"accumulate_pj": ENERGY_AC_PJ, "multiply_accumulate_pj": ENERGY_MAC_PJ,
+                                  "process": "45 nm, 32-bit float (Horowitz, ISSCC 2014)"},
+                    "method": METHOD, "notes": list(self.notes)},
+        }
+
+
+METHOD = ("Per sample. ANN MACs of a layer = sum over its input elements of their fan-out (synapses driven, "
+          "padding taps excluded). SynOps of a spike-driven layer = sum over steps and input elements of "
+          "[input != 0] * fan-out: each event entering the layer costs one accumulate per synapse. Weight-free ops "
+          "between neurons and layers (add, pooling, upsample, concat) are not counted; coincident spikes merged "
+          "by an add count once. Layers before the first neuron see the analog input: MACs at every step. "
+          "Post-processing layers: MACs once. Energy = 0.9 pJ x SynOps + 4.6 pJ x MACs; ANN = 4.6 pJ x MACs.")
+
+__all__ = ["LayerMonitor", "fanout_map", "ENERGY_AC_PJ", "ENERGY_MAC_PJ", "METHOD"]

@@ -1,0 +1,254 @@
+"""VerifyReport: everything one verification measured, as a markdown table, JSON, a plot
+and a summary (the smallest T that matches the reference within a tolerance)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..table import format_table
+
+METRIC_NAMES = {"top1": "top-1 (%)", "top5": "top-5 (%)", "agreement": "agreement (%)", "rel_l2": "rel. L2",
+                "mAP50": "mAP@0.5", "mAP50_95": "mAP@0.5:0.95", "detections": "detections"}
+PERCENT = {"top1", "top5", "agreement"}
+RELATIVE_TOL = {"mAP50", "mAP50_95"}           # tolerance relative to the reference value
+DEFAULT_TOL = {"classification": 0.01, "detection": 0.01}
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`onnx2snn.verify`.
+
+    ``metrics["reference"]`` holds the reference's metrics (onnxruntime on the source
+    file), ``metrics["snn"][T]`` the SNN's at each T. ``layers`` holds per-neuron
+    errors and firing rates, per-layer MACs / SynOps and the energy estimate (None with
+    ``layers=False``). ``tolerance`` sets what :attr:`summary` calls a match:
+    classification metrics within ``tolerance`` (absolute, 0.01 = 1 point) of the
+    reference, mAP within ``tolerance`` relative (0.01 = 1 %).
+    """
+
+    task: str
+    timesteps: list[int]
+    n_samples: int
+    metrics: dict[str, Any]
+    reference: dict[str, Any]
+    config: dict[str, Any]
+    layers: dict[str, Any] | None = None
+    seconds: float = 0.0
+    tolerance: float | None = None
+    outputs: dict[Any, Any] | None = field(default=None, repr=False)  # with return_outputs=True; not in JSON
+
+    # -- summary -----------------------------------------------------------------------
+    @property
+    def primary_metric(self) -> str:
+        ref = self.metrics["reference"]
+        if self.task == "detection":
+            return "mAP50_95"
+        return "top1" if "top1" in ref else "agreement"
+
+    def _tol(self, tol: float | None) -> float:
+        if tol is not None:
+            return float(tol)
+        return DEFAULT_TOL[self.task] if self.tolerance is None else float(self.tolerance)
+
+    def reference_value(self, metric: str) -> float:
+        return 1.0 if metric == "agreement" else float(self.metrics["reference"][metric])
+
+    def smallest_t(self, tol: float | None = None, metric: str | None = None) -> int | None:
+        """Smallest T of the sweep whose ``metric`` (default: the primary one) is within
+        ``tol`` of the reference: absolute for accuracies / agreement (0.01 = 1 point),
+        relative for mAP (0.01 = 1 %). None when no T is."""
+        metric = metric or self.primary_metric
+        tol = self._tol(tol)
+        ref = self.reference_value(metric)
+        need = ref * (1 - tol) if metric in RELATIVE_TOL else ref - tol
+        for t in self.timesteps:
+            v = self.metrics["snn"][t].get(metric)
+            if v is not None and v >= need - 1e-12:
+                return t
+        return None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        m = self.primary_metric
+        tol = self._tol(None)
+        t = self.smallest_t(tol, m)
+        T = self.timesteps[-1]
+        out = {"metric": m, "reference": self.reference_value(m),
+               "tolerance": tol, "tolerance_kind": "relative" if m in RELATIVE_TOL else "absolute",
+               "smallest_t": t, "at_smallest_t": None if t is None else self.metrics["snn"][t][m],
+               "max_t": T, "at_max_t": self.metrics["snn"][T][m],
+               "smallest_t_per_metric": {k: self.smallest_t(tol, k) for k in self.metrics["snn"][T]
+                                         if k in PERCENT or k in RELATIVE_TOL}}
+        if self.layers is not None and t is not None:
+            tot = self.layers["ops"]["snn"][t]
+            out["synops_at_smallest_t"] = tot["synops"]
+            out["energy_ratio_vs_ann_at_smallest_t"] = tot["energy_ratio_vs_ann"]
+        return out
+
+    # -- output ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Everything measured, JSON-ready (T keys become strings)."""
+        return _jsonable({
+            "task": self.task, "timesteps": self.timesteps, "n_samples": self.n_samples,
+            "reference": self.reference, "metrics": self.metrics, "summary": self.summary,
+            "layers": self.layers, "config": self.config, "seconds": self.seconds,
+        })
+
+    def to_json(self, path: "str | os.PathLike") -> str:
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+        return path
+
+    def table(self) -> str:
+        """Markdown: metrics vs T next to the reference, then per-layer numbers."""
+        snn, ref = self.metrics["snn"], self.metrics["reference"]
+        keys = [k for k in ("top1", "top5", "agreement", "mAP50", "mAP50_95", "rel_l2") if k in snn[self.timesteps[0]]]
+        ops = self.layers["ops"] if self.layers else None
+        headers = ["model"] + [METRIC_NAMES[k] for k in keys]
+        if ops:
+            headers += ["SynOps / sample", "MACs / sample", "energy (uJ)", "energy vs ANN"]
+        rows = [["reference (onnxruntime)"] + [_fmt(k, ref.get(k)) if k not in ("agreement", "rel_l2") else "-"
+                                                for k in keys]]
+        if ops:
+            rows[0] += ["-", _big(ops["ann_macs"]), f"{ops['ann_energy_pj'] / 1e6:.4g}", "1"]
+        for t in self.timesteps:
+            row = [f"SNN T={t}"] + [_fmt(k, snn[t].get(k)) for k in keys]
+            if ops:
+                o = ops["snn"][t]
+                row += [_big(o["synops"]), _big(o["macs"]), f"{o['energy_pj'] / 1e6:.4g}",
+                        f"{o['energy_ratio_vs_ann']:.3g}"]
+            rows.append(row)
+        s = self.summary
+        tol = (f"{100 * s['tolerance']:g} % relative" if s["tolerance_kind"] == "relative"
+               else f"{100 * s['tolerance']:g} point{'s' if s['tolerance'] != 0.01 else ''}")
+        what = "T={}".format(s["smallest_t"]) if s["smallest_t"] else f"none up to T={s['max_t']}"
+        out = [f"## Verification ({self.task}): SNN vs {self.reference['source']}",
+               f"{self.n_samples} samples; reference: {self.reference['runtime']} "
+               f"({', '.join(self.reference['providers'])}, {', '.join(self.reference['disabled_optimizers'])} off); "
+               f"{self.seconds:.1f} s", "",
+               format_table(headers, rows), "",
+               f"Smallest T within {tol} of the reference {METRIC_NAMES[s['metric']]}: {what}"]
+        if self.layers:
+            out += ["", *self._layer_tables()]
+        return "\n".join(out)
+
+    def _layer_tables(self) -> list[str]:
+        L = self.layers
+        T = self.timesteps[-1]
+        cols = _pick(self.timesteps, 6)
+        rows = [[n["name"], n["kind"], n["neurons"], f"{n['firing_rate'][T]:.4f}"]
+                + [f"{n['rel_error'][t]:.4f}" for t in cols] for n in L["neurons"]]
+        out = [f"### Neurons: firing rate (spikes per neuron per step, T={T}) and relative error of the "
+               "time-averaged output vs the ANN twin's activation",
+               format_table(["neuron", "kind", "neurons", f"rate T={T}"] + [f"err T={t}" for t in cols], rows)]
+        rows = []
+        for w in L["weighted"]:
+            row = [w["name"], w["op"], w["input"], ", ".join(w["sources"]) or "-", _big(w["macs"])]
+            if "synops" in w:
+                row += [_big(w["synops"][T]), f"{w['input_density'][T]:.4f}"]
+            else:
+                row += [f"{_big(w['macs'] * (T if w['input'] == 'analog' else 1))} MACs", "-"]
+            rows.append(row)
+        o = L["ops"]
+        c = o["constants"]
+        out += ["", f"### Operations per sample at T={T} (events entering each layer x fan-out)",
+                format_table(["layer", "op", "input", "spikes from", "ANN MACs", f"SynOps T={T}",
+                              "input events / element / step"], rows), "",
+                f"Energy: {c['accumulate_pj']} pJ per accumulate (SynOp), {c['multiply_accumulate_pj']} pJ per "
+                f"multiply-accumulate ({c['process']}). Layers on the analog input count as MACs at every step; "
+                "the adds, pools, upsamplings and concatenations between neurons and layers are not counted; "
+                "coincident spikes merged by an add count as one event."]
+        out += [f"Note: {n}" for n in o["notes"]]
+        return out
+
+    def plot(self, path: "str | os.PathLike") -> str:
+        """PNG: the metric(s) vs T with the reference as horizontal lines; firing rate per
+        layer; per-layer relative error vs T."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        n = 3 if self.layers else 1
+        fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
+        axes = axes[0]
+        ts = self.timesteps
+        ax = axes[0]
+        keys = [k for k in ("top1", "top5", "agreement", "mAP50", "mAP50_95") if k in self.metrics["snn"][ts[0]]]
+        for k in keys:
+            scale = 100 if k in PERCENT else 1
+            line, = ax.plot(ts, [scale * self.metrics["snn"][t][k] for t in ts], "o-", label=f"SNN {METRIC_NAMES[k]}")
+            if k in self.metrics["reference"]:
+                ax.axhline(scale * self.metrics["reference"][k], color=line.get_color(), ls="--",
+                           label=f"reference {METRIC_NAMES[k]}")
+        s = self.summary
+        if s["smallest_t"]:
+            ax.axvline(s["smallest_t"], color="grey", ls=":", lw=1, label=f"smallest T in tolerance ({s['smallest_t']})")
+        ax.set(xscale="log", xlabel="timesteps T", title=f"{self.task}: SNN vs onnxruntime",
+               ylabel="%" if self.task == "classification" else "mAP")
+        ax.set_xticks(ts, [str(t) for t in ts])
+        ax.legend(fontsize=7)
+        if self.layers:
+            T = ts[-1]
+            names = [x["name"] for x in self.layers["neurons"]]
+            ax = axes[1]
+            pos = range(len(names))
+            ax.bar(pos, [x["firing_rate"][T] for x in self.layers["neurons"]], color="tab:orange")
+            ax.set_xticks(list(pos), names, rotation=70, fontsize=7, ha="right")
+            ax.set(ylabel="spikes per neuron per step", title=f"firing rate per layer (T={T})")
+            ax = axes[2]
+            for x in self.layers["neurons"]:
+                ax.plot(ts, [max(x["rel_error"][t], 1e-6) for t in ts], ".-", lw=1, label=x["name"])
+            ax.set(xscale="log", yscale="log", xlabel="timesteps T", ylabel="relative error vs ANN activation",
+                   title="per-layer error")
+            ax.set_xticks(ts, [str(t) for t in ts])
+            if len(names) <= 16:
+                ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def _fmt(key: str, v) -> str:
+    if v is None:
+        return "-"
+    if key in PERCENT:
+        return f"{100 * v:.2f}"
+    return f"{v:.4f}"
+
+
+def _big(v: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3f}{unit}"
+    return f"{v:.0f}"
+
+
+def _pick(ts: list[int], k: int) -> list[int]:
+    """At most k of the timesteps, spread over the sweep, always with the last."""
+    if len(ts) <= k:
+        return list(ts)
+    idx = sorted({round(i * (len(ts) - 1) / (k - 1)) for i in range(k)})
+    return [ts[i] for i in idx]
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+__all__ = ["VerifyReport"]
