@@ -11,6 +11,8 @@ from .errors import (DataError, DynamicShapeError, InvalidModelError, NonSpiking
 from .export import export_onnx, export_zoo_model
 from .api import calibrate_thresholds, convert, replace_activations
 from .convert.spiking import SpikingNetwork, load
+from .calibration.finetune import finetune
+from .calibration.correction import calibrate
 
 from . import zoo  # noqa: E402
 
@@ -18,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "import_onnx", "export_onnx", "export_zoo_model", "convert", "load", "SpikingNetwork", "replace_activations",
-    "calibrate_thresholds",
+    "calibrate_thresholds", "finetune", "calibrate",
     "Onnx2SnnError", "InvalidModelError", "UnsupportedOpError", "DynamicShapeError", "ShapeError",
     "NonSpikingActivationError", "DataError",
 ]

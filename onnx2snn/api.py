@@ -85,8 +85,8 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
 def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, normalization: str = "channel",
             percentile: "float | str" = 99.99, example_input: torch.Tensor | None = None, input_shape=None,
             replace_activations: Mapping[str, str] | None = None, encoding: str = "direct",
-            v_init: float = 0.5, signed_relu: bool = False, levels: int = 1, batch_size: int = 64, calibration_limit: int | None = None,
-            preprocess=None, progress: bool = True, seed: int = 0) -> SpikingNetwork:
+            v_init: float = 0.5, signed_relu: "bool | None" = None, levels: int = 1, batch_size: int = 64, calibration_limit: int | None = None,
+            preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None) -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
     Args:
@@ -103,9 +103,15 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             inputs in [0, 1]).
         v_init: initial membrane potential as a fraction of theta (0.5 rounds instead of
             flooring).
-        signed_relu: negative spikes for ReLU neurons that take back over-firing.
+        signed_relu: negative spikes for ReLU neurons that take back over-firing
+            (default: on for a twin from :func:`onnx2snn.finetune`, off otherwise).
         levels: multi-level firing: ReLU neurons may fire up to this many spikes per
             step (1 = ordinary binary spikes).
+        calibrate_timesteps: after converting, correct each neuron's per-channel bias and
+            initial potential for this T on ``calibration_data`` (:func:`onnx2snn.calibrate`).
+
+    A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
+    as they are (no calibration data needed), as is its ``replaced_activations``.
     """
     if encoding not in ("direct", "poisson"):
         raise Onnx2SnnError(f"encoding must be 'direct' or 'poisson', not {encoding!r}")
@@ -113,6 +119,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         raise Onnx2SnnError(f"normalization must be 'channel' or 'layer', not {normalization!r}")
     torch.manual_seed(seed)
     twin = to_twin(source, example_input, input_shape)
+    replace_activations = replace_activations or getattr(twin, "replaced_activations", None)
     twin = replace_activations_fn(twin, replace_activations)
     analysis = analyze(twin)
     acts = {k: v for k, v in analysis.non_convertible.items()
@@ -120,13 +127,23 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     if acts:
         from .errors import NonSpikingActivationError
         raise NonSpikingActivationError(acts)
-    thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
-                                             calibration_limit, preprocess, progress)
+    learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
+    if signed_relu is None:  # a fine-tuned net expects the constant-input count; take-back keeps it there
+        signed_relu = learned is not None
+    if learned is not None:
+        thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
+    else:
+        thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
+                                                 calibration_limit, preprocess, progress)
     config = {"timesteps": int(timesteps), "normalization": normalization, "percentile": percentile,
               "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
               "signed_relu": signed_relu, "levels": int(levels), "seed": seed}
     snn = build_spiking(twin, thresholds, config)
     snn.calibration_stats = stats
+    if calibrate_timesteps:
+        from .calibration.correction import calibrate
+        calibrate(snn, calibration_data, timesteps=calibrate_timesteps, batch_size=batch_size,
+                  limit=calibration_limit or 512, preprocess=preprocess, progress=progress)
     return snn
 
 
