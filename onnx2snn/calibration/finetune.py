@@ -28,7 +28,7 @@ from ..errors import DataError, NonSpikingActivationError, Onnx2SnnError
 from .quantized import QuantizedNeuron, check_noise
 
 DEFAULT_NOISE = "gaussian"
-DEFAULT_NOISE_SCALE = 0.5
+DEFAULT_NOISE_SCALE = 0.25
 
 
 # -- data ------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ class QuantizedNeuron(nn.Module):
     """
 
     def __init__(self, theta: torch.Tensor, timesteps: int, activation: nn.Module, alpha: float | None = None,
-                 v_init: float = 0.5, noise: str | None = "gaussian", noise_scale: float = 0.5,
+                 v_init: float = 0.5, noise: str | None = "gaussian", noise_scale: float = 0.25,
                  per_channel: bool = True, generator: torch.Generator | None = None):
         super().__init__()
         check_noise(noise, noise_scale)
