@@ -12,6 +12,8 @@ from .export import export_onnx, export_zoo_model
 from .api import calibrate_thresholds, convert, replace_activations
 from .convert.spiking import SpikingNetwork, load
 from .convert.fold import fold_thresholds
+from .calibration.finetune import finetune
+from .calibration.correction import calibrate
 
 from . import zoo  # noqa: E402
 from .verify import VerifyReport, verify
@@ -20,7 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "import_onnx", "export_onnx", "export_zoo_model", "convert", "load", "SpikingNetwork", "replace_activations",
-    "calibrate_thresholds", "fold_thresholds",
+    "calibrate_thresholds", "fold_thresholds", "finetune", "calibrate",
     "Onnx2SnnError", "InvalidModelError", "UnsupportedOpError", "DynamicShapeError", "ShapeError",
     "NonSpikingActivationError", "DataError", "zoo", "verify", "VerifyReport",
 ]

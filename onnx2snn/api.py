@@ -86,7 +86,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             percentile: "float | str" = 99.99, example_input: torch.Tensor | None = None, input_shape=None,
             replace_activations: Mapping[str, str] | None = None, encoding: str = "direct",
             v_init: float = 0.5, signed_relu: bool = True, levels: int = 1, batch_size: int = 64, calibration_limit: int | None = None,
-            preprocess=None, progress: bool = True, seed: int = 0) -> SpikingNetwork:
+            preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None) -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
     Args:
@@ -105,9 +105,15 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             flooring).
         signed_relu: negative spikes for ReLU neurons that take back over-firing (default;
             on the digits ResNet it lifts accuracy at T=4 from 78.6% to 99.2%, see
-            scripts/accuracy_vs_t.py). ``False`` gives spikes of one sign only.
+            scripts/accuracy_vs_t.py; a fine-tuned twin needs it too). ``False`` gives
+            spikes of one sign only.
         levels: multi-level firing: ReLU neurons may fire up to this many spikes per
             step (1 = ordinary binary spikes).
+        calibrate_timesteps: after converting, correct each neuron's per-channel bias and
+            initial potential for this T on ``calibration_data`` (:func:`onnx2snn.calibrate`).
+
+    A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
+    as they are (no calibration data needed), as is its ``replaced_activations``.
     """
     if encoding not in ("direct", "poisson"):
         raise Onnx2SnnError(f"encoding must be 'direct' or 'poisson', not {encoding!r}")
@@ -115,6 +121,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         raise Onnx2SnnError(f"normalization must be 'channel' or 'layer', not {normalization!r}")
     torch.manual_seed(seed)
     twin = to_twin(source, example_input, input_shape)
+    replace_activations = replace_activations or getattr(twin, "replaced_activations", None)
     twin = replace_activations_fn(twin, replace_activations)
     analysis = analyze(twin)
     acts = {k: v for k, v in analysis.non_convertible.items()
@@ -122,13 +129,21 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     if acts:
         from .errors import NonSpikingActivationError
         raise NonSpikingActivationError(acts)
-    thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
-                                             calibration_limit, preprocess, progress)
+    learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
+    if learned is not None:
+        thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
+    else:
+        thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
+                                                 calibration_limit, preprocess, progress)
     config = {"timesteps": int(timesteps), "normalization": normalization, "percentile": percentile,
               "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
               "signed_relu": signed_relu, "levels": int(levels), "seed": seed}
     snn = build_spiking(twin, thresholds, config)
     snn.calibration_stats = stats
+    if calibrate_timesteps:
+        from .calibration.correction import calibrate
+        calibrate(snn, calibration_data, timesteps=calibrate_timesteps, batch_size=batch_size,
+                  limit=calibration_limit or 512, preprocess=preprocess, progress=progress)
     return snn
 
 

@@ -1,0 +1,136 @@
+"""Post-conversion calibration with sample data only (Li et al. 2021, "A free lunch from ANN").
+
+At small T a neuron's mean output drifts from the ANN activation it replaces: spikes
+arrive late from the layers before, and the residue left in the membrane is lost. The
+drift of each channel's mean is systematic, so it can be measured on a few samples and
+cancelled: for each neuron in graph order (so that each sees its already corrected
+predecessors), the error ``e_c = mean(ANN activation_c) - mean(SNN output_c)`` (mean over
+samples, space and the T steps) is added to the neuron's per-channel input ``bias``
+(bias correction), then measured again and moved into its initial potential
+``v_init += T e_c / theta_c`` (potential correction). No weights change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import DataError, Onnx2SnnError
+from .data import iter_batches
+
+METHODS = ("bias", "potential", "both")
+
+
+class _Stop(Exception):
+    """Raised by a hook once the observed neuron has run: the rest of the network is not needed."""
+
+
+def _channel_sums(out: torch.Tensor) -> tuple[torch.Tensor, int]:
+    c = out.shape[1] if out.dim() > 1 else 1
+    flat = out.detach().transpose(0, 1).reshape(c, -1) if out.dim() > 1 else out.detach().reshape(1, -1)
+    return flat.double().sum(1), flat.shape[1]
+
+
+def ann_channel_means(twin: torch.nn.Module, targets: list[str], batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-channel mean output of each activation module of the twin over ``batches``."""
+    sums: dict[str, list] = {t: [0.0, 0] for t in targets}
+    handles = []
+    for t in targets:
+        def hook(m, args, out, t=t):
+            s, n = _channel_sums(out)
+            sums[t][0] = sums[t][0] + s
+            sums[t][1] += n
+        handles.append(twin.get_submodule(t).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            for xb in batches:
+                twin(xb)
+    finally:
+        for h in handles:
+            h.remove()
+    return {t: (s / n).float() for t, (s, n) in sums.items()}
+
+
+def snn_channel_mean(snn, target: str, batches: list[torch.Tensor], timesteps: int) -> torch.Tensor:
+    """Per-channel mean output (over samples, space and T steps) of one neuron of ``snn``."""
+    neuron = snn.rewritten.get_submodule(target)
+    acc = [0.0, 0]
+
+    def hook(m, args, out):
+        s, n = _channel_sums(out)
+        acc[0] = acc[0] + s
+        acc[1] += n
+        raise _Stop
+
+    h = neuron.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            for xb in batches:
+                try:
+                    snn.run_timesteps(xb, checkpoints=[timesteps])
+                except _Stop:
+                    pass
+    finally:
+        h.remove()
+        snn.reset()
+    return (acc[0] / acc[1]).float()
+
+
+def neuron_order(snn) -> list[str]:
+    """Neuron module targets in graph (topological) order."""
+    neurons = snn.neurons()
+    return [n.target for n in snn.rewritten.graph.nodes if n.op == "call_module" and n.target in neurons]
+
+
+def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both", batch_size: int = 64,
+              limit: int | None = 512, preprocess=None, progress: bool = True):
+    """Correct each neuron's per-channel bias / initial potential for ``timesteps`` (in place).
+
+    Args:
+        snn: a :class:`SpikingNetwork` from :func:`onnx2snn.convert`.
+        data: sample inputs in any form convert takes (no labels needed).
+        timesteps: the T to calibrate for (default ``snn.timesteps``).
+        method: ``"both"`` (bias then potential correction, default), ``"bias"`` or ``"potential"``.
+        limit: samples used (the first ``limit``).
+
+    Returns ``snn``; ``snn.calibration_report[target]`` holds the mean absolute per-channel
+    error of the neuron's mean output against the ANN before and after its correction.
+    """
+    from tqdm.auto import tqdm
+
+    T = int(snn.timesteps if timesteps is None else timesteps)
+    if T < 1:
+        raise Onnx2SnnError(f"timesteps must be >= 1, got {timesteps!r}")
+    if method not in METHODS:
+        raise Onnx2SnnError(f"calibrate: method must be one of {METHODS}, not {method!r}")
+    if data is None:
+        raise DataError("calibrate needs sample data (a tensor, DataLoader, .npz or image folder)")
+    dev = next(snn.parameters()).device
+    batches = [xb.to(dev) for xb in iter_batches(data, batch_size, preprocess=preprocess, limit=limit)]
+    order = neuron_order(snn)
+    was_analog = any(m.analog for m in snn.spiking_modules().values())
+    snn.set_analog(False)
+    target_means = ann_channel_means(snn.ann, order, batches)
+    report = {}
+    for target in tqdm(order, desc=f"calibrating T={T}", unit="neuron", disable=not progress):
+        neuron = snn.rewritten.get_submodule(target)
+        want = target_means[target].to(dev)
+        err = want - snn_channel_mean(snn, target, batches, T)
+        before = float(err.abs().mean())
+        if method in ("bias", "both"):
+            neuron.set_bias(neuron.bias + err.reshape(neuron.bias.shape))
+            if method == "both":
+                err = want - snn_channel_mean(snn, target, batches, T)
+        if method in ("potential", "both"):
+            v0 = neuron.v_init.expand_as(neuron.theta) + T * err.reshape(neuron.theta.shape) / neuron.theta
+            neuron.set_v_init(v0.clamp(-1.0, 2.0))
+        after = float((want - snn_channel_mean(snn, target, batches, T)).abs().mean())
+        report[target] = {"error_before": before, "error_after": after}
+    snn.set_analog(was_analog)
+    snn.calibration_report = report
+    snn.config["calibration"] = {"timesteps": T, "method": method, "samples": sum(len(b) for b in batches)}
+    return snn
+
+
+__all__ = ["calibrate", "ann_channel_means", "snn_channel_mean", "neuron_order", "METHODS"]
