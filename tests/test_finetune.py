@@ -64,10 +64,11 @@ def test_straight_through_gradients():
 
 # -- finetune ---------------------------------------------------------------------------------
 def test_finetuned_resnet_converts_at_T8(digits, resnet_twin):
-    """Measured: ANN 100.00, plain conversion T=8 98.89, fine-tuned (1 epoch) T=8 99.72-100."""
+    """Measured: ANN 100.00, conversion with one-sign IF neurons T=8 98.89 (signed IF, the
+    default, 99.72), fine-tuned (1 epoch) T=8 99.72-100."""
     xtr, ytr, xte, yte = digits
     ann = accuracy(resnet_twin, xte, yte)
-    plain = accuracy(onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False), xte, yte)
+    plain = accuracy(onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False, signed_relu=False), xte, yte)
     ft = onnx2snn.finetune(resnet_twin, (xtr, ytr), timesteps=8, epochs=1, progress=False)
     assert set(ft.learned_thresholds) == {n.target for n in ft.graph.nodes if n.op == "call_module"
                                           and isinstance(ft.get_submodule(n.target), nn.ReLU)}
@@ -120,18 +121,19 @@ def test_bad_inputs_raise_clear_errors(digits, resnet_twin):
 
 # -- calibrate --------------------------------------------------------------------------------
 def test_calibrate_reduces_layer_error_and_improves_accuracy(digits, resnet_twin):
-    """Measured on digits_resnet, 512 calibration samples: T=8 plain 98.89 -> 99.44-99.72,
-    every neuron's mean per-channel error 3-15x smaller; T=4 plain 78.61 -> 98-99."""
+    """One-sign IF neurons (the issue's baseline; signed IF, the default, is already close):
+    measured on digits_resnet, 512 calibration samples: T=8 98.89 -> 99.44-99.72, every
+    neuron's mean per-channel error 3-15x smaller; T=4 78.61 -> 98-99."""
     xtr, ytr, xte, yte = digits
-    plain8 = accuracy(onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False), xte, yte)
-    snn = onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False, calibrate_timesteps=8,
+    plain8 = accuracy(onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False, signed_relu=False), xte, yte)
+    snn = onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False, calibrate_timesteps=8, signed_relu=False,
                            calibration_limit=256)
     rep = snn.calibration_report
     assert len(rep) == len(snn.neurons())
     for k, r in rep.items():
         assert r["error_after"] < 0.7 * r["error_before"], (k, r)
     assert accuracy(snn, xte, yte) >= plain8 + 0.25
-    snn4 = onnx2snn.convert(resnet_twin, xtr, timesteps=4, progress=False)
+    snn4 = onnx2snn.convert(resnet_twin, xtr, timesteps=4, progress=False, signed_relu=False)
     plain4 = accuracy(snn4, xte, yte)
     onnx2snn.calibrate(snn4, xtr, timesteps=4, limit=256, progress=False)
     assert accuracy(snn4, xte, yte) >= plain4 + 10.0, plain4
