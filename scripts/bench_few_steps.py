@@ -31,7 +31,7 @@ import onnx2snn  # noqa: E402
 from onnx2snn import zoo  # noqa: E402
 from onnx2snn.api import calibrate_thresholds, to_twin  # noqa: E402
 from onnx2snn.calibration.finetune import core_activations  # noqa: E402
-from onnx2snn.demo import _ort_outputs  # noqa: E402
+from onnx2snn.onnx_io import run_onnxruntime  # noqa: E402
 from onnx2snn.export import export_zoo_model  # noqa: E402
 from onnx2snn.table import format_table  # noqa: E402
 
@@ -58,7 +58,7 @@ def classification(out: Path, epochs: int, seeds=(0, 1, 2)) -> dict:
     xtr, ytr, xte, yte = digits()
     path = export_zoo_model("digits_resnet", str(out / "digits_resnet.onnx"))
     twin = onnx2snn.import_onnx(path)
-    ort = 100.0 * float((torch.from_numpy(_ort_outputs(path, xte)[0]).argmax(1) == yte).float().mean())
+    ort = 100.0 * float((torch.from_numpy(run_onnxruntime(path, xte.numpy())[0]).argmax(1) == yte).float().mean())
     res = {"model": "digits_resnet", "n_test": len(yte), "ann_onnxruntime": ort, "ann_twin": acc(twin, xte, yte),
            "plain": {}, "calibrated": {}, "signed": {}, "signed_calibrated": {}, "finetuned": {},
            "finetuned_plain_if": {}, "calibrate_s": {}}
