@@ -52,6 +52,7 @@ def cmd_convert(args) -> int:
     snn = convert(args.model, args.calib, timesteps=args.timesteps, normalization=args.norm, percentile=pct,
                   input_shape=_shape(args.input_shape), replace_activations=replace, encoding=args.encoding,
                   calibration_limit=args.limit, progress=not args.quiet, signed_relu=not args.no_signed,
+                  signed_ibt=not args.no_signed,
                   levels=args.levels)
     if args.fold:
         from .convert.fold import fold_thresholds
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--percentile", default="99.99", help="e.g. 99.99, or 'max'")
     c.add_argument("--encoding", choices=["direct", "poisson"], default="direct")
     c.add_argument("--no-signed", action="store_true",
-                   help="ReLU neurons fire positive spikes only (default: signed IF, which takes back over-firing)")
+                   help="neurons never take back spikes (default: signed IF / signed IBT, which take back over-firing)")
     c.add_argument("--levels", type=int, default=1, help="multi-level firing: up to this many spikes per step")
     c.add_argument("--fold", action="store_true", help="save the binary-spike form (thresholds folded into weights)")
     c.add_argument("--replace", nargs="*", help="activation replacements, e.g. SiLU=ReLU")

@@ -91,12 +91,12 @@ def test_signed_equals_definition_exactly():
     assert (want < 0).any()  # negative spikes do occur
 
 
-@pytest.mark.parametrize("kind", ["if", "ibt", "signed"])
+@pytest.mark.parametrize("kind", ["if", "ibt", "signed", "signed ibt"])
 def test_step_mode_equals_multistep(kind):
     T, C = 16, 3
     xs = torch.randn(T, 2, C, 4, 4, generator=torch.Generator().manual_seed(1)).double()
     theta = torch.tensor([0.7, 1.3, 2.1])
-    kw = {"alpha": 0.1} if kind == "ibt" else {"signed": True} if kind == "signed" else {}
+    kw = {"if": {}, "ibt": {"alpha": 0.1}, "signed": {"signed": True}, "signed ibt": {"alpha": 0.1, "signed": True}}[kind]
     n = IFNeuron(theta, **kw).double()
     assert torch.allclose(run_multi(n, xs), run_steps(n, xs), atol=1e-12)
 
@@ -110,6 +110,27 @@ def test_constant_input_rate_and_multilevel():
         mean = run_multi(make(theta, levels=K), x).mean(0)
         want = x[0].clamp(0, K)
         assert (mean - want).abs().max() <= 1 / T + 1e-12, K
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.25])
+def test_signed_ibt_constant_input_equals_ibt(alpha):
+    """For constant input the take-back never triggers: signed IBT counts what IBT counts
+    (so the single-step model of fine-tuning holds for it too); for a varying input it
+    does take back."""
+    T = 32
+    x = torch.linspace(-3, 2, 81).double().reshape(1, 1, 81, 1).expand(T, 1, 81, 1).clone()
+    theta = torch.ones(1).double()
+    plain = run_multi(IFNeuron(theta, alpha=alpha).double(), x)
+    signed = run_multi(IFNeuron(theta, alpha=alpha, signed=True).double(), x)
+    assert torch.equal(plain.sum(0), signed.sum(0))
+    g = torch.Generator().manual_seed(0)
+    xv = torch.randn(T, 4, 1, 8, 8, generator=g).double()
+    n_plain = run_multi(IFNeuron(theta, alpha=alpha).double(), xv)
+    n_signed = run_multi(IFNeuron(theta, alpha=alpha, signed=True).double(), xv)
+    assert not torch.equal(n_plain, n_signed)
+    # the take-back keeps the output closer to LeakyReLU of the mean input
+    want = torch.nn.functional.leaky_relu(xv.mean(0), alpha)
+    assert (n_signed.mean(0) - want).abs().mean() < (n_plain.mean(0) - want).abs().mean()
 
 
 def test_bias_shifts_rate():

@@ -101,7 +101,9 @@ class IFNeuron(SpikingModule):
     LeakyReLU(alpha): also a spike of -theta when ``v <= -theta / alpha`` (then
     ``v += theta / alpha``), so negative input fires at alpha times the rate.
     ``signed=True`` (ReLU) adds negative spikes that take back over-firing: -theta when
-    ``v < 0`` and the neuron has net spikes to give back.
+    ``v < 0`` and the neuron has net spikes to give back. With ``alpha`` too (signed IBT)
+    it works both ways: a positive spike is taken back when ``v < 0``, a negative one
+    (+theta, ``v -= theta / alpha``) when ``v > 0``.
 
     ``bias`` (per channel, zero by default) is added to the input every step; with a
     per-channel ``v_init`` it is what post-conversion calibration adjusts.
@@ -200,13 +202,22 @@ class IFNeuron(SpikingModule):
     def _step_potential(self, x: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
         st = self.state
         if st is None:
-            st = self.state = {"v": torch.zeros_like(x) + v0 * th}
+            st = self.state = {"v": torch.zeros_like(x) + v0 * th, "n": torch.zeros_like(x)}
         v = st["v"] + x
-        pos = (v >= th).to(x)
         lo = th / _per_channel(self.alpha_t, x).to(x)
-        neg = (v <= -lo).to(x)
-        s = pos * th - neg * th
-        st["v"] = v - pos * th + neg * lo
+        if not self.signed:
+            pos = (v >= th).to(x)
+            neg = (v <= -lo).to(x)
+            st["v"] = v - pos * th + neg * lo
+            return pos * th - neg * th
+        # signed IBT: a spike of the other sign takes back one already sent (n = net count)
+        n = st["n"]
+        up = ((v >= th) & (n >= 0)) | ((v > 0) & (n < 0))
+        down = ((v < 0) & (n > 0)) | ((v <= -lo) & (n <= 0))
+        upf, downf = up.to(x), down.to(x)
+        st["v"] = v - upf * torch.where(n >= 0, th, lo) + downf * torch.where(n > 0, th, lo)
+        st["n"] = n + upf - downf
+        return (upf - downf) * th
         return s
 
     def rate(self, x: torch.Tensor) -> torch.Tensor:

@@ -208,8 +208,9 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
         if cap is not None:
             theta = theta.clamp(max=cap)
         neuron = IFNeuron(theta, alpha=alpha, v_init=config.get("v_init", 0.5),
-                          signed=config.get("signed_relu", False) and alpha is None, activation=copy.deepcopy(act),
-                          levels=config.get("levels", 1) if alpha is None and not config.get("signed_relu") else 1)
+                          signed=config.get("signed_relu", False) if alpha is None else config.get("signed_ibt", False),
+                          activation=copy.deepcopy(act),
+                          levels=config.get("levels", 1) if alpha is None else 1)
         _replace_module(g, node.target, neuron)
         neuron_names.add(a.name)
     for a in analysis.nodes:
