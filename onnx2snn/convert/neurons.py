@@ -218,7 +218,6 @@ class IFNeuron(SpikingModule):
         st["v"] = v - upf * torch.where(n >= 0, th, lo) + downf * torch.where(n > 0, th, lo)
         st["n"] = n + upf - downf
         return (upf - downf) * th
-        return s
 
     def rate(self, x: torch.Tensor) -> torch.Tensor:
         """The ideal rate function: the original activation."""
