@@ -35,3 +35,13 @@ def exported(onnx_dir):
         return cache[key]
 
     return export
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """Real handwritten digits (16x16): train x, y and test x, y as tensors."""
+    from onnx2snn import zoo
+
+    xtr, ytr = (torch.as_tensor(a) for a in zoo.load_digits(16, "train"))
+    xte, yte = (torch.as_tensor(a) for a in zoo.load_digits(16, "test"))
+    return xtr, ytr, xte, yte

@@ -7,16 +7,10 @@ import torch
 from torch import nn
 
 import onnx2snn
-from onnx2snn import zoo
 from onnx2snn.calibration.observers import StreamingHistogram
 from onnx2snn.export import export_zoo_model
 
-
-@pytest.fixture(scope="module")
-def digits():
-    xtr, ytr = (torch.as_tensor(a) for a in zoo.load_digits(16, "train"))
-    xte, yte = (torch.as_tensor(a) for a in zoo.load_digits(16, "test"))
-    return xtr, ytr, xte, yte
+from graphs import fit_digits
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +77,7 @@ def _train_leaky(xtr, ytr):
     m = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.LeakyReLU(0.1), nn.MaxPool2d(2),
                       nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.LeakyReLU(0.1), nn.MaxPool2d(2),
                       nn.Flatten(), nn.Linear(32 * 16, 10))
-    opt = torch.optim.Adam(m.parameters(), 3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(12):
-        perm = torch.randperm(len(xtr), generator=g)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i:i + 64]
-            loss = nn.functional.cross_entropy(m(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return m.eval()
+    return fit_digits(m, xtr, ytr, epochs=12)
 
 
 def test_leaky_relu_ibt_within_2_points_at_T64(digits):

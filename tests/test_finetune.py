@@ -13,12 +13,7 @@ from onnx2snn.calibration.quantized import QuantizedNeuron
 from onnx2snn.convert.neurons import IFNeuron
 from onnx2snn.errors import NonSpikingActivationError, Onnx2SnnError
 
-
-@pytest.fixture(scope="module")
-def digits():
-    xtr, ytr = (torch.as_tensor(a) for a in zoo.load_digits(16, "train"))
-    xte, yte = (torch.as_tensor(a) for a in zoo.load_digits(16, "test"))
-    return xtr, ytr, xte, yte
+from graphs import fit_digits
 
 
 @pytest.fixture(scope="module")
@@ -148,17 +143,7 @@ def test_silu_model_replace_finetune_convert(digits, tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
                           nn.Conv2d(16, 32, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
                           nn.Flatten(), nn.Linear(32 * 16, 64), nn.SiLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(6):
-        perm = torch.randperm(len(xtr), generator=gen)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i:i + 64]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    fit_digits(model, xtr, ytr, epochs=6)
     path = onnx2snn.export_onnx(model, xtr[:1], str(tmp_path / "silu.onnx"))
     ann = accuracy(onnx2snn.import_onnx(path), xte, yte)
     assert ann > 95.0
