@@ -17,7 +17,8 @@ import torch
 from ..errors import DataError
 
 
-def _check(x: torch.Tensor, where: str) -> torch.Tensor:
+def check_batch(x: torch.Tensor, where: str) -> torch.Tensor:
+    """A batch of inputs as given to a model: not empty and all finite, else DataError."""
     if x.numel() == 0:
         raise DataError(f"{where}: empty batch")
     if not torch.isfinite(x).all():
@@ -66,7 +67,7 @@ def iter_batches(data: Any, batch_size: int = 64, preprocess=None, limit: int | 
             raise DataError("data: empty (no samples)")
         n = xs.shape[0] if limit is None else min(limit, xs.shape[0])
         for i in range(0, n, batch_size):
-            xb = _check(xs[i:min(n, i + batch_size)], f"data[{i}:{i + batch_size}]")
+            xb = check_batch(xs[i:min(n, i + batch_size)], f"data[{i}:{i + batch_size}]")
             yield (xb, None if ys is None else ys[i:min(n, i + batch_size)]) if with_labels else xb
         return
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
@@ -84,7 +85,7 @@ def iter_batches(data: Any, batch_size: int = 64, preprocess=None, limit: int | 
             xb, yb = batch.get("x", batch.get("image")), batch.get("y", batch.get("label"))
         else:
             xb, yb = batch, None
-        xb = _check(_as_tensor(xb, f"batch {k}"), f"batch {k}")
+        xb = check_batch(_as_tensor(xb, f"batch {k}"), f"batch {k}")
         if limit is not None and seen + xb.shape[0] > limit:
             xb = xb[: limit - seen]
             yb = None if yb is None else yb[: limit - seen]

@@ -80,11 +80,9 @@ class SpikingModule(nn.Module):
         self.T = 1
         self.step_mode = False
         self.analog = False  # ideal rate function instead of spikes (checks the rewrite)
-        self.spike_count = torch.zeros(())  # spikes (events) seen since reset, for SynOps
-        self.count_spikes = False
 
     def reset(self) -> None:
-        self.spike_count = torch.zeros(())
+        """Clear the state kept between steps (step mode); subclasses extend it."""
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape((self.T, x.shape[0] // self.T) + tuple(x.shape[1:]))
@@ -248,8 +246,6 @@ class IFNeuron(SpikingModule):
             for t in range(xs.shape[0]):
                 s[t] = self._step_potential(xs[t], th, v0)
             self.state = None
-        if self.count_spikes:
-            self.spike_count = self.spike_count.to(x) + (s != 0).sum()
         return s.reshape(x.shape)
 
 

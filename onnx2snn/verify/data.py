@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..calibration.data import dataset_length, iter_batches
+from ..calibration.data import check_batch, dataset_length, iter_batches
 from ..errors import DataError
 
 
@@ -113,14 +113,6 @@ def _read_json(path) -> dict:
     return gt
 
 
-def _check_x(x: torch.Tensor, where: str) -> torch.Tensor:
-    if x.numel() == 0:
-        raise DataError(f"{where}: empty batch")
-    if not torch.isfinite(x).all():
-        raise DataError(f"{where}: the data holds NaN or infinite values; clean or re-normalize it")
-    return x
-
-
 def detection_batches(data: Any, annotations: Any, batch_size: int, limit: int | None, preprocess) -> DetectionData:
     """Detection inputs in batches with their COCO image ids, and the ground truth restricted
     to the images that are evaluated (so ``limit`` does not count unseen images as misses)."""
@@ -134,7 +126,7 @@ def detection_batches(data: Any, annotations: Any, batch_size: int, limit: int |
             for i in range(0, len(scenes), batch_size):
                 chunk = scenes[i:i + batch_size]
                 x, _ = scenes_to_tensors(chunk)
-                yield _check_x(x, f"scenes[{i}:{i + len(chunk)}]"), BatchMeta(
+                yield check_batch(x, f"scenes[{i}:{i + len(chunk)}]"), BatchMeta(
                     [int(s.image_id) for s in chunk], [tuple(s.image.shape[:2]) for s in chunk], tuple(x.shape[-2:]))
         return DetectionData(gen_scenes(), gt, len(scenes), f"{len(scenes)} digit scenes")
 
@@ -178,7 +170,7 @@ def detection_batches(data: Any, annotations: Any, batch_size: int, limit: int |
 
         def gen_tensor():
             for i in range(0, n, batch_size):
-                xb = _check_x(x[i:i + batch_size][: n - i], f"data[{i}:{i + batch_size}]")
+                xb = check_batch(x[i:i + batch_size][: n - i], f"data[{i}:{i + batch_size}]")
                 imgs = images[i:i + len(xb)]
                 sizes = [(int(im.get("height", xb.shape[-2])), int(im.get("width", xb.shape[-1]))) for im in imgs]
                 yield xb, BatchMeta([int(im["id"]) for im in imgs], sizes, tuple(xb.shape[-2:]))
@@ -216,7 +208,7 @@ def _coco_dataset(ds, batch_size: int, limit: int | None) -> DetectionData:
                 x = torch.stack([ds[j][0] for j in idx])
             except FileNotFoundError as e:
                 raise DataError(f"{e.filename}: image listed in {ds.json_path} not found in {ds.image_dir}") from None
-            yield _check_x(x, f"images {i}..{i + len(idx) - 1}"), BatchMeta(
+            yield check_batch(x, f"images {i}..{i + len(idx) - 1}"), BatchMeta(
                 [int(images[j]["id"]) for j in idx], [size_of(images[j]) for j in idx], tuple(x.shape[-2:]))
     return DetectionData(gen(), _subset(ds.coco, [int(im["id"]) for im in images]), n,
                          f"{n} images of {ds.json_path}")

@@ -42,6 +42,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..convert.analysis import analyze
+from ..convert.neurons import _per_channel
 from ..convert.partition import extract
 
 ENERGY_AC_PJ = 0.9   # one 32-bit float accumulate, 45 nm (Horowitz, ISSCC 2014)
@@ -66,15 +67,9 @@ def fanout_map(module: nn.Module, sample_shape: Sequence[int]) -> torch.Tensor:
     return torch.ones(numel, dtype=torch.float64)  # batch norm: one multiply-add per element
 
 
-def _per_channel(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A [C] (or scalar) tensor shaped to broadcast over channel dim 1 of ``like``."""
-    t = t.to(like)
-    return t.reshape((1, -1) + (1,) * (like.dim() - 2)) if t.numel() > 1 else t.reshape(())
-
-
 def _spike_counts(s: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Spikes per element of a multi-level output (k * theta per step -> k)."""
-    return (s.abs() / _per_channel(theta, s)).round()
+    return (s.abs() / _per_channel(theta, s).to(s)).round()
 
 
 def _targets(gm: fx.GraphModule) -> set[str]:
@@ -278,7 +273,7 @@ class LayerMonitor:
                 return
             lam = self.scale[name]
             if lam is not None:
-                out = out * _per_channel(lam, out)
+                out = out * _per_channel(lam, out).to(out)
             s = out.reshape(T, out.shape[0] // T, -1)
             a = a.reshape(s.shape[1], -1).to(s.dtype)
             acc = torch.zeros_like(a)
