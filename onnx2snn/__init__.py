@@ -3,26 +3,60 @@
     twin = onnx2snn.import_onnx("model.onnx")          # exact PyTorch twin (torch.fx)
     snn = onnx2snn.convert("model.onnx", calib_data, timesteps=32)
     report = onnx2snn.verify(snn, reference="model.onnx", data=test_data)
+
+The public names load on first use (PEP 562), so that ``import onnx2snn`` and the command
+line's ``--help`` do not pay for importing torch.
+
+Packages, in the order data flows: ``graph`` (ONNX -> torch.fx twin, its analysis),
+``calibration`` (observers, thresholds, fine-tuning, bias/potential correction), ``snn``
+(neurons, the spiking network, folding, save/load), ``verification`` (onnxruntime
+reference, metrics, report), ``zoo`` (models and data), ``cli``.
 """
 
-from .convert.importer import import_onnx
-from .errors import (DataError, DynamicShapeError, InvalidModelError, NonSpikingActivationError,
-                     Onnx2SnnError, ShapeError, UnsupportedOpError)
-from .export import export_onnx, export_zoo_model
-from .api import calibrate_thresholds, convert, replace_activations
-from .convert.spiking import SpikingNetwork, load
-from .convert.fold import fold_thresholds
-from .calibration.finetune import finetune
-from .calibration.correction import calibrate
+from __future__ import annotations
 
-from . import zoo  # noqa: E402
-from .verify import VerifyReport, verify
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "import_onnx", "export_onnx", "export_zoo_model", "convert", "load", "SpikingNetwork", "replace_activations",
-    "calibrate_thresholds", "fold_thresholds", "finetune", "calibrate",
-    "Onnx2SnnError", "InvalidModelError", "UnsupportedOpError", "DynamicShapeError", "ShapeError",
-    "NonSpikingActivationError", "DataError", "zoo", "verify", "VerifyReport",
-]
+# public name -> (module, attribute); attribute None: the module itself
+_EXPORTS = {
+    "import_onnx": (".graph.importer", "import_onnx"),
+    "export_onnx": (".export", "export_onnx"),
+    "export_zoo_model": (".export", "export_zoo_model"),
+    "convert": (".api", "convert"),
+    "replace_activations": (".graph.source", "replace_activations"),
+    "calibrate_thresholds": (".calibration.thresholds", "calibrate_thresholds"),
+    "SpikingNetwork": (".snn.network", "SpikingNetwork"),
+    "load": (".snn.serialize", "load"),
+    "fold_thresholds": (".snn.fold", "fold_thresholds"),
+    "finetune": (".calibration.finetune", "finetune"),
+    "calibrate": (".calibration.correction", "calibrate"),
+    "verify": (".verification.api", "verify"),
+    "VerifyReport": (".verification.report", "VerifyReport"),
+    "zoo": (".zoo", None),
+    "Onnx2SnnError": (".errors", "Onnx2SnnError"),
+    "InvalidModelError": (".errors", "InvalidModelError"),
+    "UnsupportedOpError": (".errors", "UnsupportedOpError"),
+    "DynamicShapeError": (".errors", "DynamicShapeError"),
+    "ShapeError": (".errors", "ShapeError"),
+    "NonSpikingActivationError": (".errors", "NonSpikingActivationError"),
+    "DataError": (".errors", "DataError"),
+    "ConfigError": (".errors", "ConfigError"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'onnx2snn' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    mod = importlib.import_module(module, __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

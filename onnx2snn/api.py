@@ -2,84 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
-import onnx
 import torch
-import torch.fx as fx
-from torch import nn
 
-from .calibration.data import dataset_length, iter_batches
-from .calibration.observers import calibrate_twin
-from .convert.analysis import analyze
-from .convert.importer import import_onnx
-from .convert.spiking import SpikingNetwork, build_spiking
-from .errors import DataError, Onnx2SnnError
-
-_REPLACEMENTS = {"ReLU": nn.ReLU, "LeakyReLU": lambda: nn.LeakyReLU(0.1), "ReLU6": nn.ReLU6}
-_KIND_TYPES = {"SiLU": nn.SiLU, "HardSwish": nn.Hardswish, "GELU": nn.GELU, "Tanh": nn.Tanh, "ELU": nn.ELU,
-               "Mish": nn.Mish, "Sigmoid": nn.Sigmoid, "Softplus": nn.Softplus, "SELU": nn.SELU, "CELU": nn.CELU,
-               "HardSigmoid": nn.Hardsigmoid}
-
-
-def to_twin(source: Any, example_input: torch.Tensor | None = None, input_shape=None) -> fx.GraphModule:
-    """An ANN twin from an ONNX path / bytes / ModelProto, an nn.Module, or a twin."""
-    if isinstance(source, fx.GraphModule) and hasattr(source, "onnx_info"):
-        return source
-    if isinstance(source, nn.Module):
-        if example_input is None:
-            raise Onnx2SnnError("converting an nn.Module needs example_input= (a batch of the input shape); "
-                                "it is exported to ONNX first, so the ONNX file stays the source of truth")
-        from .export import export_onnx
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(source, example_input, os.path.join(tmp, "model.onnx"))
-            proto = onnx.load(path)
-        return import_onnx(proto, input_shape=input_shape)
-    return import_onnx(source, input_shape=input_shape)
-
-
-def replace_activations(twin: fx.GraphModule, mapping: Mapping[str, str] | None) -> fx.GraphModule:
-    """Replace activation modules by kind, e.g. ``{"SiLU": "ReLU"}`` (in place; returns twin)."""
-    if not mapping:
-        return twin
-    for kind, new in mapping.items():
-        if kind not in _KIND_TYPES:
-            raise Onnx2SnnError(f"replace_activations: unknown kind {kind!r}; known: {sorted(_KIND_TYPES)}")
-        if new not in _REPLACEMENTS:
-            raise Onnx2SnnError(f"replace_activations: cannot replace by {new!r}; use one of {sorted(_REPLACEMENTS)}")
-    for node in twin.graph.nodes:
-        if node.op != "call_module":
-            continue
-        mod = twin.get_submodule(node.target)
-        for kind, new in mapping.items():
-            if type(mod) is _KIND_TYPES[kind]:
-                parent, _, attr = node.target.rpartition(".")
-                setattr(twin.get_submodule(parent) if parent else twin, attr, _REPLACEMENTS[new]())
-    twin.recompile()
-    return twin
-
-
-def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
-                         percentile: "float | str" = 99.99, batch_size: int = 64, limit: int | None = None,
-                         preprocess=None, progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
-    """Per-channel thresholds for every activation in the spiking core, from sample data."""
-    analysis = analyze(twin)
-    nodes = {n.name: n for n in twin.graph.nodes}
-    names = [a.name for a in analysis.activations() if a.part == "core"]
-    if not names:
-        raise Onnx2SnnError("the model has no activations in its spiking part: nothing to convert")
-    if data is None:
-        raise DataError("calibration data is required (sample inputs: a tensor, DataLoader, .npz or image folder)")
-    n = dataset_length(data) if not isinstance(data, (str, os.PathLike)) else None
-    total = None if n is None else (-(-n // batch_size) if isinstance(data, torch.Tensor) else n)
-    obs = calibrate_twin(twin, names, iter_batches(data, batch_size, preprocess=preprocess, limit=limit),
-                         progress=progress, total=total)
-    thresholds = {nodes[k].target: o.threshold(normalization, percentile) for k, o in obs.items()}
-    stats = {nodes[k].target: o.summary() for k, o in obs.items()}
-    return thresholds, stats
+from .calibration.correction import calibrate
+from .calibration.thresholds import calibrate_thresholds
+from .errors import NonSpikingActivationError, Onnx2SnnError
+from .graph.analysis import analyze
+from .graph.source import replace_activations as replace_activations_fn, to_twin
+from .snn.network import SpikingNetwork, build_spiking
 
 
 def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, normalization: str = "channel",
@@ -130,7 +62,6 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     acts = {k: v for k, v in analysis.non_convertible.items()
             if any(a.name in v for a in analysis.activations())}
     if acts:
-        from .errors import NonSpikingActivationError
         raise NonSpikingActivationError(acts)
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     if learned is not None:
@@ -144,12 +75,9 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     snn = build_spiking(twin, thresholds, config)
     snn.calibration_stats = stats
     if calibrate_timesteps:
-        from .calibration.correction import calibrate
         calibrate(snn, calibration_data, timesteps=calibrate_timesteps, batch_size=batch_size,
                   limit=calibration_limit or 512, preprocess=preprocess, progress=progress)
     return snn
 
 
-replace_activations_fn = replace_activations
-
-__all__ = ["convert", "to_twin", "replace_activations", "calibrate_thresholds"]
+__all__ = ["convert"]

@@ -18,7 +18,7 @@ from . import zoo
 from .api import convert
 from .export import export_zoo_model
 from .table import format_table
-from .verify import verify
+from .verification import verify
 
 TIMESTEPS = [1, 2, 4, 8, 16, 32, 64]
 

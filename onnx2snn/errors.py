@@ -65,3 +65,13 @@ class NonSpikingActivationError(Onnx2SnnError):
 
 class DataError(Onnx2SnnError):
     """Calibration or evaluation data is missing, empty, malformed or not finite."""
+
+
+class ConfigError(Onnx2SnnError, ValueError):
+    """An argument or option has a value that cannot work (``timesteps=0``, a percentile
+    of 150, an unknown choice). ``param`` names it as the Python API spells it; the command
+    line maps it to its ``--option`` (see :mod:`onnx2snn.checks`)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        self.param = param
+        super().__init__(message)

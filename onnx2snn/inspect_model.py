@@ -7,8 +7,8 @@ from collections import Counter
 from typing import Any
 
 from . import onnx_io
-from .convert.analysis import analyze
-from .convert.importer import import_onnx
+from .graph.analysis import analyze
+from .graph.importer import import_onnx
 from .errors import UnsupportedOpError
 from .table import format_table
 

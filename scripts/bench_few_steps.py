@@ -29,7 +29,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import onnx2snn  # noqa: E402
 from onnx2snn import zoo  # noqa: E402
-from onnx2snn.api import calibrate_thresholds, to_twin  # noqa: E402
+from onnx2snn.calibration.thresholds import calibrate_thresholds  # noqa: E402
+from onnx2snn.graph.source import to_twin  # noqa: E402
 from onnx2snn.calibration.finetune import core_activations  # noqa: E402
 from onnx2snn.onnx_io import run_onnxruntime  # noqa: E402
 from onnx2snn.export import export_zoo_model  # noqa: E402

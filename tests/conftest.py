@@ -2,6 +2,9 @@ import os
 import sys
 import warnings
 
+# idle OpenMP threads sleep instead of spinning: two xdist workers share two cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

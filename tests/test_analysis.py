@@ -4,7 +4,7 @@ import json
 
 import onnx2snn
 from onnx2snn.cli import main
-from onnx2snn.convert.analysis import analyze
+from onnx2snn.graph.analysis import analyze
 
 
 def test_tiny_yolo_activations_are_leaky_and_all_spiking(exported):

@@ -10,7 +10,8 @@ from torch import nn
 import onnx2snn
 from onnx2snn import zoo
 from onnx2snn.calibration.quantized import QuantizedNeuron
-from onnx2snn.convert.neurons import IFNeuron
+from onnx2snn.graph.source import to_twin
+from onnx2snn.snn.neurons import IFNeuron
 from onnx2snn.errors import NonSpikingActivationError, Onnx2SnnError
 
 from graphs import fit_digits
@@ -18,7 +19,7 @@ from graphs import fit_digits
 
 @pytest.fixture(scope="module")
 def resnet_twin(digits):
-    return onnx2snn.api.to_twin(zoo.build_model("digits_resnet"), digits[0][:1])
+    return to_twin(zoo.build_model("digits_resnet"), digits[0][:1])
 
 
 def accuracy(model, x, y) -> float:

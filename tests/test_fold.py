@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import onnx2snn
-from onnx2snn.convert.fold import ChannelScale
+from onnx2snn.snn.fold import ChannelScale
 
 # model -> ChannelScale nodes that must remain (identity paths with no weights to absorb
 # the scale: the first residual block's skip comes straight from a neuron)

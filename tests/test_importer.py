@@ -7,7 +7,7 @@ import torch
 
 import onnx2snn
 from onnx2snn import onnx_io
-from onnx2snn.convert.importer import reference_inputs
+from onnx2snn.graph.importer import reference_inputs
 
 TOL = 1e-4  # max |twin - ort| <= TOL * max(1, max |ort|)
 

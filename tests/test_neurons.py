@@ -4,7 +4,7 @@ mode equals multi-step, multi-level firing, bias and per-channel initial potenti
 import pytest
 import torch
 
-from onnx2snn.convert.neurons import IFNeuron
+from onnx2snn.snn.neurons import IFNeuron
 
 
 def reference_if(xs, theta, v0, bias, levels):

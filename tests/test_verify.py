@@ -15,7 +15,7 @@ import onnx2snn
 from onnx2snn import zoo
 from onnx2snn.cli import main
 from onnx2snn.export import export_zoo_model
-from onnx2snn.verify import ENERGY_AC_PJ, ENERGY_MAC_PJ, BatchMeta
+from onnx2snn.verification import ENERGY_AC_PJ, ENERGY_MAC_PJ, BatchMeta
 
 TS = [1, 2, 4, 8, 16]
 N_TEST, BATCH = 160, 64

@@ -25,7 +25,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import DataError, NonSpikingActivationError, Onnx2SnnError
+from ..graph.analysis import analyze
+from ..graph.source import replace_activations as replace_fn, to_twin
 from .quantized import QuantizedNeuron, check_noise
+from .thresholds import calibrate_thresholds
 
 DEFAULT_NOISE = "gaussian"
 DEFAULT_NOISE_SCALE = 0.25
@@ -135,8 +138,6 @@ def _scalar_loss(value: Any) -> torch.Tensor:
 # -- the twin with single-step neurons --------------------------------------------------
 def core_activations(twin: fx.GraphModule) -> list[str]:
     """Module targets of the activations in the spiking core (what becomes a neuron)."""
-    from ..convert.analysis import analyze
-
     analysis = analyze(twin)
     acts = {k: v for k, v in analysis.non_convertible.items() if any(a.name in v for a in analysis.activations())}
     if acts:
@@ -227,8 +228,6 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     ``learned_thresholds`` (activation target -> [C] theta) and ``finetune_info``.
     ``onnx2snn.convert(twin, timesteps=T)`` then needs no calibration data.
     """
-    from ..api import calibrate_thresholds, replace_activations as replace_fn, to_twin
-
     if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool) or timesteps < 1:
         raise Onnx2SnnError(f"timesteps must be an integer >= 1, got {timesteps!r}")
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:

@@ -16,8 +16,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..errors import InvalidModelError, NonSpikingActivationError, Onnx2SnnError
-from .analysis import analyze
+from ..errors import NonSpikingActivationError, Onnx2SnnError
+from ..graph.analysis import analyze
 from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule, cumsum_time
 from .partition import extract
 
@@ -271,35 +271,4 @@ def _replace_module(gm: fx.GraphModule, target: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-def load(path: "str | os.PathLike") -> SpikingNetwork:
-    """Load a SpikingNetwork written by ``snn.save(path)`` (weights_only, safe)."""
-    from .importer import import_onnx
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise InvalidModelError(f"{path}: no such file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise InvalidModelError(f"{path}: not a readable onnx2snn file ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise InvalidModelError(f"{path}: not an onnx2snn spiking network (format {FORMAT} expected); "
-                                "write one with snn.save(path)")
-    config = json.loads(blob["config"])
-    shapes = {k: tuple(v) for k, v in json.loads(blob["input_shapes"]).items()}
-    twin = import_onnx(bytes(blob["onnx"].numpy().tobytes()), input_shape=shapes)
-    from .. import api
-    twin = api.replace_activations(twin, config.get("replace_activations"))
-    twin.load_state_dict(blob["ann_state"])
-    folded = config.pop("folded", False)
-    snn = build_spiking(twin, blob["thresholds"], config)
-    for n, m in snn.neurons().items():
-        if n in blob["neuron_state"]:
-            m.load_state_dict({**blob["neuron_state"][n], "theta": blob["thresholds"][n]}, strict=False)
-    if folded:
-        from .fold import fold_thresholds
-        snn = fold_thresholds(snn)
-    return snn
-
-
-__all__ = ["SpikingNetwork", "build_spiking", "partition", "load", "poisson"]
+__all__ = ["SpikingNetwork", "build_spiking", "partition", "poisson", "FORMAT"]

@@ -1,6 +1,6 @@
 """Registry of ONNX op converters: one small function per op family.
 
-A converter takes a :class:`~onnx2snn.convert.builder.NodeContext` and returns the
+A converter takes a :class:`~onnx2snn.graph.builder.NodeContext` and returns the
 node's outputs (fx nodes, or numpy arrays for values known at import time). Several
 converters may exist for one op type, each valid from an opset version on.
 """

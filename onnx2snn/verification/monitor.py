@@ -41,9 +41,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..convert.analysis import analyze
-from ..convert.neurons import _per_channel
-from ..convert.partition import extract
+from ..graph.analysis import analyze
+from ..snn.neurons import _per_channel
+from ..snn.partition import extract
 
 ENERGY_AC_PJ = 0.9   # one 32-bit float accumulate, 45 nm (Horowitz, ISSCC 2014)
 ENERGY_MAC_PJ = 4.6  # one 32-bit float multiply-accumulate, 45 nm

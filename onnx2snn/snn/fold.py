@@ -28,7 +28,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .analysis import analyze
+from ..graph.analysis import analyze
+from .network import partition
 from .neurons import IFNeuron, SpikingMaxPool, _per_channel
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -265,8 +266,6 @@ def fold_thresholds(snn):
     biases rescaled, branch scales matched at Add/Concat. Outputs equal the weighted form
     (exactly in exact arithmetic; to rounding in floating point, which can move a spike when
     a potential lands on a threshold to within float precision: compare in float64)."""
-    from .spiking import partition
-
     if snn.config.get("folded"):
         return snn
     gm = copy.deepcopy(snn.rewritten)

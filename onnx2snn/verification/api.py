@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..convert.spiking import SpikingNetwork, load
+from ..snn.network import SpikingNetwork
+from ..snn.serialize import load
 from ..errors import DataError, Onnx2SnnError
 from .data import classification_batches, detection_batches
 from .metrics import Classification, Detection, RelativeL2, resolve_postprocess
@@ -75,7 +76,7 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
             ``"detection"`` (COCO mAP@0.5 and mAP@0.5:0.95).
         postprocess: detection decoding: ``"tiny-yolo"``, ``"yolo_relu"``, ``"yolov8"``
             (Ultralytics exports) or a callable ``(outputs, batch_meta) -> COCO detections``
-            (``batch_meta``: :class:`onnx2snn.verify.BatchMeta`); the same for reference and SNN.
+            (``batch_meta``: :class:`onnx2snn.verification.BatchMeta`); the same for reference and SNN.
         annotations: COCO json (path or dict) for detection data that is not a json itself.
         preprocess: ``zoo.Preprocess`` for image files; default: resize to the model's input
             size, pixels in [0, 1].

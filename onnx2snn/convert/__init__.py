@@ -1,1 +1,0 @@
-"""Import ONNX graphs as PyTorch twins and rewrite them into spiking networks."""

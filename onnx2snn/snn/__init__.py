@@ -1,0 +1,1 @@
+"""Spiking networks: neurons, the multi-step engine, the binary-spike form, save/load."""
