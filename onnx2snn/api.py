@@ -68,7 +68,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
     else:
         thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
-                                                 calibration_limit, preprocess, progress)
+                                                 calibration_limit, preprocess, progress, timesteps=int(timesteps))
     config = {"timesteps": int(timesteps), "normalization": normalization, "percentile": percentile,
               "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
               "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": int(levels), "seed": seed}

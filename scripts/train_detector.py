@@ -1,4 +1,8 @@
-"""Train the zoo's detectors (tiny_yolo, yolo_relu) on generated digit scenes.
+"""Train the zoo's detectors (tiny_yolo, yolo_relu, yolov8_silu, yolov8_relu) on generated digit scenes.
+
+The YOLOv8-structured models train on their raw maps (``model(x, raw=True)``) with the
+YOLOv8 loss (task-aligned assignment, CIoU + DFL, BCE) and are evaluated on their export
+output with Ultralytics' validation decoding (conf 0.001, IoU 0.7, multi-label, 300).
 
 Every epoch draws fresh train scenes (seed = base seed + epoch) from the train digits;
 evaluation uses the fixed 500-scene val split (unseen handwriting) with pycocotools.
@@ -19,14 +23,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _train_common import save, setup  # noqa: E402
 
-from onnx2snn.zoo import LOSSES, build_model, digit_scenes, evaluate_detector, get_decoder, get_preset, make_scenes, scenes_to_tensors  # noqa: E402
+from onnx2snn.zoo import LOSSES, build_model, yolov8_loss, digit_scenes, evaluate_detector, get_decoder, get_preset, make_scenes, scenes_to_tensors  # noqa: E402
 from onnx2snn.zoo.registry import WEIGHTS_DIR  # noqa: E402
 
 
 def train(name: str, epochs: int, per_epoch: int, batch: int, lr: float, seed: int, out_dir: Path = WEIGHTS_DIR) -> None:
     setup(seed)
     preset = get_preset(name)
-    loss_fn, decode = LOSSES[preset.loss], get_decoder(preset.decoder)
+    decode = get_decoder(preset.decoder)
+    if name in RAW_LOSS:  # Ultralytics-style export output: train on the raw maps
+        def loss_fn(x, targets, _loss=RAW_LOSS[name]):
+            return _loss(model(x, raw=True), targets)
+    else:
+        def loss_fn(x, targets, _loss=LOSSES[preset.loss]):
+            return _loss(model(x), targets)
     size = preset.input_shape[-1]
     val = digit_scenes("val", size=size)
     model = build_model(name, pretrained=False).train()
@@ -45,7 +55,7 @@ def train(name: str, epochs: int, per_epoch: int, batch: int, lr: float, seed: i
         bar = tqdm(range(steps_per_epoch), desc=f"{name} {epoch + 1}/{epochs}")
         for step in bar:
             x, targets = scenes_to_tensors([scenes[j] for j in perm[step * batch:(step + 1) * batch]])
-            loss, parts = loss_fn(model(x), targets)
+            loss, parts = loss_fn(x, targets)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -60,11 +70,13 @@ def train(name: str, epochs: int, per_epoch: int, batch: int, lr: float, seed: i
     settings = {"epochs": epochs, "scenes_per_epoch": per_epoch, "batch": batch, "lr": lr,
                 "optimizer": "AdamW(wd=5e-4 on weights) + OneCycle", "seed": seed, "input_size": size,
                 "threads": 1, "train_time_s": round(train_time, 1), "history": history,
-                "decode": {"conf_thres": 0.001, "iou_thres": 0.6, "max_det": 100}}
+                "decode": {"conf_thres": 0.001, "iou_thres": 0.7, "max_det": 300, "multi_label": True}
+                if name in RAW_LOSS else {"conf_thres": 0.001, "iou_thres": 0.6, "max_det": 100}}
     save(model, name, metrics, settings, out_dir)
 
 
-EPOCHS = {"tiny_yolo": 12, "yolo_relu": 12}
+EPOCHS = {"tiny_yolo": 12, "yolo_relu": 12, "yolov8_silu": 16, "yolov8_relu": 16}
+RAW_LOSS = {"yolov8_silu": yolov8_loss, "yolov8_relu": yolov8_loss}
 
 
 def main() -> None:

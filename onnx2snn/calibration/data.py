@@ -110,6 +110,15 @@ def _open_path(path: Path, preprocess):
             if "x" not in f:
                 raise DataError(f"{path}: the .npz has no array 'x' (it has {sorted(f.files)})")
             return (f["x"], f["y"] if "y" in f else None)
+    from ..zoo.data.yolo_format import is_yolo_source
+
+    if is_yolo_source(path):  # Ultralytics data.yaml / images + labels: the training images
+        from ..zoo import YoloDataset
+        size = preprocess.size if preprocess is not None else None
+        if size is None:
+            raise DataError(f"{path}: YOLO-format data needs a preprocessing spec "
+                            "(onnx2snn.zoo.Preprocess(size=(H, W), channels=3, letterbox=True))")
+        return YoloDataset(path, "train", preprocess, labels=False)
     if path.is_dir() or path.suffix == ".json":
         if preprocess is None:
             raise DataError(f"{path}: an image folder or COCO json needs a preprocessing spec "

@@ -15,6 +15,7 @@ import copy
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -27,6 +28,8 @@ from tqdm.auto import tqdm
 from ..errors import DataError, NonSpikingActivationError, Onnx2SnnError
 from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
+from .data import iter_batches
+from .distill import DEFAULT_TEMPERATURE, DistillLoss, neuron_inputs, probe, spiking_outputs
 from .quantized import QuantizedNeuron, check_noise
 from .thresholds import calibrate_thresholds
 
@@ -39,33 +42,56 @@ def _as_tensor(a: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else torch.as_tensor(a)
 
 
-def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator) -> Iterable:
-    """(x, target) batches of one epoch.
+def _open_path(path: Any, preprocess) -> Any:
+    """A training path as a Dataset: YOLO-format data (its train images, with labels where
+    it has them), else what calibration reads (an .npz, an image folder)."""
+    from ..zoo.data.yolo_format import YoloDataset, is_yolo_source
 
-    ``data``: ``(x, y)`` arrays (shuffled with the seeded generator every epoch), a dict
-    with ``x`` and ``y``, a callable ``epoch -> iterable of (x, y)`` (fresh data per epoch,
-    e.g. generated detection scenes), or an iterable of ``(x, y)`` batches (a DataLoader).
-    Targets are passed to the loss as they are (class labels, lists of box dicts, ...).
+    if is_yolo_source(path):
+        if preprocess is None:
+            raise DataError(f"{path}: YOLO-format data needs preprocess= (e.g. onnx2snn.zoo.Preprocess(size=(640, 640), "
+                            "channels=3, letterbox=True))")
+        return YoloDataset(path, "train", preprocess)
+    from .data import _open_path as open_calibration_path
+
+    return open_calibration_path(Path(path), preprocess)
+
+
+def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator, preprocess=None) -> Iterable:
+    """(x, target or None) batches of one epoch.
+
+    ``data``: ``(x, y)`` arrays or inputs alone (shuffled with the seeded generator every
+    epoch), a dict with ``x`` (and ``y``), a path (YOLO ``data.yaml`` or folder, image
+    folder, ``.npz``), a Dataset, a callable ``epoch -> iterable of batches`` (fresh data per
+    epoch, e.g. generated detection scenes), or an iterable of batches (a DataLoader); a
+    batch is ``x``, ``(x, y)`` or a dict. Targets go to the loss as they are (class labels,
+    lists of box dicts, ...); None where the data has none.
     """
+    if isinstance(data, (str, os.PathLike)):
+        data = _open_path(data, preprocess)
     if isinstance(data, dict):
-        if "x" not in data or "y" not in data:
-            raise DataError(f"training data dict needs keys 'x' and 'y', has {sorted(data)}")
-        data = (data["x"], data["y"])
+        if "x" not in data:
+            raise DataError(f"training data dict needs key 'x' (and 'y' for a task loss), has {sorted(data)}")
+        data = (data["x"], data.get("y"))
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        data = (data, None)
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
         x, y = _as_tensor(data[0]).float(), data[1]
         y = _as_tensor(y) if isinstance(y, np.ndarray) else y
         if x.dim() == 0 or len(x) == 0:
             raise DataError("training data: empty (no samples)")
-        if len(y) != len(x):
+        if y is not None and len(y) != len(x):
             raise DataError(f"training data: {len(x)} inputs but {len(y)} targets")
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
-            yield x[idx], (y[idx] if isinstance(y, torch.Tensor) else [y[j] for j in idx.tolist()])
+            yield x[idx], (None if y is None else y[idx] if isinstance(y, torch.Tensor) else [y[j] for j in idx.tolist()])
         return
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        raise DataError("training data needs targets: pass (x, y), a dict {'x', 'y'}, a DataLoader of (x, y) "
-                        "batches, or a callable epoch -> iterable of (x, y)")
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        from ..zoo.data.yolo_format import YoloDataset, collate
+
+        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen,
+                                           collate_fn=collate if isinstance(data, YoloDataset) else None)
     source = data(epoch) if callable(data) else data
     try:
         it = iter(source)
@@ -74,15 +100,40 @@ def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator)
     for k, batch in enumerate(it):
         if isinstance(batch, dict):
             batch = (batch.get("x", batch.get("image")), batch.get("y", batch.get("label")))
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise DataError(f"training batch {k}: expected (x, y), got {type(batch).__name__}")
-        yield _as_tensor(batch[0]).float(), batch[1]
+        if isinstance(batch, (np.ndarray, torch.Tensor)):
+            batch = (batch, None)
+        if not isinstance(batch, (tuple, list)) or not batch:
+            raise DataError(f"training batch {k}: expected x or (x, y), got {type(batch).__name__}")
+        y = batch[1] if len(batch) > 1 else None
+        if _no_labels(y):
+            y = None
+        yield _as_tensor(batch[0]).float(), y
 
 
-def _inputs_for_calibration(data: Any, limit: int) -> torch.Tensor:
+def _no_labels(y: Any) -> bool:
+    """Targets that carry nothing: None, -1 labels (a flat image folder), dicts with only an image id."""
+    if y is None:
+        return True
+    if isinstance(y, torch.Tensor) and y.dtype in (torch.int64, torch.int32) and y.numel() and bool((y < 0).all()):
+        return True
+    if isinstance(y, dict) and set(y) <= {"image_id"}:
+        return True
+    if isinstance(y, (list, tuple)) and y and all(isinstance(t, dict) and set(t) <= {"image_id"} for t in y):
+        return True
+    return False
+
+
+def _inputs_for_calibration(data: Any, limit: int, preprocess=None) -> torch.Tensor:
     """Up to ``limit`` training inputs (the first ones, unshuffled) for the initial thresholds."""
     xs, n = [], 0
-    for xb, _ in _epoch_batches(data, 0, 256, torch.Generator().manual_seed(0)):
+    if isinstance(data, (str, os.PathLike)):
+        data = _open_path(data, preprocess)
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        from ..zoo.data.yolo_format import YoloDataset, collate
+
+        data = torch.utils.data.DataLoader(data, batch_size=256, shuffle=False,
+                                           collate_fn=collate if isinstance(data, YoloDataset) else None)
+    for xb, _ in _epoch_batches(data, 0, 256, torch.Generator().manual_seed(0), preprocess):
         xs.append(xb)
         n += len(xb)
         if n >= limit:
@@ -205,27 +256,46 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
              example_input: torch.Tensor | None = None, input_shape=None,
              replace_activations: Mapping[str, str] | None = None, percentile: "float | str" = 99.99,
              calibration_limit: int = 2048, weight_decay: float = 0.0, grad_clip: float | None = 10.0,
-             preprocess=None) -> fx.GraphModule:
+             preprocess=None, distill_weight: float | None = None, temperature: float = DEFAULT_TEMPERATURE,
+             feature_weight: float = 0.0, distill_mode: str = "auto") -> fx.GraphModule:
     """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost.
 
     Args:
         source: like :func:`onnx2snn.convert`: ONNX path / bytes / ModelProto, an
             ``nn.Module`` with ``example_input``, or a twin (not modified: a copy is trained).
-        train_data: ``(x, y)`` arrays, a DataLoader of ``(x, y)`` batches, or a callable
-            ``epoch -> iterable of (x, y)``; ``y`` is whatever the loss takes.
+        train_data: inputs alone (a tensor / array, an image folder, YOLO-format data: a
+            ``data.yaml`` or a folder with ``images/``) for distillation, or with targets for
+            a task loss: ``(x, y)`` arrays, a DataLoader of ``(x, y)`` batches, a callable
+            ``epoch -> iterable of (x, y)``, YOLO data with ``labels/``; ``y`` is whatever
+            the loss takes.
         timesteps: the T the SNN will run; each neuron is modelled for exactly this T.
-        loss: ``callable(outputs, targets) -> scalar`` (or ``(scalar, parts)``), a zoo
-            loss / preset name (``"tiny_yolo"``), or None for cross-entropy.
+        loss: ``"distill"`` (label-free: match the source network, see
+            :mod:`onnx2snn.calibration.distill`; the default when the data has no targets),
+            ``callable(outputs, targets) -> scalar`` (or ``(scalar, parts)``), a zoo loss /
+            preset name (``"tiny_yolo"``), or None: distillation without targets,
+            cross-entropy with them.
+        distill_weight: with a task loss, add this weight times the distillation loss
+            (None / 0: task loss only).
+        temperature: softmax temperature of the distillation term on classifier logits.
+        feature_weight: weight of the per-neuron feature terms of the distillation (the
+            normalised error of each neuron's input against the teacher's; 0: off).
+        distill_mode: ``"auto"`` (KL for tensors entering a softmax / sigmoid or classifier
+            logits, normalised squared error otherwise) or ``"mse"`` (normalised squared error
+            for all).
         noise: ``"gaussian"`` (default), ``"uniform"`` or None; ``noise_scale`` is its
             standard deviation in spikes (units of theta / T), added before rounding.
         per_channel: one trainable theta per channel (True) or per layer.
         calibration_data: inputs for the initial thresholds (channel-wise p``percentile``,
             as convert does); default: the first ``calibration_limit`` training inputs.
         replace_activations: e.g. ``{"SiLU": "ReLU"}``, applied before fine-tuning
-            (recorded on the twin so that convert and load repeat it).
+            (recorded on the twin so that convert and load repeat it). The distillation
+            teacher keeps the original activations.
+        preprocess: ``zoo.Preprocess`` for image paths (default: the model's input size,
+            letterboxed for YOLO-format data).
 
     Returns the fine-tuned twin (eval mode) with its original activations,
-    ``learned_thresholds`` (activation target -> [C] theta) and ``finetune_info``.
+    ``learned_thresholds`` (activation target -> [C] theta) and ``finetune_info``
+    (settings and the per-epoch history of the loss and its parts).
     ``onnx2snn.convert(twin, timesteps=T)`` then needs no calibration data.
     """
     if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool) or timesteps < 1:
@@ -234,12 +304,31 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
         raise Onnx2SnnError(f"epochs must be an integer >= 0, got {epochs!r}")
     if not (lr > 0 and math.isfinite(lr)):
         raise Onnx2SnnError(f"lr must be a positive number, got {lr!r}")
+    if distill_weight is not None and not (distill_weight >= 0 and math.isfinite(distill_weight)):
+        raise Onnx2SnnError(f"distill_weight must be a number >= 0, got {distill_weight!r}")
+    if not (feature_weight >= 0 and math.isfinite(feature_weight)):
+        raise Onnx2SnnError(f"feature_weight must be a number >= 0, got {feature_weight!r}")
     check_noise(noise, noise_scale)
-    loss_fn = resolve_loss(loss)
     torch.manual_seed(seed)
     dev = torch.device(device) if device is not None else torch.device("cpu")
 
     base = to_twin(source, example_input, input_shape)
+    if isinstance(train_data, (str, os.PathLike)):
+        if preprocess is None:
+            preprocess = _default_preprocess(base, train_data)
+        train_data = _open_path(train_data, preprocess)
+    first = next(iter(_epoch_batches(train_data, 0, batch_size, torch.Generator().manual_seed(seed), preprocess)),
+                 None)
+    if first is None:
+        raise DataError("training data: empty (no batches)")
+    has_targets = first[1] is not None
+    distill_only = loss == "distill" or (loss is None and not has_targets)
+    if not distill_only and not has_targets:
+        raise DataError("training data has no targets for the loss: pass (x, y), a DataLoader of (x, y) batches, a "
+                        "callable epoch -> iterable of (x, y), labelled YOLO data, or use loss='distill' (no labels)")
+    task_loss = None if distill_only else resolve_loss(loss)
+    use_distill = distill_only or bool(distill_weight)
+
     twin = _copy_twin(base)
     if replace_activations:
         replace_fn(twin, replace_activations)
@@ -249,18 +338,32 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     for p in twin.parameters():
         p.requires_grad_(True)
 
-    calib = calibration_data if calibration_data is not None else _inputs_for_calibration(train_data, calibration_limit)
+    calib = calibration_data if calibration_data is not None else _inputs_for_calibration(train_data, calibration_limit,
+                                                                                          preprocess)
     thresholds, _ = calibrate_thresholds(twin, calib, "channel" if per_channel else "layer", percentile,
                                          batch_size=max(batch_size, 64), preprocess=preprocess, progress=False,
                                          limit=calibration_limit if calibration_data is not None else None)
+    dloss = student = teacher = None
+    if use_distill:
+        outs = spiking_outputs(twin)
+        feats = neuron_inputs(twin) if feature_weight else []
+        teacher = _copy_twin(base).to(dev).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        teacher = probe(teacher, [t.node for t in outs] + feats, with_outputs=False)
+        sample = next(iter_batches(calib, 256, preprocess=preprocess, limit=256)).to(dev)
+        dloss = DistillLoss.build(teacher, outs, feats, sample, temperature=temperature,
+                                  feature_weight=feature_weight, mode=distill_mode).to(dev)
     noise_gen = torch.Generator().manual_seed(seed + 1)
     neurons = insert_quantized(twin, {t: thresholds[t] for t in targets}, timesteps, noise, noise_scale,
                                per_channel, generator=noise_gen)
+    if use_distill:
+        student = probe(twin, [t.node for t in dloss.targets] + dloss.features, with_outputs=task_loss is not None)
+    weight = 1.0 if distill_only else float(distill_weight or 0.0)
 
     params = [p for p in twin.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     shuffle_gen = torch.Generator().manual_seed(seed)
-    history, t0 = [], time.time()
     steps_per_epoch = _steps(train_data, batch_size)
     sched = None
     if steps_per_epoch and epochs:
@@ -268,14 +371,29 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     twin.eval()  # BN statistics and dropout frozen: only the weights and thresholds learn
     for q in neurons.values():
         q.noise_on = True
+    history, t0 = [], time.time()
     try:
         for epoch in range(epochs):
-            total, count = 0.0, 0
-            bar = tqdm(_epoch_batches(train_data, epoch, batch_size, shuffle_gen), total=steps_per_epoch,
+            total, count, sums = 0.0, 0, {}
+            bar = tqdm(_epoch_batches(train_data, epoch, batch_size, shuffle_gen, preprocess), total=steps_per_epoch,
                        desc=f"finetune T={timesteps} {epoch + 1}/{epochs}", unit="batch", disable=not progress)
             for xb, yb in bar:
-                out = twin(xb.to(dev))
-                value = _scalar_loss(loss_fn(out, _to(yb, dev)))
+                xb = xb.to(dev)
+                parts = {}
+                if student is not None:
+                    out = student(xb)
+                    with torch.no_grad():
+                        ref = teacher(xb)
+                    n_out = student.n_outputs
+                    value, parts = dloss(out[n_out:], ref)
+                    value = weight * value
+                    if task_loss is not None:
+                        res = out[:n_out]
+                        task = _scalar_loss(task_loss(res[0] if n_out == 1 else tuple(res), _to(yb, dev)))
+                        parts["task"] = float(task.detach())
+                        value = value + task
+                else:
+                    value = _scalar_loss(task_loss(twin(xb), _to(yb, dev)))
                 if not torch.isfinite(value):
                     raise Onnx2SnnError(f"the loss became {float(value)} in epoch {epoch + 1}: lower lr")
                 opt.zero_grad(set_to_none=True)
@@ -287,29 +405,53 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                     sched.step()
                 total += float(value.detach()) * len(xb)
                 count += len(xb)
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v * len(xb)
                 bar.set_postfix(loss=f"{float(value.detach()):.4f}")
             if count == 0:
                 raise DataError("training data: empty (no batches)")
-            history.append({"epoch": epoch + 1, "loss": total / count, "time_s": round(time.time() - t0, 2)})
+            history.append({"epoch": epoch + 1, "loss": total / count, **{k: v / count for k, v in sums.items()},
+                            "time_s": round(time.time() - t0, 2)})
     finally:
         for q in neurons.values():
             q.noise_on = False
     twin.learned_thresholds = restore_activations(twin, neurons)
-    twin.finetune_info = {"timesteps": int(timesteps), "epochs": int(epochs), "noise": noise,
+    kind = "distill" if distill_only else ("task+distill" if use_distill else "task")
+    twin.finetune_info = {"timesteps": int(timesteps), "epochs": int(epochs), "loss": kind,
+                          "distill_weight": weight if use_distill else 0.0,
+                          "temperature": float(temperature), "feature_weight": float(feature_weight),
+                          "distill_mode": distill_mode, "noise": noise,
                           "noise_scale": float(noise_scale), "per_channel": bool(per_channel), "lr": lr,
                           "seed": seed, "history": history, "seconds": round(time.time() - t0, 2)}
+    if use_distill:
+        twin.finetune_info["distill_targets"] = [{"node": t.node, "kind": t.kind} for t in dloss.targets]
     for p in twin.parameters():
         p.requires_grad_(True)
     return twin.eval()
 
 
+def _default_preprocess(twin: fx.GraphModule, path: Any):
+    """The model's input size and channels, pixels in [0, 1]; letterboxed for YOLO-format data."""
+    from ..zoo import Preprocess
+    from ..zoo.data.yolo_format import is_yolo_source
+
+    shape = next(iter(twin.onnx_info.input_shapes.values()), None)
+    if shape is None or len(shape) != 4:
+        return None
+    return Preprocess(size=tuple(shape[2:]), channels=int(shape[1]), letterbox=is_yolo_source(path))
+
+
 def _steps(data: Any, batch_size: int) -> int | None:
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return -(-len(data) // batch_size)
     if isinstance(data, dict) and "x" in data:
         return -(-len(data["x"]) // batch_size)
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
         return -(-len(data[0]) // batch_size)
     if callable(data) or isinstance(data, (str, os.PathLike)):
         return None
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        return -(-len(data) // batch_size)
     try:
         return len(data)
     except TypeError:

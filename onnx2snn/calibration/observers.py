@@ -69,6 +69,24 @@ class StreamingHistogram:
         return torch.minimum((b.double() + frac) * width, self.max)
 
 
+    def mse_threshold(self, levels: int, candidates: int = 100, chunk: int = 16) -> torch.Tensor:
+        """Per row, the theta (among ``candidates`` fractions of the max) that minimises the
+        squared error of the values quantized as ``levels`` steps of an IF neuron do:
+        ``theta / L * clamp(floor(L x / theta + 1/2), 0, L)`` (bin centres stand for the values)."""
+        width = self.upper / self.bins
+        frac = torch.linspace(1.0 / candidates, 1.0, candidates, dtype=torch.float64)
+        out = torch.zeros_like(self.max)
+        for lo in range(0, self.counts.shape[0], chunk):
+            sl = slice(lo, lo + chunk)
+            centres = (torch.arange(self.bins, dtype=torch.float64) + 0.5)[None] * width[sl, None]   # [c, bins]
+            theta = (self.max[sl, None] * frac[None]).clamp_min(1e-12)                               # [c, K]
+            step = theta[..., None] / levels
+            q = torch.clamp(torch.floor(centres[:, None, :] / step + 0.5), 0, levels) * step           # [c, K, bins]
+            err = (self.counts[sl, None, :] * (centres[:, None, :] - q) ** 2).sum(-1)
+            out[sl] = theta.gather(1, err.argmin(1, keepdim=True)).squeeze(1)
+        return torch.where(self.max > 0, out, self.max)
+
+
 class ActivationObserver:
     """Statistics of one activation's input: per channel (dim 1) and per layer."""
 
@@ -93,18 +111,31 @@ class ActivationObserver:
         self.layer.update(per_channel.reshape(1, -1))
         self.samples += x.shape[0]
 
-    def threshold(self, normalization: str = "channel", percentile: "float | str" = 99.99) -> torch.Tensor:
-        """Per-channel thresholds (a [C] tensor; all equal for layer-wise)."""
+    def threshold(self, normalization: str = "channel", percentile: "float | str" = 99.99,
+                  timesteps: int | None = None) -> torch.Tensor:
+        """Per-channel thresholds (a [C] tensor; all equal for layer-wise). ``percentile``:
+        a percentile, ``"max"``, or ``"mse"`` (the theta whose T-level quantization of the
+        observed values has the least squared error; needs ``timesteps``)."""
         if self.channel is None:
             raise RuntimeError(f"observer {self.name!r} saw no data")
         if normalization not in ("channel", "layer"):
             raise ValueError(f"normalization must be 'channel' or 'layer', not {normalization!r}")
+        if percentile == "mse" and not timesteps:
+            raise ValueError("percentile='mse' needs the number of timesteps")
+
+        def pick(hist: StreamingHistogram) -> torch.Tensor:
+            if percentile == "max":
+                return hist.max.clone()
+            if percentile == "mse":
+                return hist.mse_threshold(int(timesteps))
+            return hist.percentile(float(percentile))
+
         hist = self.channel if normalization == "channel" else self.layer
-        theta = hist.max.clone() if percentile == "max" else hist.percentile(float(percentile))
+        theta = pick(hist)
         if normalization == "layer":
             theta = theta.expand(self.channel.counts.shape[0]).clone()
         else:
-            layer = self.layer.max if percentile == "max" else self.layer.percentile(float(percentile))
+            layer = pick(self.layer)
             theta = torch.where(theta > 0, theta, layer.expand_as(theta))  # silent channels
         return theta.clamp_min(1e-6).float()
 

@@ -16,7 +16,8 @@ from .observers import calibrate_twin
 
 def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
                          percentile: "float | str" = 99.99, batch_size: int = 64, limit: int | None = None,
-                         preprocess=None, progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+                         preprocess=None, progress: bool = True, timesteps: int | None = None
+                         ) -> tuple[dict[str, torch.Tensor], dict]:
     """Per-channel thresholds for every activation in the spiking core, from sample data."""
     analysis = analyze(twin)
     nodes = {n.name: n for n in twin.graph.nodes}
@@ -29,7 +30,9 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     total = None if n is None else (-(-n // batch_size) if isinstance(data, torch.Tensor) else n)
     obs = calibrate_twin(twin, names, iter_batches(data, batch_size, preprocess=preprocess, limit=limit),
                          progress=progress, total=total)
-    thresholds = {nodes[k].target: o.threshold(normalization, percentile) for k, o in obs.items()}
+    if percentile == "mse" and not timesteps:
+        raise Onnx2SnnError("percentile='mse' sets thresholds for a number of timesteps: pass timesteps=")
+    thresholds = {nodes[k].target: o.threshold(normalization, percentile, timesteps) for k, o in obs.items()}
     stats = {nodes[k].target: o.summary() for k, o in obs.items()}
     return thresholds, stats
 

@@ -69,8 +69,9 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
         data: evaluation data. Classification: a tensor / array, ``(x, y)``, a DataLoader
             or Dataset of ``(x, y)``, an ``.npz`` with ``x`` (and ``y``), an image folder.
             Detection: a COCO json (images in ``<json dir>/images``), an image folder with
-            ``annotations=``, a ``zoo.CocoImages``, the zoo's digit scenes, or a tensor with
-            ``annotations=``.
+            ``annotations=``, YOLO-format data (``data.yaml``: its val images; a folder with
+            ``images/`` + ``labels/``), a ``zoo.CocoImages``, the zoo's digit scenes, or a
+            tensor with ``annotations=``.
         timesteps: the sweep; the SNN runs once per batch to the largest T.
         task: ``"classification"`` (top-1 / top-5 with labels, agreement, rel. L2) or
             ``"detection"`` (COCO mAP@0.5 and mAP@0.5:0.95).
@@ -79,7 +80,7 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
             (``batch_meta``: :class:`onnx2snn.verification.BatchMeta`); the same for reference and SNN.
         annotations: COCO json (path or dict) for detection data that is not a json itself.
         preprocess: ``zoo.Preprocess`` for image files; default: resize to the model's input
-            size, pixels in [0, 1].
+            size (letterboxed for YOLO-format data, as Ultralytics validates), pixels in [0, 1].
         category_ids: label index -> COCO category id for the built-in decoders.
         layers: per-layer error, firing rates, SynOps and energy (hooks; costs one ANN
             forward per batch).
@@ -107,7 +108,11 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     if preprocess is None and input_shape is not None and len(input_shape) == 4:
         from ..zoo import Preprocess
 
-        preprocess = Preprocess(size=tuple(input_shape[2:]), channels=int(input_shape[1]))
+        from ..zoo.data.yolo_format import is_yolo_source
+
+        # YOLO-format data is letterboxed, as Ultralytics validates
+        preprocess = Preprocess(size=tuple(input_shape[2:]), channels=int(input_shape[1]),
+                                letterbox=task == "detection" and is_yolo_source(data))
     post_desc = None
     gt = None
     if task == "classification":

@@ -4,8 +4,10 @@ image ids and sizes that tie detections to COCO ground truth (detection).
 Classification takes every form :func:`onnx2snn.calibration.data.iter_batches` takes
 (tensor, ``(x, y)``, DataLoader, Dataset, ``.npz`` with ``x`` and ``y``, image folder).
 Detection takes a COCO json (images in ``<json dir>/images``), an image folder with an
-``annotations`` json, a :class:`~onnx2snn.zoo.CocoImages`, the zoo's digit scenes, or a
-tensor whose rows follow the ``images`` of an ``annotations`` json.
+``annotations`` json, YOLO-format data (a ``data.yaml``, a folder with ``images/`` and
+``labels/``, or a :class:`~onnx2snn.zoo.YoloDataset`), a
+:class:`~onnx2snn.zoo.CocoImages`, the zoo's digit scenes, or a tensor whose rows follow
+the ``images`` of an ``annotations`` json.
 """
 
 from __future__ import annotations
@@ -27,14 +29,24 @@ from ..errors import DataError
 @dataclass
 class BatchMeta:
     """What a detection post-processing needs besides the outputs: per image its COCO id
-    and original size (height, width), and the model's input size (height, width)."""
+    and original size (height, width), and the model's input size (height, width).
+    ``geometry`` (letterboxed data): per image (gain x, gain y, pad left, pad top) with
+    input = original * gain + pad."""
 
     image_ids: list[int]
     sizes: list[tuple[int, int]]
     input_size: tuple[int, int]
+    geometry: list[tuple[float, float, float, float]] | None = None
 
     def to_original(self, boxes: torch.Tensor, i: int) -> torch.Tensor:
-        """xyxy boxes in input pixels of image ``i`` -> pixels of the original image."""
+        """xyxy boxes in input pixels of image ``i`` -> pixels of the original image
+        (through the letterbox and clipped to the image, as Ultralytics' scale_boxes)."""
+        if self.geometry is not None:
+            gx, gy, px, py = self.geometry[i]
+            h, w = self.sizes[i]
+            out = (boxes - boxes.new_tensor([px, py, px, py])) / boxes.new_tensor([gx, gy, gx, gy])
+            return torch.stack([out[:, 0].clamp(0, w), out[:, 1].clamp(0, h), out[:, 2].clamp(0, w),
+                                out[:, 3].clamp(0, h)], 1)
         h, w = self.sizes[i]
         sy, sx = h / self.input_size[0], w / self.input_size[1]
         if sx == 1.0 and sy == 1.0:
@@ -116,7 +128,8 @@ def _read_json(path) -> dict:
 def detection_batches(data: Any, annotations: Any, batch_size: int, limit: int | None, preprocess) -> DetectionData:
     """Detection inputs in batches with their COCO image ids, and the ground truth restricted
     to the images that are evaluated (so ``limit`` does not count unseen images as misses)."""
-    from ..zoo import CocoImages, Scene, coco_dict, scenes_to_tensors
+    from ..zoo import CocoImages, Scene, YoloDataset, coco_dict, scenes_to_tensors
+    from ..zoo.data.yolo_format import is_yolo_source
 
     if isinstance(data, (list, tuple)) and data and all(isinstance(s, Scene) for s in data):
         scenes = list(data)[:limit]
@@ -130,6 +143,12 @@ def detection_batches(data: Any, annotations: Any, batch_size: int, limit: int |
                     [int(s.image_id) for s in chunk], [tuple(s.image.shape[:2]) for s in chunk], tuple(x.shape[-2:]))
         return DetectionData(gen_scenes(), gt, len(scenes), f"{len(scenes)} digit scenes")
 
+    if isinstance(data, (str, os.PathLike)) and annotations is None and is_yolo_source(data):
+        if not Path(data).exists():
+            raise DataError(f"{data}: no such file or folder")
+        data = YoloDataset(data, "val", preprocess, labels=True)
+    if isinstance(data, YoloDataset):
+        return _yolo_dataset(data, batch_size, limit)
     if isinstance(data, (str, os.PathLike)):
         p = Path(data)
         if not p.exists():
@@ -212,6 +231,20 @@ def _coco_dataset(ds, batch_size: int, limit: int | None) -> DetectionData:
                 [int(images[j]["id"]) for j in idx], [size_of(images[j]) for j in idx], tuple(x.shape[-2:]))
     return DetectionData(gen(), _subset(ds.coco, [int(im["id"]) for im in images]), n,
                          f"{n} images of {ds.json_path}")
+
+
+def _yolo_dataset(ds, batch_size: int, limit: int | None) -> DetectionData:
+    n = len(ds) if limit is None else min(limit, len(ds))
+    gt = _subset(ds.coco(), list(range(1, n + 1)))
+
+    def gen():
+        for i in range(0, n, batch_size):
+            idx = range(i, min(n, i + batch_size))
+            x = torch.stack([ds[j][0] for j in idx])
+            yield check_batch(x, f"images {i}..{i + len(idx) - 1}"), BatchMeta(
+                [j + 1 for j in idx], [ds.image_size(j) for j in idx], tuple(x.shape[-2:]),
+                [ds.geometry(j) for j in idx])
+    return DetectionData(gen(), gt, n, f"{n} images of {ds.source} ({ds.split})")
 
 
 __all__ = ["BatchMeta", "DetectionData", "classification_batches", "detection_batches"]

@@ -3,7 +3,9 @@
 Classification: top-1 / top-5 accuracy (with labels), agreement of the SNN's top-1
 with the reference's top-1, relative L2 error ``||snn - ref|| / ||ref||`` over the
 whole data set. Detection: COCO mAP@0.5 and mAP@0.5:0.95 (pycocotools) after the same
-post-processing of both, plus the relative L2 error of the raw outputs.
+post-processing of both, the same two as Ultralytics' validation computes them (its own
+matching and 101-point AP, :func:`onnx2snn.zoo.evaluate_ultralytics`), plus the relative
+L2 error of the raw outputs.
 """
 
 from __future__ import annotations
@@ -91,8 +93,10 @@ DECODER_ALIASES = {
     "yolov8": "decode_ultralytics", "ultralytics": "decode_ultralytics", "decode_ultralytics": "decode_ultralytics",
 }
 # mAP is measured with a low score threshold (as Ultralytics' val does); the decoders of
-# the zoo's own models already default to it
-DECODER_KWARGS = {"decode_ultralytics": {"conf_thres": 0.001, "iou_thres": 0.7}}
+# the zoo's own models already default to it. Ultralytics exports are decoded exactly as its
+# validation does: every class above 0.001 per anchor, class-aware NMS at IoU 0.7, 300 kept.
+DECODER_KWARGS = {"decode_ultralytics": {"conf_thres": 0.001, "iou_thres": 0.7, "max_det": 300,
+                                         "multi_label": True}}
 
 Postprocess = Callable[[Any, BatchMeta], list]
 
@@ -149,7 +153,11 @@ class Detection:
     def result(self, ground_truth: dict) -> dict[str, float]:
         from ..zoo import evaluate_coco
 
+        from ..zoo import evaluate_ultralytics
+
         out = dict(evaluate_coco(self.results, ground_truth))
+        ul = evaluate_ultralytics(self.results, ground_truth)  # Ultralytics' own AP protocol, for comparison
+        out["mAP50_ultralytics"], out["mAP50_95_ultralytics"] = ul["mAP50"], ul["mAP50_95"]
         out["detections"] = len(self.results)
         if self.has_reference:
             out["rel_l2"] = self.l2.value()

@@ -12,9 +12,10 @@ from typing import Any
 from ..table import format_table
 
 METRIC_NAMES = {"top1": "top-1 (%)", "top5": "top-5 (%)", "agreement": "agreement (%)", "rel_l2": "rel. L2",
-                "mAP50": "mAP@0.5", "mAP50_95": "mAP@0.5:0.95", "detections": "detections"}
+                "mAP50": "mAP@0.5", "mAP50_95": "mAP@0.5:0.95", "detections": "detections",
+                "mAP50_ultralytics": "mAP@0.5 (Ultralytics AP)", "mAP50_95_ultralytics": "mAP@0.5:0.95 (Ultralytics AP)"}
 PERCENT = {"top1", "top5", "agreement"}
-RELATIVE_TOL = {"mAP50", "mAP50_95"}           # tolerance relative to the reference value
+RELATIVE_TOL = {"mAP50", "mAP50_95", "mAP50_ultralytics", "mAP50_95_ultralytics"}           # tolerance relative to the reference value
 DEFAULT_TOL = {"classification": 0.01, "detection": 0.01}
 
 

@@ -4,15 +4,18 @@ outside the SNN.
 """
 from .data.digits import load_digits
 from .data.loaders import CocoImages, ImageFolder, NpzArrays, Preprocess, load_batch, open_dataset
+from .data.yolo_format import YoloDataset, read_data_yaml, write_yolo
 from .data.scenes import Scene, coco_dict, digit_scenes, make_scenes, read_coco, scenes_to_tensors, write_coco
-from .models.detection import decode_ultralytics, evaluate_coco, evaluate_detector, nms_detections, to_coco_detections
+from .models.detection import (decode_ultralytics, evaluate_coco, evaluate_detector, evaluate_ultralytics,
+                               nms_detections, to_coco_detections)
 from .models.tiny_yolo import tiny_yolo_decode, tiny_yolo_loss
 from .models.yolo_relu import yolo_relu_decode, yolo_relu_loss
+from .models.yolov8 import yolov8_export_loss, yolov8_loss
 from .registry import PRESETS, WEIGHTS_DIR, Preset, build_model, get_preset, list_models, register
 
 DECODERS = {"tiny_yolo_decode": tiny_yolo_decode, "yolo_relu_decode": yolo_relu_decode,
             "decode_ultralytics": decode_ultralytics}
-LOSSES = {"tiny_yolo_loss": tiny_yolo_loss, "yolo_relu_loss": yolo_relu_loss}
+LOSSES = {"tiny_yolo_loss": tiny_yolo_loss, "yolo_relu_loss": yolo_relu_loss, "yolov8_export_loss": yolov8_export_loss}
 
 
 def get_decoder(name: str):
@@ -22,8 +25,9 @@ def get_decoder(name: str):
 
 __all__ = [
     "load_digits", "digit_scenes", "make_scenes", "scenes_to_tensors", "Scene", "coco_dict", "write_coco", "read_coco",
-    "Preprocess", "ImageFolder", "NpzArrays", "CocoImages", "open_dataset", "load_batch",
+    "Preprocess", "YoloDataset", "read_data_yaml", "write_yolo", "ImageFolder", "NpzArrays", "CocoImages", "open_dataset", "load_batch",
     "decode_ultralytics", "tiny_yolo_decode", "yolo_relu_decode", "nms_detections", "to_coco_detections",
-    "evaluate_coco", "evaluate_detector", "tiny_yolo_loss", "yolo_relu_loss", "DECODERS", "LOSSES", "get_decoder",
+    "evaluate_coco", "evaluate_ultralytics", "evaluate_detector", "tiny_yolo_loss", "yolo_relu_loss",
+    "yolov8_loss", "yolov8_export_loss", "DECODERS", "LOSSES", "get_decoder",
     "Preset", "PRESETS", "WEIGHTS_DIR", "register", "get_preset", "list_models", "build_model",
 ]

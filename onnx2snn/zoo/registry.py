@@ -94,6 +94,7 @@ def _register_all() -> None:
     from .models.classifiers import DigitsResNet, DigitsVGG, TORCHVISION_WEIGHT_FILES, torchvision_resnet
     from .models.tiny_yolo import TinyYOLO
     from .models.yolo_relu import YOLOReLU
+    from .models.yolov8 import YOLOv8
 
     digits_pre = Preprocess(size=(16, 16), mean=(0.0,), std=(1.0,), channels=1)
     scenes_pre = Preprocess(size=(64, 64), mean=(0.0,), std=(1.0,), channels=1)
@@ -121,6 +122,13 @@ def _register_all() -> None:
                     decoder="yolo_relu_decode", loss="yolo_relu_loss",
                     conversion=det_conv, weights="yolo_relu.pt", kwargs={"width": 16},
                     description="YOLOv8 style with ReLU (C2f, SPPF, FPN neck, anchor-free decoupled head) on 64x64 digit scenes"))
+    for act in ("silu", "relu"):
+        register(Preset(f"yolov8_{act}", YOLOv8, "detection", (1, 64, 64), scenes_pre, 10,
+                        decoder="decode_ultralytics", loss="yolov8_export_loss", conversion=det_conv,
+                        weights=f"yolov8_{act}.pt", kwargs={"width": 16, "act": act},
+                        description=f"YOLOv8 structure with {'SiLU' if act == 'silu' else 'ReLU'} (C2f, SPPF, PAN "
+                                    "neck, decoupled DFL head) exported like Ultralytics: one [B, 4+C, A] output; "
+                                    "64x64 digit scenes"))
 
 
 _register_all()

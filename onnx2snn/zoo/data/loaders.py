@@ -25,7 +25,10 @@ class Preprocess:
     """How raw images become model input: resize to ``size`` (H, W), scale to [0, 1],
     then (x - mean) / std per channel; ``channels`` 1 (grayscale) or 3 (RGB).
     ``crop_fraction`` < 1 first resizes the shorter side to size / crop_fraction and
-    centre-crops ``size`` (ImageNet evaluation: 0.875, i.e. 256 -> 224)."""
+    centre-crops ``size`` (ImageNet evaluation: 0.875, i.e. 256 -> 224). ``letterbox``
+    keeps the aspect ratio as Ultralytics validates: the image is scaled to fit ``size``
+    (area averaging when shrinking, bilinear when enlarging) and padded centred with
+    ``pad_value`` (114/255); :meth:`geometry` says how boxes map between the two."""
 
     size: tuple[int, int] = (224, 224)
     mean: tuple[float, ...] = (0.0,)
@@ -33,6 +36,8 @@ class Preprocess:
     channels: int = 1
     resize: str = "bilinear"
     crop_fraction: float = 1.0
+    letterbox: bool = False
+    pad_value: float = 114 / 255
 
     def __post_init__(self):
         self.size = tuple(int(v) for v in self.size)
@@ -48,6 +53,27 @@ class Preprocess:
     def from_dict(cls, d: dict) -> "Preprocess":
         return cls(**d)
 
+    def geometry(self, h0: int, w0: int) -> tuple[float, float, float, float]:
+        """(gain x, gain y, pad left, pad top) of an (h0, w0) image: input = original * gain + pad."""
+        if self.letterbox:
+            from .letterbox import letterbox_geometry
+
+            return letterbox_geometry(h0, w0, self.size)[1:]
+        if self.crop_fraction < 1.0:
+            raise ValueError("box geometry of a centre crop is not supported")
+        return self.size[1] / w0, self.size[0] / h0, 0.0, 0.0
+
+    def _letterbox(self, x: torch.Tensor) -> torch.Tensor:
+        from .letterbox import letterbox_geometry
+
+        (h, w), _, _, left, top = letterbox_geometry(x.shape[-2], x.shape[-1], self.size)
+        if (h, w) != tuple(x.shape[-2:]):
+            shrink = h < x.shape[-2]
+            x = F.interpolate(x, size=(h, w), mode="area" if shrink else "bilinear",
+                              **({} if shrink else {"align_corners": False}))
+        H, W = self.size
+        return F.pad(x, (left, W - w - left, top, H - h - top), value=self.pad_value)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Resize and normalize float [C, H, W] or [N, C, H, W] already scaled to [0, 1]."""
         batched = x.dim() == 4
@@ -59,7 +85,9 @@ class Preprocess:
                 x = x.expand(-1, self.channels, -1, -1)
             else:
                 raise ValueError(f"cannot turn {x.shape[1]} channels into {self.channels}")
-        if tuple(x.shape[-2:]) != self.size:
+        if self.letterbox:
+            x = self._letterbox(x.float())
+        elif tuple(x.shape[-2:]) != self.size:
             kw = {"align_corners": False} if self.resize in ("bilinear", "bicubic") else {}
             x = F.interpolate(x, size=self.size, mode=self.resize, **kw)
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -75,6 +103,16 @@ class Preprocess:
             image = Image.open(image)
         image = image.convert("L" if self.channels == 1 else "RGB")
         resample = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.resize]
+        if self.letterbox:
+            from .letterbox import letterbox_geometry
+
+            (h, w), _, _, left, top = letterbox_geometry(image.size[1], image.size[0], self.size)
+            if (w, h) != image.size:
+                image = image.resize((w, h), Image.BOX if h < image.size[1] else Image.BILINEAR)
+            canvas = Image.new(image.mode, (self.size[1], self.size[0]),
+                               (round(self.pad_value * 255),) * len(image.getbands()))
+            canvas.paste(image, (left, top))
+            image = canvas
         if self.crop_fraction < 1.0:
             h, w = self.size
             short = round(max(h, w) / self.crop_fraction)
