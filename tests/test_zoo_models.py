@@ -9,7 +9,7 @@ import torch
 import onnx2snn.zoo as zoo
 
 SMALL_RESNET_INPUT = (3, 64, 64)  # torchvision ResNets are size-agnostic; keep tests fast
-TRAINED = ["digits_resnet", "digits_vgg", "tiny_yolo", "yolo_relu"]
+TRAINED = ["digits_resnet", "digits_vgg", "tiny_yolo", "yolo_relu", "yolov8_silu", "yolov8_relu"]
 
 
 def _input_shape(name):
@@ -40,6 +40,9 @@ def test_builder_output_shapes(name):
         out = model(torch.rand(2, *_input_shape(name)))
     if p.task == "classification":
         assert out.shape == (2, p.num_classes)
+    elif p.decoder == "decode_ultralytics":  # one [B, 4 + C, A] output, like an Ultralytics export
+        assert out.shape == (2, 4 + p.num_classes, sum((64 // s) ** 2 for s in zoo.models.yolov8.STRIDES))
+        assert torch.all((out[:, 4:] >= 0) & (out[:, 4:] <= 1)) and torch.all(out[:, 2:4] >= 0)
     else:
         assert isinstance(out, tuple) and all(o.dim() == 4 and o.shape[0] == 2 for o in out)
         strides = zoo.models.tiny_yolo.STRIDES if name == "tiny_yolo" else zoo.models.yolo_relu.STRIDES
@@ -77,7 +80,8 @@ def test_classifier_accuracy(name, bound):
     assert acc >= bound, f"{name} test accuracy {acc:.4f} < {bound}"
 
 
-@pytest.mark.parametrize("name,bound", [("tiny_yolo", 0.85), ("yolo_relu", 0.85)])
+@pytest.mark.parametrize("name,bound", [("tiny_yolo", 0.85), ("yolo_relu", 0.85), ("yolov8_silu", 0.9),
+                                        ("yolov8_relu", 0.9)])
 def test_detector_map_on_100_val_scenes(name, bound):
     p = zoo.get_preset(name)
     m = zoo.evaluate_detector(zoo.build_model(name), zoo.get_decoder(p.decoder), zoo.digit_scenes("val", n=100))

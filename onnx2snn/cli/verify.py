@@ -13,7 +13,8 @@ def add(sub) -> None:
     v.add_argument("snn", help="spiking network file (.snn.pt, from `onnx2snn convert` or snn.save)")
     v.add_argument("--reference", help="source ONNX file (default: the ONNX stored in the .snn.pt)")
     v.add_argument("--data", required=True, help="classification: .npz with x (and y), or an image folder; "
-                                                 "detection: a COCO json, or an image folder with --annotations")
+                                                 "detection: a COCO json, an image folder with --annotations, or "
+                                                 "YOLO-format data (data.yaml: its val images, letterboxed)")
     v.add_argument("--task", choices=["classification", "detection"], default="classification", help="what to score")
     v.add_argument("--timesteps", default="1,2,4,8,16,32,64,128", help="comma-separated sweep, e.g. 1,2,4,8,16")
     v.add_argument("--annotations", help="COCO json with the ground truth of the images in --data")
@@ -42,8 +43,10 @@ def run(args) -> int:
         snn = load(args.snn)
         shape = next(iter(snn.ann.onnx_info.input_shapes.values()))
         c = int(shape[1])
+        from ..zoo.data.yolo_format import is_yolo_source
+
         pre = Preprocess(size=tuple(shape[2:]), channels=c, mean=floats(args.mean, c, 0.0),
-                         std=floats(args.std, c, 1.0))
+                         std=floats(args.std, c, 1.0), letterbox=args.task == "detection" and is_yolo_source(args.data))
     else:
         snn = args.snn
     report = verify(snn, reference=args.reference, data=args.data, timesteps=ts, task=args.task,

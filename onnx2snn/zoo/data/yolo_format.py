@@ -175,7 +175,7 @@ def is_yolo_source(source: Any) -> bool:
         return False
     if (p / "images").is_dir():
         return True
-    return "images" in p.parts and label_path(p / "x.png").parent.is_dir()
+    return "images" in p.parts and label_path(p / "x.png").parent.is_dir() and label_path(p / "x.png").parent != p
 
 
 # -- the dataset ---------------------------------------------------------------------------
@@ -209,14 +209,11 @@ class YoloDataset(torch.utils.data.Dataset):
                 raise DataError(f"{p}: has no '{split}' images (it lists "
                                 f"{', '.join(s for s in SPLITS if spec[s]) or 'none'})")
             self.images = [q for d in spec[split] for q in _images_of(d)]
-            # labels are only missing where the dataset has a labels tree at all
-            has_labels = any(label_path(q).parent.is_dir() for q in self.images[:1])
         elif p.is_dir():
             img_dir = p / "images" if (p / "images").is_dir() else p
             if (img_dir / split).is_dir():
                 img_dir = img_dir / split
             self.images = _images_of(img_dir)
-            has_labels = bool(self.images) and label_path(self.images[0]).parent.is_dir()
             names_file = p / "classes.txt"
             if names_file.is_file():
                 self.names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
@@ -224,6 +221,8 @@ class YoloDataset(torch.utils.data.Dataset):
             raise DataError(f"{p}: no such data.yaml or image folder")
         if not self.images:
             raise DataError(f"{p}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        # labelled when any image has its label file (then a missing one is an error)
+        has_labels = any(label_path(q).is_file() for q in self.images)
         if labels is True and not has_labels:
             raise DataError(f"{p}: no labels folder next to the images (expected {label_path(self.images[0]).parent})")
         self.has_labels = has_labels if labels is None else bool(labels) and has_labels

@@ -1,0 +1,52 @@
+"""Label-free distillation (onnx2snn.finetune(..., loss="distill")), YOLO-format data in
+finetune / calibration / verify, and the `onnx2snn finetune` command.
+
+Bounds were measured on 2 shared CPU threads and carry slack; see each test.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import onnx2snn
+from onnx2snn import zoo
+from onnx2snn.calibration.distill import spiking_outputs
+from onnx2snn.cli import main
+from onnx2snn.graph.source import to_twin
+from onnx2snn.zoo.data.yolo_format import write_yolo
+
+
+@pytest.fixture(scope="module")
+def yolo_files(tmp_path_factory):
+    """The zoo's SiLU YOLOv8 as an ONNX file and a small YOLO-format dataset of digit scenes."""
+    root = tmp_path_factory.mktemp("yolofiles")
+    path = onnx2snn.export_zoo_model("yolov8_silu", root / "yolov8_silu.onnx")
+    data = write_yolo({"train": zoo.make_scenes(64, "train", seed=5), "val": zoo.make_scenes(48, "val")}, root / "ds")
+    return path, data
+
+
+def test_spiking_outputs_of_an_ultralytics_export(yolo_files):
+    twin = onnx2snn.import_onnx(yolo_files[0])
+    outs = {t.kind for t in spiking_outputs(onnx2snn.graph.source.replace_activations(twin, {"SiLU": "ReLU"}))}
+    # the DFL bins enter a Softmax over the 16 bins, the class logits a Sigmoid
+    assert outs == {"softmax", "sigmoid"}
+    classifier = to_twin(zoo.build_model("digits_resnet"), torch.zeros(1, 1, 16, 16))
+    assert [t.kind for t in spiking_outputs(classifier)] == ["output"]  # logits: KL at temperature T
+
+
+def test_distill_without_labels_is_the_default_and_deterministic(digits):
+    xtr = digits[0][:256]
+    twin = to_twin(zoo.build_model("digits_resnet"), xtr[:1])
+    runs = [onnx2snn.finetune(twin, xtr, timesteps=4, epochs=1, seed=1, progress=False) for _ in range(2)]
+    a, b = (r.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    info = runs[0].finetune_info
+    assert info["loss"] == "distill" and info["distill_targets"] == [{"node": "linear", "kind": "logits"}] or \
+        info["distill_targets"][0]["kind"] == "logits"
+    assert info["history"][0]["distill"] > 0
+    with pytest.raises(onnx2snn.DataError, match="no targets"):
+        onnx2snn.finetune(twin, xtr, loss="cross_entropy", progress=False)
+    with pytest.raises(onnx2snn.Onnx2SnnError, match="distill_weight"):
+        onnx2snn.finetune(twin, (xtr, digits[1][:256]), distill_weight=-1, progress=False)
