@@ -82,7 +82,8 @@ def classification(out: Path, epochs: int, seeds=(0, 1, 2)) -> dict:
     for T in (4, 8):  # mean over seeds: one test digit is 0.28 points
         runs = {"finetuned": [], "finetuned_plain_if": [], "finetuned_calibrated": []}
         for seed in seeds:
-            ft = onnx2snn.finetune(twin, (xtr, ytr), timesteps=T, epochs=epochs, seed=seed, progress=False)
+            ft = onnx2snn.finetune(twin, (xtr, ytr), timesteps=T, epochs=epochs, seed=seed, progress=False,
+                                   loss="cross_entropy")
             snn = onnx2snn.convert(ft, timesteps=T, progress=False)
             runs["finetuned"].append(acc(snn, xte, yte))
             onnx2snn.calibrate(snn, xtr, timesteps=T, limit=512, progress=False)
@@ -118,6 +119,7 @@ def noise_sweep(epochs: int, T: int = 4, models=("digits_resnet", "digits_vgg"),
             accs, nlls = [], []
             for seed in seeds:
                 ft = onnx2snn.finetune(twin, (xtr, ytr), timesteps=T, epochs=epochs, noise=noise, noise_scale=scale,
+                                       loss="cross_entropy",
                                        seed=seed, progress=False)
                 snn = onnx2snn.convert(ft, timesteps=T, progress=False)
                 accs.append(acc(snn, xte, yte))
@@ -253,7 +255,7 @@ def timing(epochs: int) -> dict:
     res = {"model": "digits_resnet", "epochs": epochs, "batch": 64, "threads": torch.get_num_threads(), "rows": {}}
     for T in (4, 8):
         t0 = time.perf_counter()
-        ft = onnx2snn.finetune(twin, (xtr, ytr), timesteps=T, epochs=epochs, progress=False)
+        ft = onnx2snn.finetune(twin, (xtr, ytr), timesteps=T, epochs=epochs, progress=False, loss="cross_entropy")
         total_ft = time.perf_counter() - t0
         ft_epoch = ft.finetune_info["history"][-1]["time_s"] / epochs
         net, bp_epoch = bptt(twin, xtr, ytr, T, epochs)

@@ -65,7 +65,7 @@ def test_finetuned_resnet_converts_at_T8(digits, resnet_twin):
     xtr, ytr, xte, yte = digits
     ann = accuracy(resnet_twin, xte, yte)
     plain = accuracy(onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False, signed_relu=False), xte, yte)
-    ft = onnx2snn.finetune(resnet_twin, (xtr, ytr), timesteps=8, epochs=1, progress=False)
+    ft = onnx2snn.finetune(resnet_twin, (xtr, ytr), timesteps=8, epochs=1, progress=False, loss="cross_entropy")
     assert set(ft.learned_thresholds) == {n.target for n in ft.graph.nodes if n.op == "call_module"
                                           and isinstance(ft.get_submodule(n.target), nn.ReLU)}
     assert all(p.requires_grad for p in ft.parameters())
@@ -151,6 +151,7 @@ def test_silu_model_replace_finetune_convert(digits, tmp_path):
     with pytest.raises(NonSpikingActivationError, match="SiLU"):
         onnx2snn.convert(path, xtr, timesteps=8, progress=False)
     ft = onnx2snn.finetune(path, (xtr, ytr), timesteps=8, epochs=2, replace_activations={"SiLU": "ReLU"},
+                           loss="cross_entropy",
                            progress=False)
     assert ft.replaced_activations == {"SiLU": "ReLU"}
     snn = onnx2snn.convert(ft, timesteps=8, progress=False)

@@ -77,14 +77,18 @@ def spiking_outputs(twin: fx.GraphModule) -> list[Target]:
     return targets
 
 
-def neuron_inputs(twin: fx.GraphModule) -> list[str]:
-    """Node names of the inputs of the core activations (for feature terms)."""
+FEATURES_AT = "output"
+
+
+def neuron_inputs(twin: fx.GraphModule, at: str | None = None) -> list[str]:
+    """Node names of the core activations' outputs (``at="output"``) or inputs (for feature terms)."""
+    at = at or FEATURES_AT
     analysis = analyze(twin)
     nodes = {n.name: n for n in twin.graph.nodes}
     out = []
     for a in analysis.activations():
         if a.part == "core":
-            arg = nodes[a.name].args[0]
+            arg = nodes[a.name] if at == "output" else nodes[a.name].args[0]
             if isinstance(arg, fx.Node) and arg.name not in out:
                 out.append(arg.name)
     return out
@@ -124,7 +128,7 @@ class DistillLoss(nn.Module):
 
     def __init__(self, targets: list[Target], scales: list[torch.Tensor], features: list[str],
                  feature_scales: list[torch.Tensor], temperature: float = DEFAULT_TEMPERATURE,
-                 feature_weight: float = 0.0, mode: str = "auto"):
+                 feature_weight: float = 0.0, mode: str = "auto", confidence_weighting: bool = True):
         super().__init__()
         if mode not in MODES:
             raise Onnx2SnnError(f"distillation mode must be one of {MODES}, not {mode!r}")
@@ -132,6 +136,7 @@ class DistillLoss(nn.Module):
             raise Onnx2SnnError(f"temperature must be > 0, got {temperature!r}")
         self.targets, self.features = targets, features
         self.temperature, self.feature_weight, self.mode = float(temperature), float(feature_weight), mode
+        self.confidence_weighting = bool(confidence_weighting)
         for i, s in enumerate(scales):
             self.register_buffer(f"scale_{i}", s)
         for i, s in enumerate(feature_scales):
@@ -161,15 +166,22 @@ class DistillLoss(nn.Module):
         return cls(targets, [cls._channel_std(t) for t in t_outs], features,
                    [cls._channel_std(t) for t in f_outs], **kwargs)
 
-    def _term(self, i: int, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _term(self, i: int, s: torch.Tensor, t: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         tg = self.targets[i]
         kind = "maps" if self.mode == "mse" else tg.kind
         if kind == "softmax":
-            return F.kl_div(F.log_softmax(s, tg.dim), F.log_softmax(t, tg.dim), log_target=True,
-                            reduction="sum") / (s.numel() / s.shape[tg.dim])
-        if kind == "sigmoid":  # binary KL = BCE(s, p_t) - H(p_t)
+            kl = F.kl_div(F.log_softmax(s, tg.dim), F.log_softmax(t, tg.dim), log_target=True,
+                          reduction="none").sum(tg.dim)
+            if weight is not None and self.mode == "auto" and kl.shape[-1] == weight.shape[-1] and \
+                    kl.shape[0] == weight.shape[0]:
+                w = weight.reshape((weight.shape[0],) + (1,) * (kl.dim() - 2) + (weight.shape[-1],))
+                return (kl * w).sum() / (w.sum() * kl[0, ..., 0].numel()).clamp_min(1e-12)
+            return kl.mean()
+        if kind == "sigmoid":  # binary KL = BCE(s, p_t) - H(p_t), summed over the classes (dim 1)
             p = torch.sigmoid(t)
-            return (F.binary_cross_entropy_with_logits(s, p) - F.binary_cross_entropy_with_logits(t, p))
+            kl = F.binary_cross_entropy_with_logits(s, p, reduction="none") - \
+                F.binary_cross_entropy_with_logits(t, p, reduction="none")
+            return kl.sum(1).mean() if kl.dim() > 1 else kl.mean()
         if kind == "logits":
             T = self.temperature
             return F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), log_target=True,
@@ -180,9 +192,15 @@ class DistillLoss(nn.Module):
         """(loss, parts) from the probes' tensors: the targets, then the features."""
         k = len(self.targets)
         s_t, t_t = student[:k], teacher[:k]
-        terms = [self._term(i, s.float(), t.float()) for i, (s, t) in enumerate(zip(s_t, t_t))]
+        weight = None  # the teacher's confidence per position (e.g. anchor), from the tensors entering a sigmoid
+        for tg, t in zip(self.targets, t_t):
+            if tg.kind == "sigmoid" and t.dim() >= 2 and self.confidence_weighting:
+                c = torch.sigmoid(t.float()).flatten(1, -2).amax(1) if t.dim() > 2 else torch.sigmoid(t.float())
+                weight = c if weight is None or weight.shape != c.shape else torch.maximum(weight, c)
+        terms = [self._term(i, s.float(), t.float(), weight) for i, (s, t) in enumerate(zip(s_t, t_t))]
         loss = torch.stack(terms).mean()
         parts = {"distill": float(loss.detach())}
+        parts.update({f"{tg.kind}:{tg.node}": float(v.detach()) for tg, v in zip(self.targets, terms)})
         if self.feature_weight and self.features:
             s_f, t_f = student[k:], teacher[k:]
             feats = torch.stack([(((s - t) / getattr(self, f"fscale_{i}")) ** 2).mean()

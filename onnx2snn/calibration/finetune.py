@@ -269,11 +269,10 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
             ``epoch -> iterable of (x, y)``, YOLO data with ``labels/``; ``y`` is whatever
             the loss takes.
         timesteps: the T the SNN will run; each neuron is modelled for exactly this T.
-        loss: ``"distill"`` (label-free: match the source network, see
-            :mod:`onnx2snn.calibration.distill`; the default when the data has no targets),
+        loss: ``"distill"`` or None (label-free: match the source network, see
+            :mod:`onnx2snn.calibration.distill`; the default, labels are not used),
             ``callable(outputs, targets) -> scalar`` (or ``(scalar, parts)``), a zoo loss /
-            preset name (``"tiny_yolo"``), or None: distillation without targets,
-            cross-entropy with them.
+            preset name (``"tiny_yolo"``), or ``"cross_entropy"``.
         distill_weight: with a task loss, add this weight times the distillation loss
             (None / 0: task loss only).
         temperature: softmax temperature of the distillation term on classifier logits.
@@ -322,7 +321,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     if first is None:
         raise DataError("training data: empty (no batches)")
     has_targets = first[1] is not None
-    distill_only = loss == "distill" or (loss is None and not has_targets)
+    distill_only = loss in ("distill", None)
     if not distill_only and not has_targets:
         raise DataError("training data has no targets for the loss: pass (x, y), a DataLoader of (x, y) batches, a "
                         "callable epoch -> iterable of (x, y), labelled YOLO data, or use loss='distill' (no labels)")
