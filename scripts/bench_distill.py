@@ -34,6 +34,8 @@ from onnx2snn.graph.source import to_twin  # noqa: E402
 from onnx2snn.table import format_table  # noqa: E402
 
 DETECTORS = ("tiny_yolo", "yolo_relu", "yolov8_relu", "yolov8_silu")
+TARGET_T = {"tiny_yolo": 8, "yolo_relu": 4, "yolov8_relu": 4, "yolov8_silu": 8}  # the T of the targets
+EPOCHS = {"tiny_yolo": 16, "yolo_relu": 16, "yolov8_relu": 16, "yolov8_silu": 32}
 
 
 def load() -> float:
@@ -99,20 +101,20 @@ def detector(name: str, out: Path, Ts, ft_Ts, epochs: int, n_train: int, n_val: 
     runs = [("label", (x, targets), preset.loss), ("distill", x, "distill")]
     for T in ft_Ts:
         for kind, data, loss in runs:
-            t0, l0 = time.time(), load()
+            t0, c0, l0 = time.time(), time.process_time(), load()
             ft = onnx2snn.finetune(twin, data, timesteps=T, epochs=epochs, loss=loss, lr=lr, batch_size=32,
                                    calibration_data=calib, replace_activations=replace, progress=False)
-            secs = time.time() - t0
+            secs, cpu = time.time() - t0, time.process_time() - c0
             snn = onnx2snn.convert(ft, timesteps=T, progress=False)
-            m = evaluate_at(snn, decode, val, [T])[T]
-            m.update(finetune_s=round(secs, 1), load_before=l0, load_after=load(),
-                     history=ft.finetune_info["history"])
-            if kind == "distill":
-                m["energy_ratio"] = energy_ratio(snn, onnx_path, val[:100], T, post)
+            per_t = evaluate_at(snn, decode, val, sorted(set(Ts) | {T}))  # fine-tuned for T, run at every T
+            m = dict(per_t[T], trained_for=T, finetune_s=round(secs, 1), finetune_cpu_s=round(cpu, 1),
+                     load_before=l0, load_after=load(), history=ft.finetune_info["history"],
+                     at_other_T={t: v for t, v in per_t.items() if t != T})
+            m["energy_ratio"] = energy_ratio(snn, onnx_path, val[:100], T, post)
             res[kind][T] = m
-            print(f"  {kind} T={T}: mAP50 {m['mAP50']:.4f} mAP50_95 {m['mAP50_95']:.4f} ({secs:.0f} s, load "
-                  f"{l0}->{m['load_after']})", flush=True)
-    if preset.decoder == "decode_ultralytics" and naive_epochs:
+            print(f"  {kind} T={T}: mAP50 {m['mAP50']:.4f} mAP50_95 {m['mAP50_95']:.4f} ({secs:.0f} s wall, {cpu:.0f} "
+                  f"CPU-s, load {l0}->{m['load_after']}), energy {m['energy_ratio']:.3f}", flush=True)
+    if replace and naive_epochs:  # the SiLU model: the hand-written baseline
         T = max(ft_Ts)
         with torch.no_grad():
             tout = torch.cat([twin(x[i:i + 256]) for i in range(0, len(x), 256)])
@@ -178,17 +180,29 @@ def tables(r: dict) -> str:
         lines += [f"## {d['model']}: mAP@0.5 / mAP@0.5:0.95 on {d['n_val']} val scenes (ANN {f(ann)}"
                   + (f"; SiLU -> ReLU swapped ANN {f(d['ann_swapped'])}" if "ann_swapped" in d else "") + ")", ""]
         rows = []
-        for T in sorted(set(d["plain"]) | set(d["label"]) | set(d["distill"]), key=int):
-            row = [f"T={T}"]
-            for kind in ("plain", "label", "distill"):
-                m = d[kind].get(T)
+        trained = {k: next(iter(d[k].values()), None) for k in ("label", "distill")}
+
+        def at(kind, T):
+            m = trained[kind]
+            if m is None:
+                return None
+            return m if int(m["trained_for"]) == int(T) else m["at_other_T"].get(T, m["at_other_T"].get(str(T)))
+
+        for T in sorted(d["plain"], key=int):
+            row = [f"T={T}", f"{f(d['plain'][T])} ({pct(d['plain'][T], ann)})"]
+            for kind in ("label", "distill"):
+                m = at(kind, T)
                 row.append("-" if m is None else f"{f(m)} ({pct(m, ann)})")
-            dm = d["distill"].get(T)
-            row += ["-" if dm is None else f"{d['label'][T]['finetune_s']:.0f} / {dm['finetune_s']:.0f}",
-                    "-" if dm is None else f"{dm['energy_ratio']:.3f}"]
             rows.append(row)
-        lines += [format_table(["", "plain conversion", "label fine-tuning", "distillation (no labels)",
-                                "fine-tune s (label / distill)", "energy vs ANN (distilled)"], rows), ""]
+        tf = {k: (v["trained_for"] if v else None) for k, v in trained.items()}
+        lines += [format_table(["", "plain conversion", f"label fine-tuning (for T={tf['label']})",
+                                f"distillation, no labels (for T={tf['distill']})"], rows), ""]
+        for kind in ("label", "distill"):
+            m = trained[kind]
+            if m:
+                lines.append(f"{kind}: fine-tuned for T={m['trained_for']} in {m['finetune_s']:.0f} s wall / "
+                             f"{m['finetune_cpu_s']:.0f} CPU-s (load average {m['load_before']} -> {m['load_after']}); "
+                             f"energy at T={m['trained_for']} {m['energy_ratio']:.3f}x the ANN's (verify)")
         lines.append(f"fine-tuning: {d['epochs']} epochs over {d['n_train']} train scenes, lr {d['lr']:g}, batch 32")
         if "naive" in d:
             n = d["naive"]
@@ -221,9 +235,14 @@ def plot(r: dict, path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(dets), figsize=(4 * len(dets), 3.4), squeeze=False)
     for ax, d in zip(axes[0], dets):
-        for kind, style in (("plain", "o-"), ("label", "s--"), ("distill", "^-")):
-            Ts = sorted(d[kind], key=int)
-            ax.plot([int(t) for t in Ts], [d[kind][t]["mAP50_95"] for t in Ts], style, label=kind)
+        Ts = sorted(d["plain"], key=int)
+        ax.plot([int(t) for t in Ts], [d["plain"][t]["mAP50_95"] for t in Ts], "o-", label="plain conversion")
+        for kind, style in (("label", "s--"), ("distill", "^-")):
+            m = next(iter(d[kind].values()), None)
+            if m is None:
+                continue
+            pts = {int(m["trained_for"]): m["mAP50_95"], **{int(t): v["mAP50_95"] for t, v in m["at_other_T"].items()}}
+            ax.plot(sorted(pts), [pts[t] for t in sorted(pts)], style, label=f"{kind} (for T={m['trained_for']})")
         ax.axhline(d["ann"]["mAP50_95"], color="k", ls=":", label="ANN")
         ax.set(xscale="log", xlabel="T", ylabel="mAP@0.5:0.95", title=d["model"])
         ax.legend(fontsize=7)
@@ -237,7 +256,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     ap.add_argument("--models", nargs="*", default=list(DETECTORS))
     ap.add_argument("--skip-classification", action="store_true")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=None, help="default: per model, see EPOCHS")
     ap.add_argument("--n-train", type=int, default=2048)
     ap.add_argument("--n-val", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
@@ -247,13 +266,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:
-        args.epochs, args.n_train, args.n_val = 2, 512, 200
+        args.epochs, args.n_train, args.n_val = args.epochs or 2, 512, 200
     t0 = time.time()
     report = {"torch": torch.__version__, "threads": args.threads, "load_at_start": load(), "detectors": []}
     for name in args.models:
-        ft_Ts = (8,) if args.quick else (4, 8)
-        report["detectors"].append(detector(name, args.out, (2, 4, 8, 16) if not args.quick else (8,), ft_Ts,
-                                            args.epochs, args.n_train, args.n_val, 1e-3,
+        ft_Ts = (TARGET_T[name],)
+        report["detectors"].append(detector(name, args.out, (2, 4, 8, 16) if not args.quick else (TARGET_T[name],),
+                                            ft_Ts, args.epochs or EPOCHS[name], args.n_train, args.n_val, 1e-3,
                                             0 if args.quick else 10))
         with open(args.out / "bench_distill.json", "w") as f:
             json.dump(report, f, indent=1, default=str)

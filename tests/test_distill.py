@@ -50,3 +50,23 @@ def test_distill_without_labels_is_the_default_and_deterministic(digits):
         onnx2snn.finetune(twin, xtr, loss="cross_entropy", progress=False)
     with pytest.raises(onnx2snn.Onnx2SnnError, match="distill_weight"):
         onnx2snn.finetune(twin, (xtr, digits[1][:256]), distill_weight=-1, progress=False)
+
+
+def test_finetune_command_on_a_yolo_folder(yolo_files, tmp_path):
+    path, data = yolo_files
+    out = tmp_path / "m.snn.pt"
+    rc = main(["finetune", str(path), "--data", str(data), "-T", "4", "--epochs", "1", "--replace", "SiLU=ReLU",
+               "--limit", "32", "-o", str(out), "--save-onnx", str(tmp_path / "m.relu.onnx"), "--quiet"])
+    assert rc == 0 and out.is_file()
+    hist = json.loads((tmp_path / "m.snn.history.json").read_text())
+    assert hist["loss"] == "distill" and len(hist["history"]) == 1 and hist["replace_activations"] == {"SiLU": "ReLU"}
+    assert hist["preprocess"]["letterbox"] is True
+    snn = onnx2snn.load(out)
+    assert snn.timesteps == 4 and snn.config["replace_activations"] == {"SiLU": "ReLU"}
+    relu = onnx2snn.import_onnx(tmp_path / "m.relu.onnx")  # the fine-tuned ANN, spiking-ready: no SiLU left
+    kinds = {a.kind for a in onnx2snn.graph.analysis.analyze(relu).activations() if a.part == "core"}
+    assert kinds == {"ReLU"}
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(relu(x), snn.ann(x), atol=1e-4)
+    assert main(["finetune", str(path), "--data", str(tmp_path / "nothing"), "--quiet"]) == 2
