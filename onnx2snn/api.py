@@ -10,7 +10,7 @@ from .calibration.correction import calibrate
 from .calibration.thresholds import calibrate_thresholds
 from .errors import NonSpikingActivationError, Onnx2SnnError
 from .graph.analysis import analyze
-from .graph.source import replace_activations as replace_activations_fn, to_twin
+from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
 
 
@@ -57,6 +57,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     torch.manual_seed(seed)
     twin = to_twin(source, example_input, input_shape)
     replace_activations = replace_activations or getattr(twin, "replaced_activations", None)
+    if replace_activations and twin is source:  # never change the caller's twin (it may be a teacher)
+        twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replace_activations)
     analysis = analyze(twin)
     acts = {k: v for k, v in analysis.non_convertible.items()

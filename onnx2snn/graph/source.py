@@ -8,6 +8,7 @@ ones that have one, in place.
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, Mapping
 
@@ -43,6 +44,16 @@ def to_twin(source: Any, example_input: torch.Tensor | None = None, input_shape=
     return import_onnx(source, input_shape=input_shape)
 
 
+def copy_twin(twin: fx.GraphModule) -> fx.GraphModule:
+    """A deep copy of a twin with its attributes (fx's deepcopy keeps only modules and graph);
+    the attributes (onnx_info, learned_thresholds, ...) are shared, not copied."""
+    new = copy.deepcopy(twin)
+    for k, v in twin.__dict__.items():
+        if not k.startswith("_") and k not in new.__dict__:
+            setattr(new, k, v)
+    return new
+
+
 def replace_activations(twin: fx.GraphModule, mapping: Mapping[str, str] | None) -> fx.GraphModule:
     """Replace activation modules by kind, e.g. ``{"SiLU": "ReLU"}`` (in place; returns twin)."""
     if not mapping:
@@ -64,4 +75,4 @@ def replace_activations(twin: fx.GraphModule, mapping: Mapping[str, str] | None)
     return twin
 
 
-__all__ = ["to_twin", "replace_activations"]
+__all__ = ["to_twin", "copy_twin", "replace_activations"]
