@@ -131,7 +131,7 @@ def fix_input_shapes(proto: onnx.ModelProto,
             continue
         fixed = []
         for k, d in enumerate(dims):
-            if isinstance(d, int) and d > 0:
+            if isinstance(d, int) and d >= 0:  # 0 is a real size (an empty tensor)
                 fixed.append(d)
             elif k == 0:
                 fixed.append(1)

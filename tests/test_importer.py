@@ -115,14 +115,14 @@ def test_unsupported_ops_are_listed_at_once():
     x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 8, 8])
     y = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])
     nodes = [h.make_node("Relu", ["x"], ["a"], name="relu0"),
-             h.make_node("LpNormalization", ["a"], ["b"], name="lpnorm0", axis=1),
+             h.make_node("Unique", ["a"], ["b"], name="unique0"),
              h.make_node("LRN", ["b"], ["c"], name="lrn0", size=3),
-             h.make_node("LpNormalization", ["c"], ["y"], name="lpnorm1", axis=1)]
+             h.make_node("Unique", ["c"], ["y"], name="unique1")]
     model = h.make_model(h.make_graph(nodes, "g", [x], [y]), opset_imports=[h.make_opsetid("", 17)])
     with pytest.raises(onnx2snn.UnsupportedOpError) as e:
         onnx2snn.import_onnx(model)
-    assert e.value.ops == {"LpNormalization": ["lpnorm0", "lpnorm1"], "LRN": ["lrn0"]}
-    assert "lpnorm0" in str(e.value) and "LRN" in str(e.value)
+    assert e.value.ops == {"Unique": ["unique0", "unique1"], "LRN": ["lrn0"]}
+    assert "unique0" in str(e.value) and "LRN" in str(e.value)
 
 
 def test_unsupported_attribute_names_the_node():

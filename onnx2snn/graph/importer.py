@@ -22,7 +22,8 @@ import torch.fx as fx
 
 from .. import onnx_io
 from ..errors import InvalidModelError, ShapeError, UnsupportedOpError
-from .builder import ConversionFailure, GraphBuilder, NodeContext, parse_attrs
+from . import dtypes
+from .builder import ConversionFailure, GraphBuilder, NodeContext, evaluate, parse_attrs
 from .registry import lookup
 
 importlib.import_module(".ops", __package__)  # importing the converters registers them
@@ -46,19 +47,36 @@ class OnnxInfo:
     onnx_bytes: bytes = field(default=b"", repr=False)
 
 
-def _value_shapes(proto: onnx.ModelProto) -> tuple[dict[str, tuple | None], dict[str, int]]:
+def _value_shapes(proto: onnx.ModelProto) -> tuple[dict[str, tuple | None], dict[str, int], dict[str, str]]:
+    """Shapes, ONNX element types and (for values that are not tensors) kinds of the values."""
     shapes: dict[str, tuple | None] = {}
-    dtypes: dict[str, int] = {}
+    dtypes_: dict[str, int] = {}
+    kinds: dict[str, str] = {}
     for vi in list(proto.graph.input) + list(proto.graph.value_info) + list(proto.graph.output):
+        kind = vi.type.WhichOneof("value")
+        if kind not in (None, "tensor_type"):
+            kinds[vi.name] = kind.replace("_type", "")
+            continue
         tt = vi.type.tensor_type
         if tt.elem_type:
-            dtypes[vi.name] = tt.elem_type
+            dtypes_[vi.name] = tt.elem_type
         if tt.HasField("shape"):
             shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
     for t in proto.graph.initializer:
         shapes[t.name] = tuple(t.dims)
-        dtypes[t.name] = t.data_type
-    return shapes, dtypes
+        dtypes_[t.name] = t.data_type
+    return shapes, dtypes_, kinds
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a node of the graph (or of its subgraphs) reads."""
+    used: set[str] = set()
+    for n in graph.node:
+        used.update(i for i in n.input if i)
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                used |= _used_names(g)
+    return used
 
 
 def _fusions(graph: onnx.GraphProto) -> tuple[dict[str, tuple[str, str]], set[str]]:
@@ -99,20 +117,6 @@ def _ensure_node_names(graph: onnx.GraphProto) -> None:
         seen.add(n.name)
 
 
-def _fold(node: onnx.NodeProto, inputs: list, opset_imports) -> list[np.ndarray]:
-    """Evaluate a node whose inputs are all constants with onnx's reference evaluator."""
-    from onnx.reference import ReferenceEvaluator
-
-    feeds = {name: v for name, v in zip(node.input, inputs) if name}
-    in_vis = [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-              for name, v in feeds.items()]
-    out_vis = [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o]
-    graph = onnx.helper.make_graph([node], "fold", in_vis, out_vis)
-    model = onnx.helper.make_model(graph, opset_imports=list(opset_imports))
-    outs = ReferenceEvaluator(model).run(None, feeds)
-    return [np.asarray(o) for o in outs]
-
-
 def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
                 input_shape: "Sequence[int] | Mapping[str, Sequence[int]] | None" = None,
                 simplify: bool = True) -> fx.GraphModule:
@@ -132,16 +136,29 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
     original_bytes = proto.SerializeToString()
     fixed, shapes = onnx_io.fix_input_shapes(proto, input_shape)
-    work = onnx_io.simplify(fixed) if simplify else onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    declared = onnx_io.graph_inputs(fixed)  # the twin takes exactly these, in this order
+    work = _prepare(fixed, simplify)
+    kept = {vi.name for vi in work.graph.input}
+    if simplify and any(vi.name not in kept for vi in declared if vi.name in _used_names(fixed.graph)):
+        # onnxslim replaced an input the graph reads (e.g. a Reshape's shape) by a constant it
+        # derived from the declared output shapes: the twin would ignore the runtime value.
+        work = _prepare(fixed, False)
     opset = onnx_io.opset_version(work)
     graph = work.graph
     _ensure_node_names(graph)
-    value_shapes, value_dtypes = _value_shapes(work)
+    value_shapes, value_dtypes, value_kinds = _value_shapes(work)
 
     b = GraphBuilder()
-    inputs = onnx_io.graph_inputs(work)
-    b.static_batch = shapes[inputs[0].name][0] if inputs and shapes.get(inputs[0].name) else None
-    for vi in inputs:
+    b.static_batch = shapes[declared[0].name][0] if declared and shapes.get(declared[0].name) else None
+    unsupported: dict[str, list[str]] = {}
+    details: dict[str, str] = {}
+    for vi in declared:
+        kind = vi.type.WhichOneof("value")
+        why = (f"a {kind.replace('_type', '')} input; twins take tensors only" if kind != "tensor_type"
+               else dtypes.why_not(vi.type.tensor_type.elem_type))
+        if why:
+            unsupported.setdefault("graph input", []).append(vi.name)
+            details["graph input"] = why
         ph = b.graph.placeholder(_py_name(vi.name))
         ph.meta["shape"] = shapes.get(vi.name)
         ph.meta["onnx_input"] = vi.name
@@ -150,8 +167,6 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
         b.values[name] = arr
 
     fused, absorbed = _fusions(graph)
-    unsupported: dict[str, list[str]] = {}
-    details: dict[str, str] = {}
     failed = object()
 
     for node in graph.node:
@@ -175,7 +190,7 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
                 and key not in ("SiLU", "HardSwish") and node.domain in ("", "ai.onnx") \
                 and key not in _CONTROL_FLOW:
             try:
-                for o, v in zip(node.output, _fold(node, in_vals, work.opset_import)):
+                for o, v in zip(node.output, evaluate(node, in_vals, work.opset_import)):
                     b.values[o] = v
                 continue
             except Exception:  # noqa: BLE001 - fall through to the converter
@@ -186,10 +201,13 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
             conv = lookup("HardSwish", opset)
         else:
             conv = lookup(key, opset) if node.domain in ("", "ai.onnx") else None
-        if conv is None:
+        why = "" if conv is None else _type_problem(node, in_vals, value_dtypes, value_kinds)
+        if conv is None or why:
             unsupported.setdefault(key, []).append(node.name)
             if key in _CONTROL_FLOW:
                 details[key] = "control flow cannot be converted; export with static shapes / unrolled loops"
+            elif why:
+                details.setdefault(key, why)
             for o in node.output:
                 b.values[o] = failed
             continue
@@ -197,7 +215,7 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
                           input_shapes=[value_shapes.get(i) if i else None for i in node.input],
                           output_shapes=[value_shapes.get(o) for o in node.output],
                           input_dtypes=[value_dtypes.get(i) if i else None for i in node.input],
-                          opset=opset, attrs=parse_attrs(node))
+                          opset=opset, attrs=parse_attrs(node), output_dtypes=[value_dtypes.get(o) for o in node.output])
         try:
             outs = conv(ctx)
         except (ConversionFailure, ShapeError) as e:
@@ -210,15 +228,23 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
             if o:
                 b.values[o] = v
 
-    if unsupported:
-        raise UnsupportedOpError(unsupported, details)
-
     outs = []
     for vo in graph.output:
         v = b.values.get(vo.name)
         if v is None:
             raise InvalidModelError(f"graph output {vo.name!r} is not produced by any node")
-        outs.append(b.as_arg(v))
+        if v is failed:
+            continue
+        if isinstance(v, np.ndarray):  # a constant output: a buffer, so that it keeps its dtype
+            try:
+                v = b.buffer(v)
+            except ConversionFailure as e:
+                unsupported.setdefault("graph output", []).append(vo.name)
+                details["graph output"] = str(e)
+                continue
+        outs.append(v)
+    if unsupported:
+        raise UnsupportedOpError(unsupported, details)
     b.graph.output(outs[0] if len(outs) == 1 else tuple(outs))
     twin = fx.GraphModule(b.root, b.graph, class_name="AnnTwin")
     twin.graph.eliminate_dead_code()
@@ -226,11 +252,44 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     twin.recompile()
     twin.eval()
     twin.onnx_info = OnnxInfo(
-        input_names=[vi.name for vi in inputs], input_shapes=shapes,
+        input_names=[vi.name for vi in declared], input_shapes=shapes,
         output_names=[vo.name for vo in graph.output], opset=opset,
         producer=f"{proto.producer_name} {proto.producer_version}".strip(), source=source,
         onnx_bytes=original_bytes)
     return twin
+
+
+def _prepare(fixed: onnx.ModelProto, simplify: bool) -> onnx.ModelProto:
+    if simplify:
+        return onnx_io.simplify(fixed)
+    proto = onnx.inliner.inline_local_functions(fixed) if fixed.functions else fixed
+    try:
+        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # noqa: BLE001 - go on without inferred shapes; converters say what they miss
+        return proto
+
+
+# ops that may take or make the storage-only float8 types
+_FLOAT8_OPS = {"Cast", "CastLike", "Identity", "Dropout"}
+
+
+def _type_problem(node: onnx.NodeProto, in_vals, value_dtypes, value_kinds) -> str:
+    """Why a twin cannot hold one of the node's inputs or outputs ('' when it can)."""
+    names = [i for i in node.input if i] + [o for o in node.output if o]
+    for name in names:
+        if name in value_kinds:
+            return f"{value_kinds[name]} values are not supported (twins compute with tensors only)"
+    f8 = node.op_type in _FLOAT8_OPS
+    for name, v in zip(node.input, in_vals):
+        t = dtypes.onnx_type_of(v) if isinstance(v, np.ndarray) else value_dtypes.get(name) if name else None
+        why = dtypes.why_not(t, f8)
+        if why:
+            return why
+    for name in node.output:
+        why = dtypes.why_not(value_dtypes.get(name), f8) if name else ""
+        if why:
+            return why
+    return ""
 
 
 def _silu(ctx: NodeContext):
