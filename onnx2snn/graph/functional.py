@@ -274,3 +274,13 @@ def lp_normalize(x: torch.Tensor, axis: int, p: int) -> torch.Tensor:
 def instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """ONNX InstanceNormalization (per sample and channel, over the spatial dims)."""
     return F.instance_norm(x, weight=weight, bias=bias, eps=eps)
+
+
+def flat_indices(idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """MaxPool indices as ONNX counts them (over the whole tensor, not per channel plane)."""
+    n, c = x.shape[:2]
+    plane = 1
+    for d in x.shape[2:]:
+        plane *= d
+    offset = torch.arange(n * c, device=idx.device).reshape((n, c) + (1,) * (idx.dim() - 2)) * plane
+    return idx + offset

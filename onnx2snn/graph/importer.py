@@ -155,7 +155,7 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     for vi in declared:
         kind = vi.type.WhichOneof("value")
         why = (f"a {kind.replace('_type', '')} input; twins take tensors only" if kind != "tensor_type"
-               else dtypes.why_not(vi.type.tensor_type.elem_type))
+               else dtypes.why_not(vi.type.tensor_type.elem_type, float8_ok=True))
         if why:
             unsupported.setdefault("graph input", []).append(vi.name)
             details["graph input"] = why

@@ -47,9 +47,6 @@ def bitwise_not(ctx: NodeContext):
 
 @register("BitShift")
 def bit_shift(ctx: NodeContext):
-    if ctx.dtype(0) != onnx.TensorProto.UINT8:
-        raise ConversionFailure(f"BitShift on {dtypes.name(ctx.dtype(0) or 0)} is not supported (UINT8 is; "
-                                "torch has no unsigned 16/32/64-bit arithmetic)")
     fn = torch.bitwise_left_shift if ctx.attr("direction") == "LEFT" else torch.bitwise_right_shift
     return [ctx.function(fn, ctx.tensor(ctx.inputs[0]), ctx.tensor(ctx.inputs[1]))]
 
@@ -73,9 +70,7 @@ def div(ctx: NodeContext):
 
 @register("Mod")
 def mod(ctx: NodeContext):
-    fn = torch.fmod if int(ctx.attr("fmod", 0)) else torch.remainder
-    if fn is torch.remainder and ctx.is_float(0):
-        raise ConversionFailure("Mod with fmod=0 on floating-point tensors is invalid ONNX (use fmod=1)")
+    fn = torch.fmod if int(ctx.attr("fmod", 0)) else torch.remainder  # fmod=0: the divisor's sign
     return [ctx.function(fn, ctx.tensor(ctx.inputs[0]), ctx.inputs[1])]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 from torch import nn
 
@@ -26,13 +28,19 @@ def _pool_geometry(ctx: NodeContext):
 
 @register("MaxPool")
 def maxpool(ctx: NodeContext):
-    if len(ctx.node.output) > 1 and ctx.node.output[1]:
-        raise ConversionFailure("MaxPool with an Indices output is not supported")
-    if ctx.attr("storage_order", 0):
-        raise ConversionFailure("MaxPool with storage_order=1 is not supported")
+    indices = len(ctx.node.output) > 1 and bool(ctx.node.output[1])
     nd, kernel, strides, dil, pads = _pool_geometry(ctx)
     sym, asym = split_pads(pads)
     x = ctx.inputs[0]
+    if indices:
+        if sym is None or any(p > k // 2 for p, k in zip(sym, kernel)) or ctx.attr("storage_order", 0):
+            raise ConversionFailure("MaxPool with an Indices output is supported with symmetric pads of at most "
+                                    "half the kernel and storage_order=0 only")
+        m = _MAX[nd](tuple(kernel), stride=tuple(strides), padding=tuple(sym), dilation=tuple(dil),
+                     ceil_mode=bool(ctx.attr("ceil_mode", 0)), return_indices=True)
+        pair = ctx.module(m, x)
+        return [ctx.function(operator.getitem, pair, 0),
+                ctx.function(OF.flat_indices, ctx.function(operator.getitem, pair, 1), x)]
     if sym is None or any(p > k // 2 for p, k in zip(sym, kernel)):
         # torch allows padding <= kernel/2 only; pad explicitly with -inf otherwise
         torch_pads = []
