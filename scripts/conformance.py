@@ -23,12 +23,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from onnx2snn.graph import conformance as C  # noqa: E402
 
 
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
+
+
 def readme_ops() -> set[str]:
-    try:
-        from onnx2snn.graph.coverage import readme_ops as ro
-    except ImportError:
-        return set()
-    return ro()
+    return set(C.readme_ops(README))
 
 
 def main(argv=None) -> int:
@@ -40,7 +39,11 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", help="a JSON written by an earlier run, shown as 'before'")
     ap.add_argument("--out", default="conformance.json", help="JSON with every test's result")
     ap.add_argument("--all-rows", action="store_true", help="print every op, not only those with a change or a failure")
+    ap.add_argument("--write-readme", action="store_true", help="rewrite README.md's op list from the registry and exit")
     args = ap.parse_args(argv)
+    if args.write_readme:
+        print("README.md op list", "updated" if C.write_readme_ops(README) else "already up to date")
+        return 0
 
     from tqdm import tqdm
 

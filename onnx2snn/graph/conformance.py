@@ -378,6 +378,48 @@ def run(cases_path: str, names: Iterable[str] | None = None, workers: int | None
     return [results[i] for i in sorted(results)]
 
 
+# -- the README's op list ------------------------------------------------------------------
+OPS_BEGIN = "<!-- ops:begin (generated from the registry by `python scripts/conformance.py --write-readme`) -->"
+OPS_END = "<!-- ops:end -->"
+
+
+def registered_ops() -> list[str]:
+    """Every ONNX op type the importer converts (from the converter registry)."""
+    from . import importer  # noqa: F401 - importing it registers the converters
+    from .registry import supported_ops
+
+    return supported_ops()
+
+
+def render_op_list() -> str:
+    ops = registered_ops()
+    return f"{OPS_BEGIN}\n**{len(ops)} ONNX ops:** " + ", ".join(ops) + f".\n{OPS_END}"
+
+
+def readme_ops(readme: str | os.PathLike) -> list[str]:
+    """The op names listed between the README's op-list markers."""
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    if OPS_BEGIN not in text or OPS_END not in text:
+        return []
+    block = text[text.index(OPS_BEGIN) + len(OPS_BEGIN):text.index(OPS_END)]
+    block = block.split(":**", 1)[-1]
+    return [w.strip(" .\n") for w in block.split(",") if w.strip(" .\n")]
+
+
+def write_readme_ops(readme: str | os.PathLike) -> bool:
+    """Rewrite the README's op list from the registry; True when it changed."""
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    if OPS_BEGIN not in text:
+        raise ValueError(f"{readme} has no op-list markers")
+    new = text[:text.index(OPS_BEGIN)] + render_op_list() + text[text.index(OPS_END) + len(OPS_END):]
+    if new != text:
+        with open(readme, "w", encoding="utf-8") as f:
+            f.write(new)
+    return new != text
+
+
 # -- summaries -------------------------------------------------------------------------------
 def per_op(results: Sequence[Result], ops: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
     """{op: {status: count}} over the results (only ``ops`` when given)."""
@@ -398,4 +440,5 @@ def totals(results: Sequence[Result]) -> dict[str, int]:
     return out
 
 
-__all__ = ["Result", "STATUSES", "generate", "load_cases", "check_case", "run", "per_op", "totals"]
+__all__ = ["Result", "STATUSES", "generate", "load_cases", "check_case", "run", "per_op", "totals",
+           "registered_ops", "readme_ops", "write_readme_ops", "render_op_list"]
