@@ -8,7 +8,7 @@ import torch
 
 from .calibration.correction import calibrate
 from .calibration.thresholds import calibrate_thresholds
-from .errors import NonSpikingActivationError, Onnx2SnnError
+from .errors import Onnx2SnnError
 from .graph.analysis import analyze
 from .graph.source import replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
@@ -58,11 +58,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     twin = to_twin(source, example_input, input_shape)
     replace_activations = replace_activations or getattr(twin, "replaced_activations", None)
     twin = replace_activations_fn(twin, replace_activations)
-    analysis = analyze(twin)
-    acts = {k: v for k, v in analysis.non_convertible.items()
-            if any(a.name in v for a in analysis.activations())}
-    if acts:
-        raise NonSpikingActivationError(acts)
+    analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     if learned is not None:
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
