@@ -154,27 +154,78 @@ def fix_input_shapes(proto: onnx.ModelProto,
     return out, shapes
 
 
+_LARGE = 4096  # initializers with more elements are weights: simplified around, not through
+
+
 def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constants and Shape/Gather chains (onnxslim), then infer shapes.
 
+    Large initializers (weights) are taken out while onnxslim works (as graph inputs of
+    the same type and shape) and put back after: onnxslim serializes the model many times,
+    which costs a minute on a ViT-B with its weights and a second without; and it then
+    cannot fuse weights into reshaped forms the twin cannot batch. The importer folds what
+    is left on constants with onnx's reference evaluator.
     onnxslim is exact on the graphs we care about; if it fails on an unusual graph we go
     on with the unsimplified one (and say so) rather than fail the import.
     """
+    light, weights = _without_weights(proto)
     try:
         import onnxslim
 
-        slim = onnxslim.slim(copy.deepcopy(proto))
+        slim = onnxslim.slim(light)
         if slim is not None:
-            proto = slim
+            light = slim
     except Exception as e:  # noqa: BLE001
         warnings.warn(f"onnxslim could not simplify the graph ({type(e).__name__}: {e}); "
                       "importing it unsimplified", stacklevel=3)
-    proto = onnx.inliner.inline_local_functions(proto) if proto.functions else proto
+    light = onnx.inliner.inline_local_functions(light) if light.functions else light
     try:
-        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        light = onnx.shape_inference.infer_shapes(light, data_prop=True)
     except Exception as e:  # noqa: BLE001
         warnings.warn(f"ONNX shape inference failed ({e}); shapes may be missing", stacklevel=3)
-    return proto
+    return _with_weights(light, weights)
+
+
+def _without_weights(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+    light = onnx.ModelProto()
+    light.CopyFrom(proto)
+    weights = {}
+    keep = []
+    for t in light.graph.initializer:
+        n = int(np.prod(t.dims)) if len(t.dims) else 1
+        if n > _LARGE and t.data_location != onnx.TensorProto.EXTERNAL:
+            weights[t.name] = t
+        else:
+            keep.append(t)
+    if not weights:
+        return light, {}
+    declared = {i.name for i in light.graph.input}
+    big = [light.graph.initializer[k] for k in range(len(light.graph.initializer))
+           if light.graph.initializer[k].name in weights]
+    weights = {}
+    for t in big:
+        w = onnx.TensorProto()
+        w.CopyFrom(t)
+        weights[t.name] = w
+    del light.graph.initializer[:]
+    light.graph.initializer.extend(keep)
+    for name, t in weights.items():
+        if name not in declared:
+            light.graph.input.append(onnx.helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
+    return light, weights
+
+
+def _with_weights(light: onnx.ModelProto, weights: dict[str, onnx.TensorProto]) -> onnx.ModelProto:
+    if not weights:
+        return light
+    inputs = [i for i in light.graph.input if i.name not in weights]
+    kept = [onnx.ValueInfoProto() for _ in inputs]
+    for k, i in zip(kept, inputs):
+        k.CopyFrom(i)
+    del light.graph.input[:]
+    light.graph.input.extend(kept)
+    light.graph.initializer.extend(weights.values())
+    return light
 
 
 def initializer_arrays(proto: onnx.ModelProto) -> dict[str, np.ndarray]:

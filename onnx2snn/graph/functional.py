@@ -23,6 +23,11 @@ def expand_keep_batch(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return x.expand(torch.broadcast_shapes(x.shape, target))
 
 
+def expand_batch_like(c: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """A batch-1 constant repeated to the batch of ``ref`` (concatenated next to it)."""
+    return c.expand((ref.shape[0],) + tuple(c.shape[1:]))
+
+
 def onnx_expand(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """ONNX Expand: broadcast of the input shape and the target shape."""
     return x.expand(torch.broadcast_shapes(x.shape, tuple(shape)))

@@ -66,8 +66,15 @@ def constant(ctx: NodeContext):
 
 @register("Concat")
 def concat(ctx: NodeContext):
-    axis = int(ctx.attr("axis"))
     vals = [v for v in ctx.inputs if v is not None]
+    rank = ctx.rank(0) if ctx.input_shapes and ctx.input_shapes[0] is not None else None
+    axis = int(ctx.attr("axis"))
+    axis = axis % rank if rank else axis
+    runtime = [v for v in vals if not isinstance(v, np.ndarray)]
+    if ctx.builder.static_batch == 1 and axis != 0 and runtime:
+        # a constant with batch 1 next to computed tensors (a class token): it follows their batch
+        vals = [ctx.function(OF.expand_batch_like, v, runtime[0])
+                if isinstance(v, np.ndarray) and v.ndim > 1 and v.shape[0] == 1 else v for v in vals]
     return [ctx.function(torch.cat, vals, dim=axis)]
 
 
@@ -141,6 +148,10 @@ def reshape(ctx: NodeContext):
         target = [in_shape[i] if d == 0 else d for i, d in enumerate(target)]
     if _batch_flexible(ctx, target):
         return [ctx.function(OF.reshape_keep_batch, ctx.inputs[0], tuple(target[1:]))]
+    if ctx.builder.static_batch == 1 and len(target) > 1 and target[0] == 1 and -1 not in target \
+            and not isinstance(ctx.inputs[0], np.ndarray):
+        # the batch merged with other dims (e.g. [B*H*W, C] -> [B, H, W, C]): the batch follows
+        target = [-1] + target[1:]
     return [ctx.method("reshape", ctx.inputs[0], tuple(target))]
 
 
@@ -250,6 +261,10 @@ def gather(ctx: NodeContext):
 def shape(ctx: NodeContext):
     start = int(ctx.attr("start", 0))
     end = ctx.attr("end")
+    known = ctx.input_shapes[0]
+    if known is not None and all(isinstance(d, int) for d in known):
+        # static: a constant (the batch dim as imported; reshapes keep the batch flexible)
+        return [np.asarray(known, dtype=np.int64)[slice(start, None if end is None else int(end))]]
     s = ctx.function(torch._shape_as_tensor, ctx.inputs[0])
     if start or end is not None:
         s = ctx.function(operator.getitem, s, slice(start, None if end is None else int(end)))
