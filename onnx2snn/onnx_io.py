@@ -93,10 +93,12 @@ def input_dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
 
 def fix_input_shapes(proto: onnx.ModelProto,
                      input_shape: "Sequence[int] | Mapping[str, Sequence[int]] | None",
-                     ) -> tuple[onnx.ModelProto, dict[str, tuple[int, ...]]]:
+                     symbolic_batch: bool = False) -> tuple[onnx.ModelProto, dict[str, tuple[int, ...]]]:
     """Copy of the model whose inputs have static shapes, and those shapes.
 
-    A dynamic batch dim (dim 0) becomes 1. Any other dynamic dim needs ``input_shape``.
+    A dynamic batch dim (dim 0) becomes 1 (with ``symbolic_batch`` it stays a symbol,
+    ``batch``, in the returned model; the shapes say 1). Any other dynamic dim needs
+    ``input_shape``.
     """
     inputs = graph_inputs(proto)
     if input_shape is None:
@@ -141,17 +143,39 @@ def fix_input_shapes(proto: onnx.ModelProto,
                     f"input_shape=(1, ...) with the size you will run, e.g. "
                     f"import_onnx(path, input_shape={tuple(x if isinstance(x, int) and x > 0 else 1 if j == 0 else 224 for j, x in enumerate(dims))})")
         shapes[vi.name] = tuple(fixed)
+    dynamic_batch = {vi.name for vi in inputs if input_dims(vi) and not isinstance(input_dims(vi)[0], int)}
     out = copy.deepcopy(proto)
     for vi in out.graph.input:
         if vi.name in shapes:
             shape = vi.type.tensor_type.shape
             while len(shape.dim):
                 shape.dim.pop()
-            for d in shapes[vi.name]:
+            for k, d in enumerate(shapes[vi.name]):
+                if k == 0 and symbolic_batch and vi.name in dynamic_batch:
+                    shape.dim.add().dim_param = BATCH
+                    continue
                 shape.dim.add().dim_value = d
     # value_info from the exporter may hold stale symbolic shapes; shape inference redoes them
     del out.graph.value_info[:]
     return out, shapes
+
+
+BATCH = "batch"  # the symbol of a dynamic batch dim while the graph is simplified
+
+
+def at_batch(proto: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """The model with every input's symbolic batch dim set to ``batch`` and shapes inferred."""
+    light, weights = _without_weights(proto)
+    for vi in light.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and dims[0].dim_param == BATCH:
+            dims[0].dim_value = batch
+    del light.graph.value_info[:]
+    try:
+        light = onnx.shape_inference.infer_shapes(light, data_prop=True)
+    except Exception as e:  # noqa: BLE001
+        warnings.warn(f"ONNX shape inference failed ({e}); shapes may be missing", stacklevel=3)
+    return _with_weights(light, weights)
 
 
 _LARGE = 4096  # initializers with more elements are weights: simplified around, not through

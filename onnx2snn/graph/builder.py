@@ -126,6 +126,14 @@ class NodeContext:
     def is_int(self, i: int = 0) -> bool:
         return self.dtype(i) in dtypes.INTEGER
 
+    def shadow(self, i: int) -> np.ndarray | None:
+        """Input ``i`` at the next batch size, where it is a constant that depends on the batch."""
+        name = self.node.input[i] if i < len(self.node.input) else ""
+        return self.builder.shadow.get(name) if name else None
+
+    def set_shadow(self, k: int, value: np.ndarray) -> None:
+        self.builder.shadow[self.node.output[k]] = value
+
     def tensor(self, v: Value) -> Any:
         """``v`` as something that is a tensor in the twin (a 0-d constant too: a buffer)."""
         if isinstance(v, np.ndarray):
@@ -207,6 +215,10 @@ class GraphBuilder:
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.values: dict[str, Value] = {}
+        # the batch-dependent shape values at the next batch size (see import_onnx)
+        self.shadow: dict[str, np.ndarray] = {}
+        self.shadow_shapes: dict[str, tuple | None] = {}
+        self.static_batch: int | None = None
         self._module_names: set[str] = set()
         self._buffer_count = 0
 

@@ -23,6 +23,17 @@ def expand_keep_batch(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return x.expand(torch.broadcast_shapes(x.shape, target))
 
 
+def reshape_affine(x: torch.Tensor, base: Sequence[int], slope: Sequence[int], numel0: int, batch0: int,
+                   allowzero: bool = False) -> torch.Tensor:
+    """Reshape to a target that follows the batch size: ``base + slope * (B - batch0)``,
+    where B is ``x``'s batch (its size over its size ``numel0`` at ``batch0``)."""
+    batch = x.numel() * batch0 // numel0 if numel0 else batch0
+    target = [b + s * (batch - batch0) for b, s in zip(base, slope)]
+    if not allowzero:
+        target = [x.shape[i] if t == 0 else t for i, t in enumerate(target)]
+    return x.reshape(target)
+
+
 def expand_batch_like(c: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """A batch-1 constant repeated to the batch of ``ref`` (concatenated next to it)."""
     return c.expand((ref.shape[0],) + tuple(c.shape[1:]))
@@ -289,3 +300,15 @@ def flat_indices(idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         plane *= d
     offset = torch.arange(n * c, device=idx.device).reshape((n, c) + (1,) * (idx.dim() - 2)) * plane
     return idx + offset
+
+
+def require_batch(x: torch.Tensor, batch: int, why: str) -> torch.Tensor:
+    """Refuse another batch size than the one the graph was imported with (see import_onnx)."""
+    if x.shape[0] != batch:
+        from ..errors import ShapeError
+
+        raise ShapeError(
+            f"this twin takes batch {batch} only, got {x.shape[0]}: its ONNX graph ties shapes to the "
+            f"batch it was exported with ({why}). Run it one batch of {batch} at a time, or re-export "
+            "the model with a dynamic batch dim")
+    return x

@@ -44,6 +44,7 @@ class OnnxInfo:
     opset: int
     producer: str = ""
     source: str = ""
+    batch_flexible: bool = True  # False: the graph ties its shapes to the imported batch
     onnx_bytes: bytes = field(default=b"", repr=False)
 
 
@@ -200,7 +201,7 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     proto = onnx_io.load_model(model)
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
     original_bytes = proto.SerializeToString()
-    fixed, shapes = onnx_io.fix_input_shapes(proto, input_shape)
+    fixed, shapes = onnx_io.fix_input_shapes(proto, input_shape, symbolic_batch=True)
     declared = onnx_io.graph_inputs(fixed)  # the twin takes exactly these, in this order
     work = _prepare(fixed, simplify)
     kept = {vi.name for vi in work.graph.input}
@@ -208,13 +209,22 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
         # onnxslim replaced an input the graph reads (e.g. a Reshape's shape) by a constant it
         # derived from the declared output shapes: the twin would ignore the runtime value.
         work = _prepare(fixed, False)
+    batch0 = shapes[declared[0].name][0] if declared and shapes.get(declared[0].name) else None
+    shadow_shapes: dict[str, tuple | None] = {}
+    if batch0 is not None and any(_symbolic_batch(vi) for vi in declared):
+        # the batch stayed a symbol while simplifying, so that the shape arithmetic that
+        # depends on it is still in the graph: it is folded at batch0 and, in the shadow, at
+        # batch0 + 1, which tells the reshapes how their targets follow the batch
+        shadow_shapes = _value_shapes(onnx_io.at_batch(work, batch0 + 1))[0]
+        work = onnx_io.at_batch(work, batch0)
     opset = onnx_io.opset_version(work)
     graph = work.graph
     _ensure_node_names(graph)
     value_shapes, value_dtypes, value_kinds = _value_shapes(work)
 
     b = GraphBuilder()
-    b.static_batch = shapes[declared[0].name][0] if declared and shapes.get(declared[0].name) else None
+    b.static_batch = batch0
+    b.shadow_shapes = {k: v for k, v in shadow_shapes.items() if v != value_shapes.get(k)}
     unsupported: dict[str, list[str]] = {}
     details: dict[str, str] = {}
     for vi in declared:
@@ -257,6 +267,11 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
             try:
                 for o, v in zip(node.output, evaluate(node, in_vals, work.opset_import)):
                     b.values[o] = v
+                if any(i in b.shadow for i in node.input if i):
+                    alt = [b.shadow.get(i, v) if i else v for i, v in zip(node.input, in_vals)]
+                    for o, v in zip(node.output, evaluate(node, alt, work.opset_import)):
+                        if v.shape != b.values[o].shape or not np.array_equal(v, b.values[o]):
+                            b.shadow[o] = v
                 continue
             except Exception:  # noqa: BLE001 - fall through to the converter
                 pass
@@ -323,7 +338,73 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
         output_names=[vo.name for vo in graph.output], opset=opset,
         producer=f"{proto.producer_name} {proto.producer_version}".strip(), source=source,
         onnx_bytes=original_bytes)
+    why = _batch_problem(twin, declared, value_dtypes)
+    if why:
+        _require_batch(twin, batch0, why)
     return twin
+
+
+def _batch_problem(twin: fx.GraphModule, declared, value_dtypes) -> str:
+    """'' when the twin on a batch of 2 equals it on each sample (or this cannot be tried
+    here), else what differs: the graph then ties its shapes to the imported batch."""
+    shapes = twin.onnx_info.input_shapes
+    if not declared or any(value_dtypes.get(vi.name) not in (onnx.TensorProto.FLOAT, None) or
+                           not shapes.get(vi.name) for vi in declared):
+        return ""
+    g = torch.Generator().manual_seed(0)
+    one = [shapes[vi.name] for vi in declared]
+    if any(s[0] != 1 for s in one):
+        return ""
+    x = [torch.randn((2,) + tuple(s[1:]), generator=g) for s in one]
+    try:
+        with torch.no_grad(), _quiet_fx():
+            both = twin(*x)
+            each = [twin(*[t[i:i + 1] for t in x]) for i in range(2)]
+    except Exception as e:  # noqa: BLE001 - a reshape that cannot take another batch
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    both = both if isinstance(both, tuple) else (both,)
+    each = [e if isinstance(e, tuple) else (e,) for e in each]
+    for k, y in enumerate(both):
+        if not isinstance(y, torch.Tensor) or not y.dtype.is_floating_point:
+            continue
+        ref = torch.cat([e[k] for e in each]) if y.dim() else None
+        if ref is None or ref.shape != y.shape:
+            return f"output {k} has shape {tuple(y.shape)} at batch 2"
+        scale = max(1.0, float(ref.abs().nan_to_num(0).max()))
+        if not torch.allclose(y, ref, rtol=0, atol=1e-4 * scale, equal_nan=True):
+            return f"output {k} at batch 2 differs from the samples run one by one"
+    return ""
+
+
+class _quiet_fx:
+    """torch.fx prints a failing graph's code to stderr; the batch check expects failures."""
+
+    def __enter__(self):
+        import sys
+        self._stderr, sys.stderr = sys.stderr, open(os.devnull, "w")
+
+    def __exit__(self, *exc):
+        import sys
+        sys.stderr.close()
+        sys.stderr = self._stderr
+
+
+def _require_batch(twin: fx.GraphModule, batch0: int, why: str) -> None:
+    """Make the twin refuse other batch sizes with a clear error instead of failing inside
+    torch (or, worse, mixing samples)."""
+    from . import functional as OF
+
+    ph = next(n for n in twin.graph.nodes if n.op == "placeholder")
+    with twin.graph.inserting_after(ph):
+        guard = twin.graph.call_function(OF.require_batch, (ph, batch0, why))
+    ph.replace_all_uses_with(guard, delete_user_cb=lambda u: u is not guard)
+    twin.recompile()
+    twin.onnx_info.batch_flexible = False
+
+
+def _symbolic_batch(vi: onnx.ValueInfoProto) -> bool:
+    dims = vi.type.tensor_type.shape.dim
+    return len(dims) > 0 and dims[0].dim_param == onnx_io.BATCH
 
 
 def _prepare(fixed: onnx.ModelProto, simplify: bool) -> onnx.ModelProto:

@@ -142,6 +142,15 @@ def reshape(ctx: NodeContext):
     target = [int(s) for s in ctx.const(1, "shape")]
     allowzero = int(ctx.attr("allowzero", 0))
     in_shape = ctx.input_shapes[0]
+    nxt = ctx.shadow(1)
+    if nxt is not None and len(nxt) == len(target) and in_shape is not None \
+            and all(isinstance(d, int) for d in in_shape) and ctx.builder.static_batch:
+        # the target follows the batch: entry = base + slope * (B - B0), B read off the input's size
+        slope = [int(b) - a for a, b in zip(target, nxt)]
+        numel = int(np.prod(in_shape))
+        if numel > 0:
+            return [ctx.function(OF.reshape_affine, ctx.inputs[0], target, slope, numel,
+                                 ctx.builder.static_batch, bool(allowzero))]
     if not allowzero and 0 in target:
         if in_shape is None:
             raise ConversionFailure("Reshape with 0 in the target shape needs the input shape")
@@ -263,8 +272,13 @@ def shape(ctx: NodeContext):
     end = ctx.attr("end")
     known = ctx.input_shapes[0]
     if known is not None and all(isinstance(d, int) for d in known):
-        # static: a constant (the batch dim as imported; reshapes keep the batch flexible)
-        return [np.asarray(known, dtype=np.int64)[slice(start, None if end is None else int(end))]]
+        # static: a constant (the batch dim as imported); with its value at the next batch
+        # size as a shadow, so that reshapes know how their targets follow the batch
+        part = slice(start, None if end is None else int(end))
+        nxt = ctx.builder.shadow_shapes.get(ctx.node.input[0])
+        if nxt is not None and all(isinstance(d, int) for d in nxt) and list(nxt) != list(known):
+            ctx.set_shadow(0, np.asarray(nxt, dtype=np.int64)[part])
+        return [np.asarray(known, dtype=np.int64)[part]]
     s = ctx.function(torch._shape_as_tensor, ctx.inputs[0])
     if start or end is not None:
         s = ctx.function(operator.getitem, s, slice(start, None if end is None else int(end)))
