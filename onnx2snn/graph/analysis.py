@@ -45,7 +45,7 @@ _LINEAR_FUNCTIONS = {operator.add, operator.sub, operator.neg, operator.getitem,
                      torch.neg, OF.reshape_keep_batch, OF.expand_keep_batch, OF.onnx_expand, OF.flatten_2d,
                      OF.onnx_slice, OF.gather, torch.mean, torch.sum, torch.matmul, OF.index_axes, OF.matmul_axes,
                      OF.pool_sum_div, OF.crop_pad, OF.depth_to_space_dcr, OF.space_to_depth,
-                     OF.expand_batch_like, OF.reshape_affine, OF.require_batch}
+                     OF.expand_batch_like, OF.reshape_affine, OF.expand_affine, OF.require_batch}
 _LINEAR_METHODS = {"reshape", "permute", "squeeze", "unsqueeze", "select", "t", "flatten", "view",
                    "transpose", "repeat", "expand", "contiguous"}
 

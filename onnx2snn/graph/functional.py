@@ -34,6 +34,14 @@ def reshape_affine(x: torch.Tensor, base: Sequence[int], slope: Sequence[int], n
     return x.reshape(target)
 
 
+def expand_affine(x: torch.Tensor, base: Sequence[int], slope: Sequence[int], numel0: int,
+                  batch0: int) -> torch.Tensor:
+    """ONNX Expand to a target that follows the batch size (see :func:`reshape_affine`)."""
+    batch = x.numel() * batch0 // numel0 if numel0 else batch0
+    target = [b + s * (batch - batch0) for b, s in zip(base, slope)]
+    return x.expand(torch.broadcast_shapes(x.shape, tuple(target)))
+
+
 def expand_batch_like(c: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """A batch-1 constant repeated to the batch of ``ref`` (concatenated next to it)."""
     return c.expand((ref.shape[0],) + tuple(c.shape[1:]))

@@ -202,6 +202,11 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
     original_bytes = proto.SerializeToString()
     fixed, shapes = onnx_io.fix_input_shapes(proto, input_shape, symbolic_batch=True)
+    training = _training_mode(fixed.graph)  # before onnxslim, which drops such Dropouts as identities
+    if training:
+        raise UnsupportedOpError(training, {op: "in training mode (random / batch statistics): the result cannot "
+                                                "be reproduced; export the model in eval mode (model.eval())"
+                                            for op in training})
     declared = onnx_io.graph_inputs(fixed)  # the twin takes exactly these, in this order
     work = _prepare(fixed, simplify)
     kept = {vi.name for vi in work.graph.input}
@@ -400,6 +405,25 @@ def _require_batch(twin: fx.GraphModule, batch0: int, why: str) -> None:
     ph.replace_all_uses_with(guard, delete_user_cb=lambda u: u is not guard)
     twin.recompile()
     twin.onnx_info.batch_flexible = False
+
+
+def _training_mode(graph: onnx.GraphProto) -> dict[str, list[str]]:
+    """Dropout / BatchNormalization nodes in training mode (or with a run-time mode flag)."""
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
+    found: dict[str, list[str]] = {}
+    for k, n in enumerate(graph.node):
+        name = n.name or f"{n.op_type}_{k}"
+        if n.op_type == "Dropout" and len(n.input) > 2 and n.input[2]:
+            mode = consts.get(n.input[2])
+            ratio = consts.get(n.input[1]) if len(n.input) > 1 and n.input[1] else np.asarray(0.5)
+            if mode is None or (bool(mode.reshape(-1)[0]) and (ratio is None or float(ratio.reshape(-1)[0]) != 0.0)):
+                found.setdefault("Dropout", []).append(name)
+        elif n.op_type == "BatchNormalization" and any(a.name == "training_mode" and a.i for a in n.attribute):
+            found.setdefault("BatchNormalization", []).append(name)
+    return found
 
 
 def _symbolic_batch(vi: onnx.ValueInfoProto) -> bool:

@@ -288,6 +288,14 @@ def shape(ctx: NodeContext):
 @register("Expand")
 def expand(ctx: NodeContext):
     target = [int(s) for s in ctx.const(1, "shape")]
+    nxt = ctx.shadow(1)
+    in_shape = ctx.input_shapes[0]
+    if nxt is not None and len(nxt) == len(target) and not isinstance(ctx.inputs[0], np.ndarray) \
+            and in_shape is not None and all(isinstance(d, int) for d in in_shape) and ctx.builder.static_batch:
+        numel = int(np.prod(in_shape))
+        if numel > 0:  # the target follows the batch, read off the input's size (see Reshape)
+            return [ctx.function(OF.expand_affine, ctx.inputs[0], target, [int(b) - a for a, b in zip(target, nxt)],
+                                 numel, ctx.builder.static_batch)]
     if _batch_flexible(ctx, target):
         return [ctx.function(OF.expand_keep_batch, ctx.inputs[0], tuple(target[1:]))]
     return [ctx.function(OF.onnx_expand, ctx.inputs[0], tuple(target))]
