@@ -65,7 +65,11 @@ class NIRExportError(Onnx2SnnError):
 
     def __init__(self, problems: list[tuple[str, str, str, str]]):
         self.nodes = problems
-        lines = [f"  - {name} ({op}): {reason}. Way out: {fix}" for name, op, reason, fix in problems]
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for name, op, reason, fix in problems:
+            groups.setdefault((op, reason, fix), []).append(name)
+        lines = [f"  - {op}: {reason}. Way out: {fix}.\n      {len(names)} node(s): {', '.join(names)}"
+                 for (op, reason, fix), names in groups.items()]
         super().__init__(f"cannot export to NIR: {len(problems)} node(s) have no NIR form:\n" + "\n".join(lines)
                          + "\nNIR-compatible conversion: onnx2snn.convert(..., signed_relu=False, signed_ibt=False, "
                          "levels=1) of a model with ReLU activations, average (not max) pooling, no upsampling, "
@@ -141,7 +145,9 @@ class _Writer:
                 op = type(self.module(node)).__name__ if node.op == "call_module" else getattr(
                     node.target, "__name__", str(node.target))
                 self.problem(node, op, e.reason, e.fix)
-                self.values[node] = _Value([], channels=0)  # keep walking to list every problem
+                # keep walking with a stand-in of the right shape, to list every problem
+                shape = tuple(int(d) for d in node.meta["shape"][1:]) if node.meta.get("shape") else ()
+                self.values[node] = _Value([f"!{node.name}"], channels=shape[0] if shape else 0, shape=shape)
 
     def inputs(self, node: fx.Node) -> list[_Value]:
         return [self.values[a] for a in node.all_input_nodes if a in self.values]
@@ -159,16 +165,15 @@ class _Writer:
             for k, o in enumerate(outs):
                 name = "output" if len(outs) == 1 else f"output_{k}"
                 v = self.values.get(o) if isinstance(o, fx.Node) else None
-                if v is None or v.blocks is not None:
-                    raise _Refuse("the network's output is not a sum of layer outputs (a concat or a constant)",
-                                  "end the network with a linear layer")
+                if v is None:
+                    raise _Refuse("an output of the network is a constant", "return layer outputs only")
+                if v.blocks is not None:
+                    raise _Refuse("an output of the network is a concatenation: NIR has no concat node",
+                                  "return the concatenated tensors as separate outputs")
                 v = self.materialize(v, name)
                 self.add(name, self.nir.Output(output_type={"output": np.array(v.shape)}), v.terms)
             return
         args = self.inputs(node)
-        if any(not a.terms and a.blocks is None for a in args):  # an input already refused
-            self.values[node] = _Value([], channels=0)
-            return
         m = self.module(node)
         if isinstance(m, IFNeuron):
             return self.neuron(node, m, args[0])
@@ -194,14 +199,19 @@ class _Writer:
             return self.residual(node, args)
         if node.op == "call_function" and node.target is torch.cat:
             return self.concat(node, args)
+        if node.op == "call_function" and node.target in (operator.getitem, torch.split, torch.chunk):
+            raise _Refuse("a channel split / slice: NIR has no slicing node",
+                          "give each branch its own convolution instead of splitting one output (e.g. C2f's cv1 as "
+                          "two 1x1 convolutions)")
         if isinstance(m, (SpikingMaxPool, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
             raise _Refuse("max-pooling has no NIR node (the spiking max-pool passes analog increments, not spikes)",
                           "replace it by average pooling before conversion (onnx2snn.replace_maxpool(model, "
-                          "out_path), then onnx2snn.finetune) ")
+                          "out_path), then onnx2snn.finetune)")
         if isinstance(m, nn.Upsample) or (node.op == "call_function" and node.target is F.interpolate):
             raise _Refuse("upsampling has no NIR node, and no exact rewrite: NIR has no transposed convolution and "
                           "no reshape after an Affine",
-                          "use a strided transposed-free design (e.g. no top-down path) or run this part off-chip")
+                          "design the model without upsampling (no top-down neck), or run that part off-chip on "
+                          "the averaged outputs")
         what = type(m).__name__ if m is not None else getattr(node.target, "__name__", str(node.target))
         raise _Refuse(f"{what} has no NIR form", "remove it from the spiking part, or end the exported network before "
                       "it and apply it to the averaged outputs yourself")
@@ -216,7 +226,7 @@ class _Writer:
     def neuron(self, node: fx.Node, m: IFNeuron, v: _Value) -> None:
         if m.alpha:
             raise _Refuse("IBT neuron (LeakyReLU / PReLU): spikes of -1 have no NIR form",
-                          "use ReLU (replace_activations={'LeakyReLU': 'ReLU'}, then fine-tune)")
+                          "train the model with ReLU activations")
         if m.signed:
             raise _Refuse("signed IF neuron (takes spikes back with -1 spikes): NIR spikes are unit events",
                           "convert(..., signed_relu=False)")
