@@ -4,9 +4,9 @@ The network is folded first (:func:`onnx2snn.fold_thresholds`: thresholds 1, spi
 0/1), then its graph is written node by node:
 
 - Conv1d / Conv2d -> ``Conv1d`` / ``Conv2d`` (bias zeros when absent), Linear -> ``Affine``;
-- IF neuron -> ``IF`` with per-neuron arrays ``r`` = 1, ``v_threshold`` = 1,
-  ``v_reset`` = 0 (when the installed nir has it) and the initial potential in the node's
-  metadata ``v_init``; a neuron input bias (``onnx2snn.calibrate``) goes into the bias of
+- IF neuron -> ``IF`` with per-neuron arrays ``r`` = 1, ``v_threshold`` = 1 (``v_reset`` = 0,
+  left out of the file, see below) and the initial potential in the node's metadata
+  ``v_init``; a neuron input bias (``onnx2snn.calibrate``) goes into the bias of
   a layer feeding it;
 - a per-channel synaptic weight kept by folding (``ChannelScale``) -> ``Scale``;
 - average pooling -> ``AvgPool2d`` (``pool="avg"``) or ``SumPool2d`` whose 1/k^2 goes into
@@ -25,9 +25,10 @@ initial potential, the timesteps, the input encoding, the output decoding, the p
 and (by default) the source ONNX file, so that ``verify`` can compare the reloaded network
 with it.
 
-The files target nir >= 1.0.5 (``IF`` has ``v_reset``) and stay readable by nir 1.0.4,
-whose ``IF`` has no ``v_reset`` and resets by subtraction (what we run): that reader
-ignores the extra field. Written with nir 1.0.4 installed, ``v_reset`` is left out.
+Versions: the files are read alike by nir 1.0.4 (whose ``IF`` has no ``v_reset`` and, by
+that version's spec, resets by subtraction: what we run) and nir >= 1.0.5 (``IF`` resets to
+``v_reset``, zeros when absent). ``v_reset`` (all zeros) is therefore left out of the file:
+nir 1.0.4 rejects the field. The metadata states the reset either way.
 """
 
 from __future__ import annotations
@@ -448,7 +449,20 @@ def export_nir(snn: "SpikingNetwork | str | os.PathLike", path: "str | os.PathLi
     except (ValueError, AssertionError) as e:  # a bug of ours: the graph's types do not line up
         raise Onnx2SnnError(f"export_nir built an inconsistent NIR graph ({e}); please report it") from None
     nir.write(os.fspath(path), graph)
+    _drop_v_reset(os.fspath(path), [k for k, n in writer.nodes.items() if isinstance(n, nir.IF)])
     return graph
+
+
+def _drop_v_reset(path: str, if_nodes: list[str]) -> None:
+    """Remove the IF nodes' ``v_reset`` datasets (all zeros): nir 1.0.4 rejects the field,
+    and nir >= 1.0.5 reads a missing one as zeros, so both read the same graph."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        for k in if_nodes:
+            key = f"node/nodes/{k}/v_reset"
+            if key in f:
+                del f[key]
 
 
 __all__ = ["export_nir", "NIRExportError", "FORMAT", "NEURON_MODEL"]
