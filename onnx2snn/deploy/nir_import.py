@@ -9,9 +9,9 @@ output is the mean over T of each Output node.
 IF semantics follow the file: files written by onnx2snn (metadata ``reset`` =
 ``"subtract"``) run our neuron, a unit spike when ``v >= v_threshold`` then ``v -=
 v_threshold``, starting from the node's metadata ``v_init``, computed with the same
-arithmetic as :class:`onnx2snn.snn.neurons.IFNeuron`; other files run NIR's IF (spike
-when ``v > v_threshold``, then ``v = v_reset``, from ``v = 0``; nir <= 1.0.4 files reset by
-subtraction, as that version's spec said).
+arithmetic as :class:`onnx2snn.snn.neurons.IFNeuron`; other files run NIR's IF from
+``v = 0``: a spike when ``v > v_threshold``, then ``v = v_reset`` (nir >= 1.0.5) or ``v -=
+v_threshold`` (files of nir <= 1.0.4, as that version's spec said).
 """
 
 from __future__ import annotations
@@ -40,22 +40,24 @@ def _t(a) -> torch.Tensor:
 
 
 class NIRIF(nn.Module):
-    """NIR's IF over T steps on ``[T*B, ...]``: per-neuron ``r``, ``v_threshold``,
-    ``v_reset``, ``v_init``; ``subtract`` picks reset by subtraction with ``v >= thr``
-    (onnx2snn's neuron) over reset to ``v_reset`` with ``v > thr`` (NIR >= 1.0.5)."""
+    """NIR's IF over T steps on ``[T*B, ...]`` with per-neuron ``r``, ``v_threshold``,
+    ``v_reset``, ``v_init``. ``mode``: ``"onnx2snn"`` (a spike when ``v >= thr``, then
+    ``v -= thr``: our neuron, in the same closed form and arithmetic as IFNeuron),
+    ``"subtract"`` (nir <= 1.0.4: ``v > thr``, then ``v -= thr``) or ``"reset"`` (nir >=
+    1.0.5: ``v > thr``, then ``v = v_reset``)."""
 
-    def __init__(self, r, v_threshold, v_reset, v_init, subtract: bool):
+    def __init__(self, r, v_threshold, v_reset, v_init, mode: str):
         super().__init__()
         self.register_buffer("r", _t(r))
         self.register_buffer("v_threshold", _t(v_threshold))
         self.register_buffer("v_reset", _t(v_reset))
         self.register_buffer("v_init", _t(v_init))
-        self.subtract = bool(subtract)
+        self.mode = mode
         self.unit_r = bool((self.r == 1).all())
         self.T = 1
 
     def extra_repr(self) -> str:
-        return f"shape={tuple(self.v_threshold.shape)}, reset={'subtract' if self.subtract else 'to v_reset'}"
+        return f"shape={tuple(self.v_threshold.shape)}, mode={self.mode}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = self.T
@@ -63,7 +65,7 @@ class NIRIF(nn.Module):
         if not self.unit_r:
             xs = xs * self.r.to(x)
         thr = self.v_threshold.to(x)
-        if self.subtract:
+        if self.mode == "onnx2snn":
             # closed form of subtractive reset, as IFNeuron: the net spike count so far is
             # N_t = clamp(floor((v0 + sum_{k<=t} I_k) / thr), N_{t-1}, N_{t-1} + 1)
             u = xs / thr
@@ -80,7 +82,7 @@ class NIRIF(nn.Module):
             v = v + xs[t]
             z = v > thr
             out[t] = z.to(x)
-            v = torch.where(z, reset, v)
+            v = v - z.to(x) * thr if self.mode == "subtract" else torch.where(z, reset, v)
         return out.reshape(x.shape)
 
 
@@ -123,7 +125,7 @@ def _meta(d: dict, key: str, default=None):
     return v
 
 
-def _module(name: str, node, nir, subtract: bool) -> nn.Module | None:
+def _module(name: str, node, nir, mode: str) -> nn.Module | None:
     """The torch module of one NIR node (None for Input / Output)."""
     if isinstance(node, (nir.Input, nir.Output)):
         return None
@@ -163,9 +165,9 @@ def _module(name: str, node, nir, subtract: bool) -> nn.Module | None:
     if isinstance(node, nir.IF):
         thr = np.asarray(node.v_threshold)
         v_reset = getattr(node, "v_reset", None)
-        v_init = (getattr(node, "metadata", None) or {}).get("v_init") if subtract else None
+        v_init = (getattr(node, "metadata", None) or {}).get("v_init") if mode == "onnx2snn" else None
         return NIRIF(node.r, thr, np.zeros_like(thr) if v_reset is None else v_reset,
-                     np.zeros_like(thr) if v_init is None else v_init, subtract)
+                     np.zeros_like(thr) if v_init is None else v_init, mode)
     return None
 
 
@@ -261,15 +263,15 @@ def import_nir(source: Any, dtype: torch.dtype = torch.float32) -> NIRNetwork:
         except Exception:  # noqa: BLE001
             written_by = ""
     elif isinstance(source, nir.NIRGraph):
-        graph, written_by = source, getattr(nir, "version", "")
+        graph, written_by = source, getattr(nir, "version", "") or getattr(nir, "__version__", "")
     else:
         raise InvalidModelError(f"import_nir needs a NIR file path or a nir.NIRGraph, got {type(source).__name__}")
     meta = dict(graph.metadata or {})
     ours = _meta(meta, "reset") == "subtract"
-    subtract = ours or (bool(written_by) and _version_tuple(written_by) <= (1, 0, 4))  # nir <= 1.0.4: IF subtracts
+    mode = "onnx2snn" if ours else "subtract" if written_by and _version_tuple(written_by) <= (1, 0, 4) else "reset"
     modules, bad = {}, []
     for name, node in graph.nodes.items():
-        m = _module(name, node, nir, subtract)
+        m = _module(name, node, nir, mode)
         if m is None and not isinstance(node, (nir.Input, nir.Output)):
             bad.append(f"{name} ({type(node).__name__})")
         elif m is not None:
