@@ -117,6 +117,7 @@ def test_sum_pooling_matches(models, digits):
     b = onnx2snn.import_nir(tmp / "vgg_sum.nir", dtype=torch.float64)
     with torch.no_grad():
         ya, yb = a(x.double(), timesteps=16), b(x.double(), timesteps=16)
+    assert torch.equal(b(x[:4].double(), timesteps=16), yb[:4])  # works without no_grad too
     # 1/4 moves from the pool into the next conv: the same network up to rounding
     assert float((ya - yb).abs().max()) <= 1e-3 * float(ya.abs().max())
     assert (ya.argmax(1) == yb.argmax(1)).float().mean() >= 0.98

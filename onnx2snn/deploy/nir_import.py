@@ -304,7 +304,7 @@ def import_nir(source: Any, dtype: torch.dtype = torch.float32) -> NIRNetwork:
     outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
     ann = _source_twin(meta, graph)
     net = NIRNetwork(graph, modules, order, dict(preds), static, outputs, meta, ann)
-    return net.to(dtype).eval()
+    return net.to(dtype).eval().requires_grad_(False)  # an inference artifact: no autograd through the engine
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
