@@ -335,3 +335,52 @@ def test_sinabs_reader(models, digits):
         res[name] = (float((out.argmax(1) == y).float().mean()), float((ours.argmax(1) == y).float().mean()))
     assert abs(res["digits_vgg"][0] - res["digits_vgg"][1]) <= 0.05, res
     assert res["digits_resnet"][0] < res["digits_resnet"][1] - 0.3, res
+
+
+class _CatNet(torch.nn.Module):
+    """Two branches concatenated and read by a convolution, a residual add, average pooling."""
+
+    def __init__(self):
+        super().__init__()
+        r = torch.nn.ReLU
+        self.a = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), r())
+        self.b = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), r())
+        self.mix = torch.nn.Sequential(torch.nn.Conv2d(10, 8, 3, padding=1), r())
+        self.skip = torch.nn.Conv2d(6, 8, 1)
+        self.post = r()
+        self.pool = torch.nn.AvgPool2d(2)
+        self.fc = torch.nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        y = self.post(self.mix(torch.cat([a, b], 1)) + self.skip(a))
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+def test_concat_into_conv_split_per_block_and_calibrated_bias(tmp_path, digits):
+    """A Concat read by a convolution is written as one convolution per block; a neuron
+    bias and per-channel initial potential from onnx2snn.calibrate travel too (float64:
+    the same spikes as ours)."""
+    torch.manual_seed(0)
+    model = _CatNet().eval()
+    x = digits[2][:24]
+    src = onnx2snn.export_onnx(model, x[:1], str(tmp_path / "cat.onnx"))
+    snn = onnx2snn.convert(src, digits[0][:256], signed_relu=False, progress=False)
+    onnx2snn.calibrate(snn, digits[0][:256], timesteps=8, progress=False)
+    assert any(m.use_bias for m in snn.neurons().values())
+    snn = snn.double()
+    folded = onnx2snn.fold_thresholds(snn)
+    g = onnx2snn.export_nir(folded, tmp_path / "cat.nir", dtype="float64")
+    blocks = [k for k in g.nodes if "_block" in k]
+    assert len(blocks) == 2 and {g.nodes[k].weight.shape[1] for k in blocks} == {6, 4}
+    assert any(np.asarray(n.metadata["v_init"]).std() > 0 for n in g.nodes.values() if isinstance(n, nir.IF))
+    net = onnx2snn.import_nir(tmp_path / "cat.nir", dtype=torch.float64)
+    ours, h1 = _record(folded.neurons())
+    theirs, h2 = _record(net.neurons())
+    with torch.no_grad():
+        a, b = folded(x.double(), timesteps=16), net(x.double(), timesteps=16)
+    for h in h1 + h2:
+        h.remove()
+    names = {n.target: n.name for n in folded.rewritten.graph.nodes if n.op == "call_module"}
+    assert all(torch.equal(s, theirs[names[k]]) for k, s in ours.items())
+    assert float((a - b).abs().max()) <= 1e-9 * float(a.abs().max())
