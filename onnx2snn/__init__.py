@@ -10,7 +10,7 @@ line's ``--help`` do not pay for importing torch.
 Packages, in the order data flows: ``graph`` (ONNX -> torch.fx twin, its analysis),
 ``calibration`` (observers, thresholds, fine-tuning, bias/potential correction), ``snn``
 (neurons, the spiking network, folding, save/load), ``verification`` (onnxruntime
-reference, metrics, report), ``zoo`` (models and data), ``cli``.
+reference, metrics, report), ``deploy`` (NIR export / import), ``zoo`` (models and data), ``cli``.
 """
 
 from __future__ import annotations
