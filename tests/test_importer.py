@@ -258,3 +258,21 @@ def test_gelu_written_with_erf_is_one_activation(onnx_dir):
     assert [type(m).__name__ for m in twin.modules()].count("GELU") == 1
     assert "erf" not in twin.code
     assert compare(twin, path) <= TOL
+
+
+def test_dynamo_adaptive_pool_at_non_divisible_sizes(onnx_dir):
+    """torch's dynamo exporter writes AdaptiveAvgPool2d with uneven windows as GatherND / Where
+    arithmetic (TorchScript cannot export it): exact, any batch, and linear for the analysis."""
+    from onnx2snn.graph.analysis import analyze
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d((3, 5)),
+                            torch.nn.Flatten(), torch.nn.Linear(60, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    path = str(onnx_dir / "adaptive_dynamo.onnx")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx2snn.export_onnx(m, torch.randn(1, 3, 9, 9), path, dynamo=True, opset=18)
+    assert "GatherND" in {n.op_type for n in onnx.load(path).graph.node}
+    twin = onnx2snn.import_onnx(path)
+    assert compare(twin, path, batch=3) <= TOL
+    assert analyze(twin).non_convertible == {}

@@ -46,6 +46,8 @@ _LINEAR_FUNCTIONS = {operator.add, operator.sub, operator.neg, operator.getitem,
                      OF.onnx_slice, OF.gather, torch.mean, torch.sum, torch.matmul, OF.index_axes, OF.matmul_axes,
                      OF.pool_sum_div, OF.crop_pad, OF.depth_to_space_dcr, OF.space_to_depth,
                      OF.expand_batch_like, OF.reshape_affine, OF.expand_affine, OF.require_batch}
+# functions that select entries of their input at places given by a constant argument (its position)
+_SELECTIONS = {OF.gather_nd: 1, OF.gather_elements: 1, torch.where: 0, torch.index_select: 2}
 _LINEAR_METHODS = {"reshape", "permute", "squeeze", "unsqueeze", "select", "t", "flatten", "view",
                    "transpose", "repeat", "expand", "contiguous"}
 
@@ -159,6 +161,9 @@ def _classify(gm: fx.GraphModule, n: fx.Node) -> NodeInfo:
     info.op = getattr(target, "__name__", str(target))
     if n.op == "call_method":
         info.role = "linear" if target in _LINEAR_METHODS else "nonlinear"
+        return info
+    if target in _SELECTIONS and len(n.args) > 1 and _is_const(n.args[_SELECTIONS[target]]):
+        info.role = "linear"  # picking entries at fixed places (adaptive pooling, as dynamo writes it)
         return info
     if target in _LINEAR_FUNCTIONS:
         if target is torch.matmul and not any(_is_const(a) for a in n.args[:2]):
