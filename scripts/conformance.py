@@ -96,7 +96,7 @@ def main(argv=None) -> int:
                     out[r["status"]] += 1
             return out
         print(f"before, all tests: {bsum()}")
-        print(f"before, tests of today's README ops: {bsum(listed)}")
+        print(f"before, tests of the README ops: {bsum(listed)}")
     print(f"{elapsed:.0f} s with {args.workers} workers")
     bad = [r for r in results if r.status in ("WRONG", "CRASH", "TIMEOUT")]
     for r in bad:

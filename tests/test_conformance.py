@@ -50,3 +50,19 @@ def test_readme_op_list_is_the_registry():
     assert listed, "README.md has no generated op list (python scripts/conformance.py --write-readme)"
     assert listed == C.registered_ops(), (
         "README.md's op list differs from the registry: run python scripts/conformance.py --write-readme")
+
+
+def test_a_test_past_its_timeout_is_timeout_and_the_run_goes_on(tmp_path):
+    """The per-test timeout: a worker that does not answer in time is killed and replaced."""
+    import pickle
+
+    from onnx.backend.test.case.node import collect_testcases
+
+    cases = [c for c in collect_testcases() if c.name in ("test_relu", "test_abs", "test_neg")]
+    stored = [{"name": c.name, "op": c.model.graph.node[0].op_type, "ops": [], "model": c.model.SerializeToString(),
+               "data_sets": c.data_sets} for c in cases]
+    path = tmp_path / "cases.pkl"
+    path.write_bytes(pickle.dumps(stored))
+    hurried = C.run(str(path), workers=1, timeout=0.0, startup=0.0)  # no time to even start
+    assert [r.status for r in hurried] == ["TIMEOUT"] * 3
+    assert [r.status for r in C.run(str(path), workers=1)] == ["PASS"] * 3

@@ -309,6 +309,7 @@ class _Proc:
         child.close()
         self.task: int | None = None
         self.deadline = 0.0
+        self.fresh = True  # still importing torch: its first test gets the start-up allowance
 
     def stop(self, kill: bool = False) -> None:
         try:
@@ -325,11 +326,13 @@ class _Proc:
 
 
 def run(cases_path: str, names: Iterable[str] | None = None, workers: int | None = None,
-        timeout: float = 60.0, progress: Callable[[Result], None] | None = None) -> list[Result]:
+        timeout: float = 60.0, progress: Callable[[Result], None] | None = None,
+        startup: float = 60.0) -> list[Result]:
     """Check every stored case (or those in ``names``) in ``workers`` processes.
 
-    A case that takes longer than ``timeout`` seconds is TIMEOUT; its worker is killed
-    and replaced. Returns the results in the stored order."""
+    A case that takes longer than ``timeout`` seconds (plus ``startup`` for a worker's
+    first case) is TIMEOUT; its worker is killed and replaced. Returns the results in
+    the stored order."""
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
@@ -347,7 +350,7 @@ def run(cases_path: str, names: Iterable[str] | None = None, workers: int | None
                 if p.task is None and todo:
                     p.task = todo.pop()
                     p.conn.send(p.task)
-                    p.deadline = time.monotonic() + timeout + (30.0 if not results else 0.0)
+                    p.deadline = time.monotonic() + timeout + (startup if p.fresh else 0.0)
             busy = [p for p in procs if p.task is not None]
             left = max(0.0, min(p.deadline for p in busy) - time.monotonic())
             ready = wait([p.conn for p in busy], timeout=left)
@@ -355,14 +358,13 @@ def run(cases_path: str, names: Iterable[str] | None = None, workers: int | None
                 if p.conn in ready:
                     try:
                         idx, res = p.conn.recv()
+                        p.task, p.fresh = None, False
                     except EOFError:  # the worker died (a segfault in a native library)
                         idx, res = p.task, asdict(Result(cases[p.task]["name"], cases[p.task]["op"], "CRASH",
                                                          detail=f"worker died (exit code {p.proc.exitcode})"))
                         p.stop(kill=True)
-                        procs[procs.index(p)] = q = _Proc(ctx, cases_path)
-                        p = q
+                        procs[procs.index(p)] = _Proc(ctx, cases_path)
                     results[idx] = Result(**res)
-                    p.task = None
                     if progress:
                         progress(results[idx])
                 elif time.monotonic() >= p.deadline:
