@@ -196,7 +196,13 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
         simplify: fold constants and shape chains with onnxslim first (recommended).
 
     The twin has the ONNX weights as parameters (trainable), runs on any device, and
-    takes any batch size. ``twin.onnx_info`` records the inputs, outputs and opset.
+    takes any batch size: on a batch it equals the ONNX model run on each sample. Where the
+    graph ties its shapes to the batch it was exported with (checked at import), the twin
+    raises :class:`ShapeError` for other batch sizes and ``twin.onnx_info.batch_flexible``
+    is False. ``twin.onnx_info`` records the inputs, outputs and opset.
+
+    Every op, attribute, tensor type or run-time value the importer cannot reproduce exactly
+    is refused with one :class:`UnsupportedOpError` that lists all of them.
     """
     proto = onnx_io.load_model(model)
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
