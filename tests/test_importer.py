@@ -182,7 +182,23 @@ def _tv_small(name):
     elif name == "maxvit":
         m = maxvit.MaxVit((32, 32), stem_channels=8, partition_size=2, block_channels=[8, 16], block_layers=[1, 1],
                           head_dim=4, stochastic_depth_prob=0.0, num_classes=10)
-    return graphs.randomize_bn(m)
+    with torch.no_grad():  # torchvision starts some weights at 0 (ViT's head): the outputs would be 0
+        for p in m.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.normal_(0, 0.2)
+    return _unit_outputs(graphs.randomize_bn(m), (1, 3, 32, 32))
+
+
+def _unit_outputs(m, shape):
+    """Scale the last Linear layer so that the logits have std 1: the error bound
+    max |twin - ort| <= 1e-4 * max(1, max |ref|) is then a relative one."""
+    last = [x for x in m.modules() if isinstance(x, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        std = float(m(torch.randn(4, *shape[1:], generator=torch.Generator().manual_seed(5))).std())
+        last.weight.div_(std)
+        if last.bias is not None:
+            last.bias.div_(std)
+    return m
 
 
 TV = ["convnext", "swin_v2", "vit", "efficientnet", "mobilenet_v3", "regnet", "densenet", "maxvit"]
