@@ -97,6 +97,10 @@ def run_one(name: str, exporter: str) -> dict:
             row.update(status="export failed", detail=f"{type(cause).__name__}: {_line(cause)}")
             return row
         row["export_s"] = round(time.perf_counter() - t0, 1)
+        import onnx
+
+        dim0 = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+        row["file_batch"] = "dynamic" if dim0.dim_param else "static"  # torch.export may fix it silently
         t0 = time.perf_counter()
         try:
             twin = onnx2snn.import_onnx(path)
