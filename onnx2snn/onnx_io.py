@@ -23,6 +23,7 @@ DISABLED_ORT_OPTIMIZERS = ["Pad_Fusion"]
 
 def load_model(model: "str | os.PathLike | onnx.ModelProto | bytes") -> onnx.ModelProto:
     """Return a checked ModelProto from a path, bytes or a ModelProto."""
+    checked = False
     if isinstance(model, onnx.ModelProto):
         proto = model
         where = "the given ModelProto"
@@ -38,6 +39,8 @@ def load_model(model: "str | os.PathLike | onnx.ModelProto | bytes") -> onnx.Mod
             data = f.read()
         proto = _parse(data, path)
         if _uses_external_data(proto):
+            _check(path, where)  # from the path: the checker reads the weights where they are (> 2 GB)
+            checked = True
             try:
                 onnx.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
             except Exception as e:  # noqa: BLE001 - reported with the file name
@@ -47,12 +50,17 @@ def load_model(model: "str | os.PathLike | onnx.ModelProto | bytes") -> onnx.Mod
             f"expected an ONNX file path, bytes or onnx.ModelProto, got {type(model).__name__}")
     if len(proto.graph.node) == 0 and len(proto.graph.output) == 0:
         raise InvalidModelError(f"{where}: not an ONNX model (the graph is empty)")
+    if not checked:
+        _check(proto, where)
+    return proto
+
+
+def _check(model: "str | onnx.ModelProto", where: str) -> None:
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InvalidModelError(f"{where}: the ONNX checker rejects the model: {msg}") from None
-    return proto
 
 
 def _parse(data: bytes, where: str) -> onnx.ModelProto:

@@ -119,7 +119,7 @@ def _scalar(graph_consts: dict[str, np.ndarray], name: str) -> float | None:
 def _gelu_fusions(graph: onnx.GraphProto, consumers, outputs, fused, absorbed) -> None:
     """Find GELU written out with Erf: 0.5 * x * (1 + erf(x / sqrt(2))), in the orders the
     torch exporters write it, and record it as one GELU (an activation analysis can name)."""
-    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if np.prod(t.dims) <= 1}
     for n in graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
@@ -206,7 +206,10 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     """
     proto = onnx_io.load_model(model)
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
-    original_bytes = proto.SerializeToString()
+    try:
+        original_bytes = proto.SerializeToString()
+    except Exception:  # noqa: BLE001 - over protobuf's 2 GB: the twin keeps the file's path only
+        original_bytes = b""
     fixed, shapes = onnx_io.fix_input_shapes(proto, input_shape, symbolic_batch=True)
     training = _training_mode(fixed.graph)  # before onnxslim, which drops such Dropouts as identities
     if training:
@@ -415,7 +418,7 @@ def _require_batch(twin: fx.GraphModule, batch0: int, why: str) -> None:
 
 def _training_mode(graph: onnx.GraphProto) -> dict[str, list[str]]:
     """Dropout / BatchNormalization nodes in training mode (or with a run-time mode flag)."""
-    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if np.prod(t.dims) <= 1}
     for n in graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
