@@ -2,10 +2,16 @@
 
 An :class:`ActivationObserver` sits on the input of one activation of the twin and keeps,
 per channel and for the whole layer, the exact max and a histogram of the positive part
-of its input (what the neuron will have to represent). The histogram range grows by
-powers of two as larger values arrive, merging neighbouring bins, so memory is
-``channels x bins`` whatever the number of samples, and percentiles are exact to one
-bin width (range / bins).
+of its input (what the neuron will have to represent). The histogram range is the
+smallest power of two above every value seen; it doubles as larger values arrive,
+merging neighbouring bins, so memory is ``channels x bins`` whatever the number of
+samples, and percentiles are exact to one bin width (range / bins).
+
+Because the range is a power of two strictly above the data and the bin count a power of
+two, a value's bin at any range is ``floor(value * 2^k)``: the counts do not depend on the
+order in which values arrive. Histograms of different shards of the data therefore merge
+exactly (:meth:`StreamingHistogram.merge_ranks`: agree on the largest range, regroup, add
+the counts), and N processes get the thresholds one process gets.
 """
 
 from __future__ import annotations
@@ -17,44 +23,66 @@ import torch
 import torch.fx as fx
 from tqdm.auto import tqdm
 
+from .. import distributed as dist
+from ..distributed import ALONE, Shard
+
+
+def _range_above(values: torch.Tensor) -> torch.Tensor:
+    """The smallest power of two strictly above each value (at least 2^-39)."""
+    v = values.clamp_min(1e-12)
+    return torch.pow(2.0, torch.floor(torch.log2(v)) + 1)
+
 
 class StreamingHistogram:
     """Histograms of non-negative values for ``C`` independent rows, growing ranges."""
 
     def __init__(self, channels: int, bins: int = 2048):
+        if bins < 2 or bins & (bins - 1):
+            raise ValueError(f"bins must be a power of two >= 2, got {bins}")
         self.bins = bins
         self.counts = torch.zeros(channels, bins, dtype=torch.float64)
         self.upper = torch.zeros(channels, dtype=torch.float64)  # 0 = not started
         self.max = torch.zeros(channels, dtype=torch.float64)
         self.total = torch.zeros(channels, dtype=torch.float64)
 
-    def _grow(self, needed: torch.Tensor) -> None:
+    def _regroup(self, new_upper: torch.Tensor) -> None:
+        """Widen the ranges to ``new_upper`` (powers of two, >= the current ones), adding
+        neighbouring bins together."""
         fresh = self.upper == 0
-        if fresh.any():
-            start = needed[fresh].clamp_min(1e-12)
-            self.upper[fresh] = torch.pow(2.0, torch.ceil(torch.log2(start)))
-        for c in torch.nonzero(needed > self.upper).flatten().tolist():
-            factor = 2 ** math.ceil(math.log2(float(needed[c] / self.upper[c])))
+        self.upper[fresh] = new_upper[fresh]
+        for c in torch.nonzero(new_upper > self.upper).flatten().tolist():
+            factor = int(round(float(new_upper[c] / self.upper[c])))
             row = self.counts[c]
+            merged = torch.zeros_like(row)
             if factor >= self.bins:
-                merged = torch.zeros_like(row)
                 merged[0] = row.sum()
             else:
-                merged = torch.zeros_like(row)
                 merged[: self.bins // factor] = row.view(self.bins // factor, factor).sum(1)
             self.counts[c] = merged
-            self.upper[c] *= factor
+            self.upper[c] = new_upper[c]
 
     def update(self, values: torch.Tensor) -> None:
         """``values``: [C, M] non-negative."""
         v = values.detach().to(torch.float64)
         cmax = v.amax(1)
         self.max = torch.maximum(self.max, cmax)
-        self._grow(torch.maximum(cmax, self.upper.clamp_min(0)))
+        self._regroup(torch.maximum(self.upper, _range_above(cmax)))
         idx = (v / self.upper[:, None] * self.bins).floor().clamp_(0, self.bins - 1).long()
         idx += torch.arange(v.shape[0]).unsqueeze(1) * self.bins
         self.counts += torch.bincount(idx.flatten(), minlength=self.counts.numel()).view_as(self.counts).double()
         self.total += v.shape[1]
+
+    def merge_ranks(self, shard: Shard) -> None:
+        """Combine the histograms of all ranks (each on its share of the data) in place, on
+        every rank: ranges agreed first (the largest), counts regrouped to them and summed.
+        Counts are integers: the sums are exact in any order."""
+        if not shard.active:
+            return
+        upper = dist.all_reduce(self.upper, "max", shard)
+        self._regroup(upper)
+        self.counts = dist.all_reduce(self.counts, "sum", shard)
+        self.total = dist.all_reduce(self.total, "sum", shard)
+        self.max = dist.all_reduce(self.max, "max", shard)
 
     def percentile(self, q: float) -> torch.Tensor:
         """Per-row ``q``-th percentile (0-100), linear inside the bin; never above max."""
@@ -80,6 +108,7 @@ class ActivationObserver:
         self.channel: StreamingHistogram | None = None
         self.layer = StreamingHistogram(1, bins)
         self.samples = 0
+        self.samples_per_rank = [0]
 
     def observe(self, x: torch.Tensor) -> None:
         x = x.detach().float().clamp_min(0)
@@ -92,6 +121,25 @@ class ActivationObserver:
         self.channel.update(per_channel)
         self.layer.update(per_channel.reshape(1, -1))
         self.samples += x.shape[0]
+
+    def merge_ranks(self, shard: Shard) -> None:
+        """Combine this observer over all ranks (exactly; see :class:`StreamingHistogram`).
+        A rank that saw no data takes the channel count from the others."""
+        if not shard.active:
+            return
+        counts = dist.all_gather((self.channel.counts.shape[0] if self.channel is not None else None,
+                                  self.samples), shard)
+        channels = {c for c, _ in counts if c is not None}
+        if len(channels) > 1:
+            raise RuntimeError(f"observer {self.name!r}: ranks saw {sorted(channels)} channels")
+        self.samples_per_rank = [n for _, n in counts]
+        self.samples = sum(self.samples_per_rank)
+        if not channels:
+            return
+        if self.channel is None:
+            self.channel = StreamingHistogram(channels.pop(), self.bins)
+        self.channel.merge_ranks(shard)
+        self.layer.merge_ranks(shard)
 
     def threshold(self, normalization: str = "channel", percentile: "float | str" = 99.99) -> torch.Tensor:
         """Per-channel thresholds (a [C] tensor; all equal for layer-wise)."""
@@ -109,7 +157,8 @@ class ActivationObserver:
         return theta.clamp_min(1e-6).float()
 
     def summary(self) -> dict:
-        out = {"samples": self.samples, "max": float(self.layer.max[0])}
+        out = {"samples": self.samples, "world_size": len(self.samples_per_rank),
+               "samples_per_rank": list(self.samples_per_rank), "max": float(self.layer.max[0])}
         for q in self.PERCENTILES:
             out[f"p{q:g}"] = float(self.layer.percentile(q)[0])
         return out
@@ -117,8 +166,11 @@ class ActivationObserver:
 
 def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Iterable[torch.Tensor],
                    bins: int = 2048, progress: bool = True, device: "torch.device | str | None" = None,
-                   total: int | None = None) -> dict[str, ActivationObserver]:
-    """Run sample batches through the twin, observing the input of each named node."""
+                   total: int | None = None, shard: Shard = ALONE) -> dict[str, ActivationObserver]:
+    """Run sample batches through the twin, observing the input of each named node.
+
+    With ``shard`` active, ``batches`` are this rank's share; the observers are merged over
+    the ranks at the end (every rank gets the same, exact, statistics)."""
     names = list(node_names)
     observers = {n: ActivationObserver(n, bins) for n in names}
     nodes = {n.name: n for n in twin.graph.nodes}
@@ -131,11 +183,15 @@ def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Ite
     dev = torch.device(device) if device is not None else next(twin.parameters()).device
     try:
         with torch.no_grad():
-            for xb in tqdm(batches, desc="calibrating", unit="batch", disable=not progress, total=total):
+            for xb in tqdm(batches, desc="calibrating", unit="batch", disable=not progress or shard.rank != 0,
+                           total=total):
                 twin(xb.to(dev))
     finally:
         for h in handles:
             h.remove()
+    for o in observers.values():
+        o.samples_per_rank = [o.samples]
+        o.merge_ranks(shard)
     if any(o.channel is None for o in observers.values()):
         from ..errors import DataError
         raise DataError("calibration saw no data: the calibration set is empty")
