@@ -31,7 +31,7 @@ class _Stop(Exception):
 def _channel_sums(out: torch.Tensor) -> tuple[torch.Tensor, int]:
     c = out.shape[1] if out.dim() > 1 else 1
     flat = out.detach().transpose(0, 1).reshape(c, -1) if out.dim() > 1 else out.detach().reshape(1, -1)
-    return flat.double().sum(1), flat.shape[1]
+    return flat.double().sum(1).cpu(), flat.shape[1]
 
 
 def _mean(per_batch: list[tuple[int, tuple]], shard: Shard) -> torch.Tensor:

@@ -207,18 +207,20 @@ class IFNeuron(SpikingModule):
             u = cumsum_time(u, out=u)
         else:
             u = cumsum_time(u, out=u, init=st["u"])
-        last_u = u[-1].clone() if self.carry else None
+        if self.carry:  # the state tensors live for the whole run: updated in place, no new allocations
+            if st is None:
+                st = self.state = {"u": u[-1].clone(), "n": torch.zeros_like(u[0])}
+            else:
+                st["u"].copy_(u[-1])
         u.floor_()  # F_t
         if self.signed:
             u.clamp_(min=0)
         # spikes of step t: d_t = clamp(F_t - n_{t-1}, -K or 0, K), n_t = n_{t-1} + d_t (integers
         # in float: exact, the same as clamping F_t to [n - K, n + K] and differencing)
-        n = st["n"].clone() if st is not None else torch.zeros_like(u[0])
+        n = st["n"] if st is not None else torch.zeros_like(u[0])
         k = self.levels
         for t in range(u.shape[0]):
             n.add_(u[t].sub_(n).clamp_(-k if self.signed else 0, k))
-        if self.carry:
-            self.state = {"u": last_u, "n": n}
         return u.mul_(th)
 
     def _counts_by_step(self, xs: torch.Tensor, th: torch.Tensor, v0: torch.Tensor, st) -> torch.Tensor:
@@ -227,8 +229,8 @@ class IFNeuron(SpikingModule):
         if st is None:
             acc = torch.div(xs[0], th).add_(v0)
             n = torch.zeros_like(acc)
-        else:
-            acc, n = st["u"].clone(), st["n"].clone()
+        else:  # carried state, updated in place
+            acc, n = st["u"], st["n"]
             acc.addcdiv_(xs[0], th)
         for t in range(xs.shape[0]):
             if t:
@@ -361,8 +363,12 @@ class SpikingMaxPool(SpikingModule):
         cum = cumsum_time(self._split(x), init=self.acc if carried else None)
         pooled = self._split(self.pool(cum.reshape(x.shape)))
         out = diff_time(pooled, init=self.prev if carried else None)
-        if self.carry:
-            self.acc, self.prev = cum[-1].clone(), pooled[-1].clone()
+        if self.carry:  # copied into the same state tensors chunk after chunk
+            if carried:
+                self.acc.copy_(cum[-1])
+                self.prev.copy_(pooled[-1])
+            else:
+                self.acc, self.prev = cum[-1].clone(), pooled[-1].clone()
         return out.reshape((-1,) + tuple(out.shape[2:]))
 
 
