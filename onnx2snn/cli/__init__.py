@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # command modules, in the order --help lists them
-COMMANDS = ("inspect", "convert", "verify", "demo", "zoo")
+COMMANDS = ("inspect", "convert", "verify", "export", "demo", "zoo")
 _MODULES = {"inspect": "inspection"}
 
 

@@ -96,9 +96,13 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     t0 = time.time()
     if isinstance(snn, (str, os.PathLike)):
         snn = load(snn)
-    if not isinstance(snn, SpikingNetwork):
-        raise Onnx2SnnError(f"verify needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load), got "
-                            f"{type(snn).__name__}")
+    # a network read back from NIR (onnx2snn.import_nir) runs the same interface; its layers
+    # are NIR nodes, so the per-layer measurements (hooks on the twin's modules) are skipped
+    nir_net = not isinstance(snn, SpikingNetwork) and callable(getattr(snn, "run_timesteps", None)) and \
+        bool(getattr(snn, "config", {}).get("nir"))
+    if not isinstance(snn, SpikingNetwork) and not nir_net:
+        raise Onnx2SnnError(f"verify needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load) or a "
+                            f"network from onnx2snn.import_nir, got {type(snn).__name__}")
     if task not in TASKS:
         raise Onnx2SnnError(f"task must be one of {TASKS}, not {task!r}")
     ts = _timesteps(timesteps)
@@ -135,7 +139,7 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
         if total is not None:
             total = len(shard.batches(total))
         batches = (b for k, b in enumerate(batches) if shard.owns(k))
-    monitor = LayerMonitor(snn, ts) if layers else None
+    monitor = LayerMonitor(snn, ts) if layers and not nir_net else None
     twin_l2 = RelativeL2()
     kept: list[tuple[int, dict]] = []
     summaries: list[tuple[int, dict]] = []  # what each batch adds to the metrics, by batch index
