@@ -225,6 +225,30 @@ def child(task: str, args: dict) -> dict:
         t0 = time.perf_counter()
         build_spiking(twin, {k: v for k, v in snn.thresholds.items()}, dict(snn.config))
         return {"import_s": t_import, "rewrite_s": time.perf_counter() - t0, "neurons": len(snn.neurons())}
+    if task == "distributed":  # alone or under torchrun: calibration + verify, rank 0 saves
+        from onnx2snn import distributed as dist
+
+        n, bs = args["images"], args["calib_batch"]
+
+        def batches(seed):
+            g = torch.Generator().manual_seed(seed)
+            for i in range(0, n, bs):
+                yield torch.rand(min(bs, n - i), 3, size, size, generator=g)
+
+        t0 = time.perf_counter()
+        twin = onnx2snn.import_onnx(path)
+        snn = onnx2snn.convert(twin, batches(1), timesteps=4, progress=False)
+        t_cal = time.perf_counter() - t0
+        x = torch.cat(list(batches(2)))[: args["verify_images"]]
+        t0 = time.perf_counter()
+        report = onnx2snn.verify(snn, data=x, timesteps=[1, 2, 4], batch_size=4, progress=False)
+        t_ver = time.perf_counter() - t0
+        shard = dist.current()
+        if shard.rank == 0:
+            torch.save({"thresholds": snn.thresholds, "metrics": report.metrics, "layers": report.layers},
+                       args["out"])
+        return {"world_size": shard.world, "calibration_s": t_cal, "verify_s": t_ver,
+                "samples_per_rank": report.config["samples_per_rank"]}
     twin, snn = _load(path, name)
     B = args["batch"]
     x = torch.rand(B, 3, size, size, generator=torch.Generator().manual_seed(2))
@@ -261,6 +285,50 @@ def child(task: str, args: dict) -> dict:
     raise ValueError(task)
 
 
+def _max_rel_diff(a, b) -> float:
+    """Largest relative difference between the numbers of two nested structures."""
+    if isinstance(a, dict):
+        return max([_max_rel_diff(a[k], b[k]) for k in a] or [0.0])
+    if isinstance(a, (list, tuple)):
+        return max([_max_rel_diff(x, y) for x, y in zip(a, b)] or [0.0])
+    if isinstance(a, (int, float)) and not isinstance(a, bool):
+        return abs(a - b) / max(abs(a), abs(b), 1e-300) if a != b else 0.0
+    return 0.0 if a == b else float("inf")
+
+
+def run_distributed(base: dict, a, tmp: str) -> dict:
+    """The same calibration + verify alone and under torchrun (2 processes x 1 thread):
+    thresholds, metrics and per-layer numbers compared, times side by side. Alone it runs
+    with 1 thread (the same arithmetic as each rank) and with 2 (the same cores)."""
+    import torch
+
+    out = {}
+    runs = (("alone, 2 threads", 1, 2), ("alone, 1 thread", 1, 1), ("2 processes", 2, 1))
+    for label, nproc, threads in runs:
+        args = dict(base, images=a.dist_images, calib_batch=16, verify_images=a.dist_verify, out=os.path.join(
+            tmp, f"dist{nproc}_{threads}.pt"))
+        pre = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        cmd = [sys.executable] + pre + [os.path.abspath(__file__), "--child", "distributed", json.dumps(args)]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        lines = [ln for ln in r.stdout.splitlines() if "RESULT " in ln]
+        out[label] = json.loads(lines[0].split("RESULT ", 1)[1]) if lines else {"error": r.stderr[-600:]}
+    try:
+        two = torch.load(os.path.join(tmp, "dist2_1.pt"), weights_only=False)
+        for label, key in (("alone, 1 thread", "dist1_1.pt"), ("alone, 2 threads", "dist1_2.pt")):
+            one = torch.load(os.path.join(tmp, key), weights_only=False)
+            out[label].update({
+                "thresholds_max_abs_diff": max(float((one["thresholds"][k] - two["thresholds"][k]).abs().max())
+                                               for k in one["thresholds"]),
+                "metrics_equal": one["metrics"] == two["metrics"], "layers_equal": one["layers"] == two["layers"],
+                "metrics_max_rel_diff": _max_rel_diff(one["metrics"], two["metrics"]),
+                "layers_max_rel_diff": _max_rel_diff(one["layers"], two["layers"])})
+        out["metrics"] = {str(t): v for t, v in two["metrics"]["snn"].items()}
+    except (OSError, KeyError) as e:
+        out["error"] = str(e)
+    return out
+
+
 def run_child(task: str, args: dict, pythonpath: str | None) -> dict:
     env = dict(os.environ)
     if pythonpath:
@@ -277,7 +345,9 @@ def run_child(task: str, args: dict, pythonpath: str | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--only", choices=["calibration", "conversion", "speed", "memory"], nargs="*")
+    ap.add_argument("--only", choices=["calibration", "conversion", "speed", "memory", "distributed"], nargs="*")
+    ap.add_argument("--dist-images", type=int, default=128, help="calibration images, 1 vs 2 processes")
+    ap.add_argument("--dist-verify", type=int, default=16, help="verify images, 1 vs 2 processes")
     ap.add_argument("--images", type=int, default=1000, help="calibration images")
     ap.add_argument("--calib-batch", type=int, default=32)
     ap.add_argument("--timesteps", default="8,32,128", help="T of the speed comparison")
@@ -296,7 +366,7 @@ def main() -> None:
     from onnx2snn.table import format_table
 
     names = [m for m in a.models.split(",") if m]
-    tasks = a.only or ["calibration", "conversion", "speed", "memory"]
+    tasks = a.only or ["calibration", "conversion", "speed", "memory", "distributed"]
     record = {"settings": vars(a), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "models": {}}
     t_start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -318,6 +388,9 @@ def main() -> None:
                     reps = a.repeats if T <= 32 else min(a.repeats, 3)
                     res["speed"].append(run_child("speed", dict(base, T=T, batch=a.batch, repeats=reps), a.pythonpath))
                     print(name, "speed", res["speed"][-1], flush=True)
+            if "distributed" in tasks:
+                res["distributed"] = run_distributed(base, a, tmp)
+                print(name, "distributed", res["distributed"], flush=True)
             if "memory" in tasks:
                 res["memory"] = []
                 one_shot = a.one_shot_up_to if name != "yolov8n" else min(16, a.one_shot_up_to)
@@ -357,6 +430,21 @@ def main() -> None:
     if rows:
         print(format_table(["model", "T", "B", "run", "chunk", "peak MiB (above before)", "process peak MiB", "s", ""],
                            rows))
+    rows = []
+    for name, res in record["models"].items():
+        d = res.get("distributed") or {}
+        two = d.get("2 processes", {})
+        for label in ("alone, 1 thread", "alone, 2 threads"):
+            one = d.get(label)
+            if one:
+                rows.append([name, label, f(one.get("calibration_s"), 1), f(two.get("calibration_s"), 1),
+                             f(one.get("verify_s"), 1), f(two.get("verify_s"), 1), one.get("thresholds_max_abs_diff", "-"),
+                             one.get("metrics_equal", "-"), f"{one.get('layers_max_rel_diff', float('nan')):.1e}",
+                             two.get("samples_per_rank", "-")])
+    if rows:
+        print(format_table(["model", "1 process", "convert s (1)", "convert s (2 procs)", "verify s (1)", "verify s (2)",
+                            "max |threshold diff|", "metrics equal", "per-layer max rel. diff",
+                            "verify samples per rank"], rows))
     print(f"\nwrote {a.json} ({record['seconds']} s; load average {record['load_avg_start']} -> "
           f"{record['load_avg_end']})")
 
