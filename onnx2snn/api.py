@@ -18,7 +18,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             percentile: "float | str" = 99.99, example_input: torch.Tensor | None = None, input_shape=None,
             replace_activations: Mapping[str, str] | None = None, encoding: str = "direct",
             v_init: float = 0.5, signed_relu: bool = True, signed_ibt: bool = True, levels: int = 1, batch_size: int = 64, calibration_limit: int | None = None,
-            preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None) -> SpikingNetwork:
+            preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None,
+            distributed: "bool | None" = None) -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
     Args:
@@ -46,6 +47,9 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             step (1 = ordinary binary spikes).
         calibrate_timesteps: after converting, correct each neuron's per-channel bias and
             initial potential for this T on ``calibration_data`` (:func:`onnx2snn.calibrate`).
+        distributed: under ``torchrun`` (default None: when it started this process) or with
+            True, each rank observes its share of the calibration batches and the statistics are
+            merged exactly: every rank builds the SNN one process builds.
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.
@@ -64,7 +68,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
     else:
         thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
-                                                 calibration_limit, preprocess, progress)
+                                                 calibration_limit, preprocess, progress, distributed=distributed)
     config = {"timesteps": int(timesteps), "normalization": normalization, "percentile": percentile,
               "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
               "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": int(levels), "seed": seed}
@@ -72,7 +76,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     snn.calibration_stats = stats
     if calibrate_timesteps:
         calibrate(snn, calibration_data, timesteps=calibrate_timesteps, batch_size=batch_size,
-                  limit=calibration_limit or 512, preprocess=preprocess, progress=progress)
+                  limit=calibration_limit or 512, preprocess=preprocess, progress=progress, distributed=distributed)
     return snn
 
 

@@ -45,11 +45,17 @@ def dataset_length(data: Any) -> int | None:
 
 
 def iter_batches(data: Any, batch_size: int = 64, preprocess=None, limit: int | None = None,
-                 with_labels: bool = False) -> Iterator:
+                 with_labels: bool = False, shard=None) -> Iterator:
     """Yield float32 input batches (or ``(x, y)`` when ``with_labels``) from ``data``.
 
     ``limit`` caps the number of samples. Labels are None where the data has none.
+    ``shard`` (an :class:`onnx2snn.distributed.Shard`): only the batches of this rank
+    (batch k of the one-process stream when ``k % world == rank``); tensors, arrays and
+    datasets are cut without reading the other ranks' samples.
     """
+    if shard is not None and shard.active:
+        yield from _sharded(data, batch_size, preprocess, limit, with_labels, shard)
+        return
     seen = 0
     if isinstance(data, (str, os.PathLike)):
         data = _open_path(Path(data), preprocess)
@@ -100,6 +106,25 @@ def iter_batches(data: Any, batch_size: int = 64, preprocess=None, limit: int | 
             break
     if not any_batch:
         raise DataError("data: empty (the iterable yielded no batches)")
+
+
+def _sharded(data, batch_size, preprocess, limit, with_labels, shard) -> Iterator:
+    """This rank's batches; a map-style dataset (image folders too) loads only its own samples."""
+    if isinstance(data, (str, os.PathLike)):
+        data = _open_path(Path(data), preprocess)
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        n = len(data) if limit is None else min(limit, len(data))
+        if n == 0:
+            raise DataError("data: empty (no samples)")
+        mine = [list(range(i, min(n, i + batch_size))) for k, i in enumerate(range(0, n, batch_size))
+                if shard.owns(k)]
+        if mine:
+            yield from iter_batches(torch.utils.data.DataLoader(data, batch_sampler=mine), batch_size,
+                                    with_labels=with_labels)
+        return
+    for k, b in enumerate(iter_batches(data, batch_size, preprocess, limit, with_labels)):
+        if shard.owns(k):
+            yield b
 
 
 def _open_path(path: Path, preprocess):

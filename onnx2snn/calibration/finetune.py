@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed as dist
+from ..distributed import Shard, init as init_distributed
 from ..errors import DataError, NonSpikingActivationError, Onnx2SnnError
 from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
@@ -205,7 +207,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
              example_input: torch.Tensor | None = None, input_shape=None,
              replace_activations: Mapping[str, str] | None = None, percentile: "float | str" = 99.99,
              calibration_limit: int = 2048, weight_decay: float = 0.0, grad_clip: float | None = 10.0,
-             preprocess=None) -> fx.GraphModule:
+             preprocess=None, distributed: "bool | None" = None) -> fx.GraphModule:
     """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost.
 
     Args:
@@ -223,6 +225,14 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
             as convert does); default: the first ``calibration_limit`` training inputs.
         replace_activations: e.g. ``{"SiLU": "ReLU"}``, applied before fine-tuning
             (recorded on the twin so that convert and load repeat it).
+
+    Many processes (``torchrun``, or ``distributed=True``): the twin is wrapped in
+    DistributedDataParallel, every rank draws the same seeded batches and takes its share
+    of each (batch ``batch_size`` is split over the ranks), and each rank's loss is weighted
+    by its share, so that an update equals the one-process update on the whole batch for a
+    loss that is a mean over samples. What differs from one process: the training noise
+    (each rank draws its own, seeded ``seed + 1 + rank``) and the rounding of the gradient
+    sums. Every rank returns the same twin.
 
     Returns the fine-tuned twin (eval mode) with its original activations,
     ``learned_thresholds`` (activation target -> [C] theta) and ``finetune_info``.
@@ -253,11 +263,13 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     thresholds, _ = calibrate_thresholds(twin, calib, "channel" if per_channel else "layer", percentile,
                                          batch_size=max(batch_size, 64), preprocess=preprocess, progress=False,
                                          limit=calibration_limit if calibration_data is not None else None)
-    noise_gen = torch.Generator().manual_seed(seed + 1)
+    shard = init_distributed(distributed, dev)
+    noise_gen = torch.Generator().manual_seed(seed + 1 + shard.rank)
     neurons = insert_quantized(twin, {t: thresholds[t] for t in targets}, timesteps, noise, noise_scale,
                                per_channel, generator=noise_gen)
 
     params = [p for p in twin.parameters() if p.requires_grad]
+    model = _data_parallel(twin, dev, shard)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     shuffle_gen = torch.Generator().manual_seed(seed)
     history, t0 = [], time.time()
@@ -272,11 +284,19 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
         for epoch in range(epochs):
             total, count = 0.0, 0
             bar = tqdm(_epoch_batches(train_data, epoch, batch_size, shuffle_gen), total=steps_per_epoch,
-                       desc=f"finetune T={timesteps} {epoch + 1}/{epochs}", unit="batch", disable=not progress)
+                       desc=f"finetune T={timesteps} {epoch + 1}/{epochs}", unit="batch",
+                       disable=not progress or shard.rank != 0)
             for xb, yb in bar:
-                out = twin(xb.to(dev))
+                n_batch = len(xb)
+                xb, yb, weight = _my_share(xb, yb, shard)
+                out = model(xb.to(dev))
                 value = _scalar_loss(loss_fn(out, _to(yb, dev)))
-                if not torch.isfinite(value):
+                local = float(value.detach()) * len(xb) * (weight > 0)
+                value = value * weight if shard.active else value
+                finite = bool(torch.isfinite(value))
+                if shard.active:  # every rank stops together
+                    finite = bool(dist.all_reduce(torch.tensor(float(finite)), "min", shard) > 0)
+                if not finite:
                     raise Onnx2SnnError(f"the loss became {float(value)} in epoch {epoch + 1}: lower lr")
                 opt.zero_grad(set_to_none=True)
                 value.backward()
@@ -285,9 +305,11 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                 opt.step()
                 if sched is not None:
                     sched.step()
-                total += float(value.detach()) * len(xb)
-                count += len(xb)
+                total += local if shard.active else float(value.detach()) * len(xb)
+                count += n_batch
                 bar.set_postfix(loss=f"{float(value.detach()):.4f}")
+            if shard.active:
+                total = float(dist.all_reduce(torch.tensor(total, dtype=torch.float64), "sum", shard))
             if count == 0:
                 raise DataError("training data: empty (no batches)")
             history.append({"epoch": epoch + 1, "loss": total / count, "time_s": round(time.time() - t0, 2)})
@@ -297,10 +319,44 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     twin.learned_thresholds = restore_activations(twin, neurons)
     twin.finetune_info = {"timesteps": int(timesteps), "epochs": int(epochs), "noise": noise,
                           "noise_scale": float(noise_scale), "per_channel": bool(per_channel), "lr": lr,
-                          "seed": seed, "history": history, "seconds": round(time.time() - t0, 2)}
+                          "seed": seed, "history": history, "seconds": round(time.time() - t0, 2),
+                          "world_size": shard.world}
     for p in twin.parameters():
         p.requires_grad_(True)
     return twin.eval()
+
+
+def _data_parallel(twin: nn.Module, dev: torch.device, shard: Shard) -> nn.Module:
+    """The twin wrapped in DistributedDataParallel when running on several ranks."""
+    if not shard.active:
+        return twin
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else None
+    # static graph: the same parameters take part in every step (unused ones are found once)
+    return DistributedDataParallel(twin, device_ids=ids, static_graph=True)
+
+
+def _my_share(xb: torch.Tensor, yb: Any, shard: Shard) -> tuple[torch.Tensor, Any, float]:
+    """This rank's part of a batch (the batch split in ``world`` contiguous parts) and the
+    weight of its loss, ``world * part / batch``: DDP averages the ranks' gradients, so the
+    update is that of the whole batch's mean loss. A rank left with no sample (a batch
+    smaller than the world) computes the first sample with weight 0."""
+    if not shard.active:
+        return xb, yb, 1.0
+    n = len(xb)
+    lo, hi = n * shard.rank // shard.world, n * (shard.rank + 1) // shard.world
+    weight = shard.world * (hi - lo) / n
+    if hi == lo:
+        lo, hi = 0, 1
+    if isinstance(yb, torch.Tensor) and yb.dim() > 0 and len(yb) == n:
+        y = yb[lo:hi]
+    elif isinstance(yb, (list, tuple)) and len(yb) == n:
+        y = type(yb)(yb[lo:hi]) if isinstance(yb, list) else tuple(yb[lo:hi])
+    else:
+        raise DataError(f"cannot split the targets of a batch of {n} over {shard.world} processes: targets must "
+                        f"be a tensor or a list with one entry per sample, got {type(yb).__name__}")
+    return xb[lo:hi], y, weight
 
 
 def _steps(data: Any, batch_size: int) -> int | None:

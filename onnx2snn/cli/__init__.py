@@ -37,6 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     except Onnx2SnnError as e:
         print(f"onnx2snn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun the commands join a process group; leave it cleanly at the end."""
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 __all__ = ["main", "build_parser", "COMMANDS"]

@@ -38,6 +38,10 @@ def run(args) -> int:
                   input_shape=args.input_shape, replace_activations=replace, encoding=args.encoding,
                   calibration_limit=args.limit, progress=not args.quiet, signed_relu=not args.no_signed,
                   signed_ibt=not args.no_signed, levels=args.levels)
+    from ..distributed import is_main
+
+    if not is_main():  # under torchrun: every rank calibrated its share, rank 0 writes
+        return 0
     if args.fold:
         from ..snn.fold import fold_thresholds
         snn = fold_thresholds(snn)

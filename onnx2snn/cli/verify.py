@@ -50,6 +50,10 @@ def run(args) -> int:
                     postprocess=args.postprocess, annotations=args.annotations, batch_size=args.batch_size,
                     limit=args.limit, preprocess=pre, layers=not args.no_layers, tolerance=args.tolerance,
                     progress=not args.quiet)
+    from ..distributed import is_main
+
+    if not is_main():  # under torchrun: every rank ran its share, rank 0 writes the report
+        return 0
     os.makedirs(args.out, exist_ok=True)
     md = report.table()
     with open(os.path.join(args.out, "report.md"), "w") as f:

@@ -14,6 +14,8 @@ from tqdm.auto import tqdm
 
 from ..snn.network import SpikingNetwork
 from ..snn.serialize import load
+from .. import distributed as dist
+from ..distributed import init as init_distributed
 from ..errors import DataError, Onnx2SnnError
 from .data import classification_batches, detection_batches
 from .metrics import Classification, Detection, RelativeL2, resolve_postprocess
@@ -59,7 +61,8 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
            timesteps: Sequence[int] = DEFAULT_TIMESTEPS, task: str = "classification", postprocess=None,
            annotations: Any = None, batch_size: int = 32, limit: int | None = None, preprocess=None,
            category_ids: Sequence[int] | None = None, layers: bool = True, tolerance: float | None = None,
-           progress: bool = True, return_outputs: bool = False, seed: int = 0) -> VerifyReport:
+           progress: bool = True, return_outputs: bool = False, seed: int = 0,
+           distributed: "bool | None" = None) -> VerifyReport:
     """Measure how close a spiking network stays to its source ONNX model, vs timesteps.
 
     Args:
@@ -85,6 +88,10 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
             forward per batch).
         tolerance: what the summary calls a match (accuracy: absolute, mAP: relative).
         return_outputs: keep every output in ``report.outputs`` (reference and each T).
+        distributed: under ``torchrun`` (default None: when it started this process) or with
+            True, batch k is run by rank ``k % world_size`` (no sample twice, no padding); what
+            each batch adds to the metrics is gathered and added in batch order, so every rank
+            returns the report one process gets (plus ``world_size`` and the samples per rank).
     """
     t0 = time.time()
     if isinstance(snn, (str, os.PathLike)):
@@ -127,32 +134,46 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
                             "undefined. Check that annotations= belongs to these images.")
         ref_metric = Detection(pp, has_reference=False)
         snn_metric = {t: Detection(pp, has_reference=True) for t in ts}
+    shard = init_distributed(distributed, device)
+    if shard.active:
+        if total is not None:
+            total = len(shard.batches(total))
+        batches = (b for k, b in enumerate(batches) if shard.owns(k))
     monitor = LayerMonitor(snn, ts) if layers and not nir_net else None
     twin_l2 = RelativeL2()
-    kept: dict[Any, list[list[torch.Tensor]]] = {}
+    kept: list[tuple[int, dict]] = []
+    summaries: list[tuple[int, dict]] = []  # what each batch adds to the metrics, by batch index
     n = 0
     hooks = monitor.attached() if monitor else contextlib.nullcontext()
     with torch.no_grad(), hooks:
-        for k, (xb, extra) in enumerate(tqdm(batches, total=total, desc="verify", unit="batch",
-                                             disable=not progress)):
+        for j, (xb, extra) in enumerate(tqdm(batches, total=total, desc="verify", unit="batch",
+                                             disable=not progress or shard.rank != 0)):
+            k = shard.rank + j * shard.world  # the batch's index in the one-process stream
             ref.check_input(xb, input_shape)
             ref_out = [torch.from_numpy(a) for a in ref.run(xb)]
             x = xb.to(device)
             if monitor:
                 twin_out = [o.float().cpu() for o in _as_list(snn.ann(x))]
             outs = [[o.float().cpu() for o in _as_list(o_t)] for o_t in snn.run_timesteps(x, checkpoints=ts)]
-            if k == 0:
+            if j == 0:
                 ref.check_outputs(ref_out, outs[0])
-            ref_metric.update(ref_out, None, extra)
-            for t, o in zip(ts, outs):
-                snn_metric[t].update(o, ref_out, extra)
+            summaries.append((k, {"ref": ref_metric.summarize(ref_out, None, extra),
+                                  "snn": [snn_metric[t].summarize(o, ref_out, extra) for t, o in zip(ts, outs)],
+                                  "twin": RelativeL2.terms(twin_out, ref_out) if monitor else [], "n": len(xb)}))
             if monitor:
-                twin_l2.update(twin_out, ref_out)
-                monitor.batch_done(len(xb))
+                monitor.batch_done(len(xb), k)
             if return_outputs:
-                for key, o in [("reference", ref_out)] + list(zip(ts, outs)):
-                    kept.setdefault(key, []).append(o)
+                kept.append((k, {key: o for key, o in [("reference", ref_out)] + list(zip(ts, outs))}))
             n += len(xb)
+    samples_per_rank = dist.all_gather(n, shard)
+    if monitor:
+        monitor.merge_ranks(shard)
+    for b in dist.gather_batches(summaries, shard):  # in batch order, on every rank
+        ref_metric.add(b["ref"])
+        for t, part in zip(ts, b["snn"]):
+            snn_metric[t].add(part)
+        twin_l2.add(b["twin"])
+    n = sum(samples_per_rank)
     if n == 0:
         raise DataError("data: empty (no samples)")
 
@@ -166,10 +187,12 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     config = {"task": task, "timesteps": ts, "batch_size": int(batch_size), "limit": limit, "device": str(device),
               "seed": seed, "data": _describe(data), "postprocess": post_desc,
               "preprocess": preprocess.to_dict() if preprocess is not None and hasattr(preprocess, "to_dict") else None,
-              "snn": dict(snn.config), "neurons": len(snn.neurons()), "one_run_per_batch": True}
+              "snn": dict(snn.config), "neurons": len(snn.neurons()), "one_run_per_batch": True,
+              "world_size": shard.world, "samples_per_rank": samples_per_rank}
     outputs = None
     if return_outputs:
-        outputs = {key: [torch.cat(parts) for parts in zip(*chunks)] for key, chunks in kept.items()}
+        per_batch = dist.gather_batches(kept, shard)
+        outputs = {key: [torch.cat(parts) for parts in zip(*[b[key] for b in per_batch])] for key in per_batch[0]}
     return VerifyReport(task=task, timesteps=ts, n_samples=n, metrics=metrics, reference=ref_info, config=config,
                         layers=monitor.results() if monitor else None, seconds=round(time.time() - t0, 2),
                         tolerance=tolerance, outputs=outputs)
