@@ -197,9 +197,9 @@ def test_errors_name_the_problem(cls, tmp_path):
         onnx2snn.verify(snn, None, data=(nan, y), **kw)
     with pytest.raises(onnx2snn.DataError, match="needs data"):
         onnx2snn.verify(snn, None, **kw)
-    with pytest.raises(onnx2snn.Onnx2SnnError, match="task must be"):
+    with pytest.raises(onnx2snn.Onnx2SnnError, match="task='segmentation' is not valid"):
         onnx2snn.verify(snn, None, data=x, task="segmentation", **kw)
-    with pytest.raises(onnx2snn.Onnx2SnnError, match="positive integers"):
+    with pytest.raises(onnx2snn.Onnx2SnnError, match=r"timesteps=\[0, 4\] is not valid"):
         onnx2snn.verify(snn, None, data=x, timesteps=[0, 4], progress=False)
     with pytest.raises(onnx2snn.Onnx2SnnError, match="needs postprocess"):
         onnx2snn.verify(snn, None, data=x, task="detection", **kw)

@@ -3,21 +3,58 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.fx as fx
 
-from ..errors import DataError, Onnx2SnnError
+from .. import checks
+from ..errors import ConfigError, DataError, Onnx2SnnError
 from ..graph.analysis import analyze
-from .data import dataset_length, iter_batches
+from .data import check_fits, check_preprocess, default_preprocess, iter_batches, peek, progress_samples, sample_count
 from .observers import calibrate_twin
+
+NORMALIZATIONS = ("channel", "layer")
+
+
+def resolve_preprocess(data: Any, preprocess, input_shapes) -> Any:
+    """The preprocessing for ``data``: the given spec, or for an image folder / COCO json
+    the default one (resize to the model's input size, pixels in [0, 1])."""
+    check_preprocess(preprocess)
+    if preprocess is None and isinstance(data, (str, os.PathLike)):
+        p = Path(data)
+        if p.is_dir() or p.suffix == ".json":
+            preprocess = default_preprocess(input_shapes)
+    return preprocess
+
+
+def sample_batches(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, preprocess,
+                   where: str = "calibration data"):
+    """Input batches of ``data`` checked against the twin's input shape on the first batch
+    (before any long work), and the number of samples when known."""
+    shapes = getattr(getattr(twin, "onnx_info", None), "input_shapes", {}) or {}
+    preprocess = resolve_preprocess(data, preprocess, shapes)
+    total = sample_count(data, limit, preprocess)
+    first, batches = peek(iter_batches(data, batch_size, preprocess=preprocess, limit=limit))
+    check_fits(first, shapes, where)
+    return batches, total
 
 
 def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
                          percentile: "float | str" = 99.99, batch_size: int = 64, limit: int | None = None,
                          preprocess=None, progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
-    """Per-channel thresholds for every activation in the spiking core, from sample data."""
+    """Per-channel thresholds for every activation in the spiking core, from sample data.
+
+    Returns (activation module target -> [C] theta, target -> statistics summary)."""
+    if not isinstance(twin, fx.GraphModule):
+        raise ConfigError(f"calibrate_thresholds needs a twin from onnx2snn.import_onnx, got {type(twin).__name__}",
+                          "twin")
+    normalization = checks.choice("normalization", normalization, NORMALIZATIONS)
+    percentile = checks.percentile(percentile)
+    batch_size = checks.integer("batch_size", batch_size, 1)
+    limit = checks.optional_integer("limit", limit, 1)
+    progress = checks.boolean("progress", progress)
     analysis = analyze(twin)
     nodes = {n.name: n for n in twin.graph.nodes}
     names = [a.name for a in analysis.activations() if a.part == "core"]
@@ -25,13 +62,11 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
         raise Onnx2SnnError("the model has no activations in its spiking part: nothing to convert")
     if data is None:
         raise DataError("calibration data is required (sample inputs: a tensor, DataLoader, .npz or image folder)")
-    n = dataset_length(data) if not isinstance(data, (str, os.PathLike)) else None
-    total = None if n is None else (-(-n // batch_size) if isinstance(data, torch.Tensor) else n)
-    obs = calibrate_twin(twin, names, iter_batches(data, batch_size, preprocess=preprocess, limit=limit),
-                         progress=progress, total=total)
+    batches, total = sample_batches(twin, data, batch_size, limit, preprocess)
+    obs = calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress), progress=False)
     thresholds = {nodes[k].target: o.threshold(normalization, percentile) for k, o in obs.items()}
     stats = {nodes[k].target: o.summary() for k, o in obs.items()}
     return thresholds, stats
 
 
-__all__ = ["calibrate_thresholds"]
+__all__ = ["calibrate_thresholds", "sample_batches", "resolve_preprocess"]

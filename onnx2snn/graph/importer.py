@@ -20,7 +20,7 @@ import onnx
 import torch
 import torch.fx as fx
 
-from .. import onnx_io
+from .. import checks, onnx_io
 from ..errors import InvalidModelError, ShapeError, UnsupportedOpError
 from .builder import ConversionFailure, GraphBuilder, NodeContext, parse_attrs
 from .registry import lookup
@@ -128,6 +128,8 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     The twin has the ONNX weights as parameters (trainable), runs on any device, and
     takes any batch size. ``twin.onnx_info`` records the inputs, outputs and opset.
     """
+    input_shape = checks.shape("input_shape", input_shape)
+    simplify = checks.boolean("simplify", simplify)
     proto = onnx_io.load_model(model)
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
     original_bytes = proto.SerializeToString()

@@ -16,7 +16,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from .. import checks
 from ..errors import NonSpikingActivationError, Onnx2SnnError
+from . import guard
 from ..graph.analysis import analyze
 from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule, cumsum_time
 from .partition import extract
@@ -97,16 +99,16 @@ class SpikingNetwork(nn.Module):
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def forward(self, *inputs: torch.Tensor, timesteps: int | None = None):
-        T = int(timesteps or self.timesteps)
+        T = self.timesteps if timesteps is None else checks.integer("timesteps", timesteps, 1)
         return self.run_timesteps(*inputs, checkpoints=[T])[0]
 
     def run_timesteps(self, *inputs: torch.Tensor, checkpoints: Sequence[int]):
         """Outputs at each T in ``checkpoints`` from one run to the largest T: the
         running average of the core's outputs is read at each checkpoint."""
-        cps = sorted(set(int(t) for t in checkpoints))
-        if not cps or cps[0] < 1:
-            raise ValueError(f"timesteps must be >= 1, got {list(checkpoints)}")
+        cps = checks.timesteps_list(checkpoints, "checkpoints")
         T = cps[-1]
+        guard.check_inputs(self, inputs)
+        guard.check_memory(self, T, inputs[0].shape[0], inputs[0].device)
         self._set_time(T, step_mode=False)
         for m in self.spiking_modules().values():
             m.reset()
@@ -129,6 +131,7 @@ class SpikingNetwork(nn.Module):
 
     def step(self, *inputs: torch.Tensor):
         """One timestep of streaming input; returns the average output so far."""
+        guard.check_inputs(self, inputs)
         self._set_time(1, step_mode=True)
         st = self._step_state
         if st is None:

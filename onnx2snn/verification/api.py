@@ -4,17 +4,20 @@ sweep from one run per batch, with per-layer error, firing rates, SynOps and ene
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
+import warnings
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..snn.network import SpikingNetwork
 from ..snn.serialize import load
-from ..errors import DataError, Onnx2SnnError
+from .. import checks
+from ..calibration.data import check_preprocess, progress_samples
+from ..calibration.thresholds import resolve_preprocess
+from ..errors import ConfigError, DataError, Onnx2SnnWarning
+from ..snn import guard
 from .data import classification_batches, detection_batches
 from .metrics import Classification, Detection, RelativeL2, resolve_postprocess
 from .monitor import LayerMonitor
@@ -33,16 +36,6 @@ def _device(snn: SpikingNetwork) -> torch.device:
     for t in list(snn.parameters()) + list(snn.buffers()):
         return t.device
     return torch.device("cpu")
-
-
-def _timesteps(timesteps) -> list[int]:
-    try:
-        ts = sorted(set(int(t) for t in ([timesteps] if isinstance(timesteps, int) else timesteps)))
-    except (TypeError, ValueError):
-        raise Onnx2SnnError(f"timesteps must be a list of positive integers, got {timesteps!r}") from None
-    if not ts or ts[0] < 1:
-        raise Onnx2SnnError(f"timesteps must be a list of positive integers, got {timesteps!r}")
-    return ts
 
 
 def _describe(data: Any) -> str:
@@ -87,27 +80,27 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
         return_outputs: keep every output in ``report.outputs`` (reference and each T).
     """
     t0 = time.time()
+    task, ts = checks.choice("task", task, TASKS), checks.timesteps_list(timesteps)
+    batch_size, limit = checks.integer("batch_size", batch_size, 1), checks.optional_integer("limit", limit, 1)
+    tolerance = checks.optional_real("tolerance", tolerance, 0.0, 1.0)
+    layers, progress = checks.boolean("layers", layers), checks.boolean("progress", progress)
+    check_preprocess(preprocess)
+    if data is None:
+        raise DataError("verify needs data= (test inputs, with labels or COCO annotations)")
     if isinstance(snn, (str, os.PathLike)):
         snn = load(snn)
     if not isinstance(snn, SpikingNetwork):
-        raise Onnx2SnnError(f"verify needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load), got "
-                            f"{type(snn).__name__}")
-    if task not in TASKS:
-        raise Onnx2SnnError(f"task must be one of {TASKS}, not {task!r}")
-    ts = _timesteps(timesteps)
-    if int(batch_size) < 1:
-        raise Onnx2SnnError(f"batch_size must be >= 1, got {batch_size}")
-    if data is None:
-        raise DataError("verify needs data= (test inputs, with labels or COCO annotations)")
+        raise ConfigError(f"verify needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load), got "
+                          f"{type(snn).__name__}", "snn")
     torch.manual_seed(seed)
     snn.eval()
     device = _device(snn)
     ref = Reference.open(reference, snn)
+    if ref.mismatch:
+        warnings.warn(f"verify: {ref.mismatch}", Onnx2SnnWarning, stacklevel=2)
     input_shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
-    if preprocess is None and input_shape is not None and len(input_shape) == 4:
-        from ..zoo import Preprocess
-
-        preprocess = Preprocess(size=tuple(input_shape[2:]), channels=int(input_shape[1]))
+    preprocess = resolve_preprocess(data, preprocess, snn.ann.onnx_info.input_shapes)
+    guard.check_memory(snn, ts[-1], batch_size, device)
     post_desc = None
     gt = None
     if task == "classification":
@@ -117,7 +110,7 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     else:
         pp, post_desc = resolve_postprocess(postprocess, category_ids)
         dd = detection_batches(data, annotations, batch_size, limit, preprocess)
-        batches, total, gt = dd.batches, math.ceil(dd.n / batch_size), dd.ground_truth
+        batches, total, gt = dd.batches, dd.n, dd.ground_truth
         if not gt.get("annotations"):
             raise DataError(f"the COCO ground truth of the {dd.n} evaluated images has no annotations: mAP is "
                             "undefined. Check that annotations= belongs to these images.")
@@ -129,8 +122,7 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     n = 0
     hooks = monitor.attached() if monitor else contextlib.nullcontext()
     with torch.no_grad(), hooks:
-        for k, (xb, extra) in enumerate(tqdm(batches, total=total, desc="verify", unit="batch",
-                                             disable=not progress)):
+        for k, (xb, extra) in enumerate(progress_samples(batches, total, "verify", progress)):
             ref.check_input(xb, input_shape)
             ref_out = [torch.from_numpy(a) for a in ref.run(xb)]
             x = xb.to(device)
