@@ -27,6 +27,9 @@ CLI_NAMES = {
     "checkpoints": "--timesteps",
 }
 
+# how messages tell Python users to pass a preprocessing spec (the CLI shows its options instead)
+PREPROCESS_HINT = "preprocess=onnx2snn.zoo.Preprocess(size=(H, W), mean=..., std=...)"
+
 # activation kinds replace_activations takes, and what they may become (graph.source applies them)
 ACTIVATION_KINDS = ("CELU", "ELU", "GELU", "HardSigmoid", "HardSwish", "Mish", "SELU", "SiLU", "Sigmoid",
                     "Softplus", "Tanh")
@@ -248,4 +251,4 @@ def memory(needed: float, what: str, fix: str, device: Any = "cpu", param: str =
 
 __all__ = ["integer", "optional_integer", "real", "optional_real", "boolean", "percentile", "choice",
            "timesteps_list", "shape", "activation_map", "writable_file", "writable_dir", "available_memory",
-           "memory", "CLI_NAMES", "ACTIVATION_KINDS", "REPLACEMENTS"]
+           "memory", "CLI_NAMES", "ACTIVATION_KINDS", "REPLACEMENTS", "PREPROCESS_HINT"]

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 import torch
 
+from ..checks import PREPROCESS_HINT
 from ..errors import ConfigError, DataError, Onnx2SnnWarning, ShapeError
 
 
@@ -42,8 +43,7 @@ def _integer_error(dtype, where: str) -> DataError:
     return DataError(
         f"{where}: the data is {str(dtype).replace('torch.', '')} (integers), but the model takes float input. "
         "Scale it as the model was trained, e.g. x.astype('float32') / 255 for 8-bit images (then normalize), "
-        "or pass preprocess=onnx2snn.zoo.Preprocess(size=(H, W), mean=..., std=...) to scale uint8 images "
-        "by 1/255 and normalize them")
+        f"or pass {PREPROCESS_HINT} to scale uint8 images by 1/255 and normalize them")
 
 
 def input_tensor(x: Any, where: str, preprocess=None) -> torch.Tensor:
@@ -280,8 +280,7 @@ def _open_path(path: Path, preprocess):
             return (f["x"], f["y"] if "y" in f else None)
     if path.is_dir() or path.suffix == ".json":
         if preprocess is None:
-            raise DataError(f"{path}: an image folder or COCO json needs a preprocessing spec "
-                            "(preprocess=onnx2snn.zoo.Preprocess(size=(H, W), mean=..., std=...))")
+            raise DataError(f"{path}: an image folder or COCO json needs a preprocessing spec ({PREPROCESS_HINT})")
         from ..zoo import open_dataset
         return open_dataset(path, preprocess)
     raise DataError(f"{path}: unknown data format (want .npz with 'x', an image folder, or a COCO .json)")
