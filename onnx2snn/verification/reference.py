@@ -156,7 +156,7 @@ def _mismatch(proto: onnx.ModelProto, snn) -> str | None:
         return None
     what = "its weights differ" if ops == ops0 else "its graph differs"
     return (f"the reference is not the ONNX model this SNN was converted from ({what}): the report compares "
-            "against another network. Leave reference out to use the source stored in the SNN")
+            "against another network. Leave out reference= to use the source stored in the SNN")
 
 
 __all__ = ["Reference", "fingerprint"]
