@@ -232,9 +232,10 @@ def available_memory(device: Any = "cpu") -> int | None:
 WARN_FRACTION = 0.5  # warn when a run needs more than this share of the free memory
 
 
-def memory(needed: float, what: str, fix: str, device: Any = "cpu", param: str = "timesteps") -> None:
+def memory(needed: float, what: str, fix: str, device: Any = "cpu", param: str = "timesteps",
+           warn: bool = True) -> None:
     """Refuse (ConfigError) a run that needs more than the free memory of ``device``, and
-    warn (:class:`Onnx2SnnWarning`) when it needs more than half of it."""
+    warn (:class:`Onnx2SnnWarning`, with ``warn``) when it needs more than half of it."""
     free = available_memory(device)
     if free is None or needed <= WARN_FRACTION * free:
         return
@@ -242,6 +243,8 @@ def memory(needed: float, what: str, fix: str, device: Any = "cpu", param: str =
     text = f"{what} needs about {needed / gib:.3g} GiB, and {free / gib:.3g} GiB of {device} memory are free"
     if needed > free:
         raise ConfigError(f"{text}: {fix}", param)
+    if not warn:
+        return
     import warnings
 
     from .errors import Onnx2SnnWarning

@@ -196,7 +196,7 @@ def _replace_map(m: re.Match) -> str:
 
 
 def _shape_arg(m: re.Match) -> str:
-    return "--input-shape " + ",".join(re.findall(r"\d+", m.group(1)))
+    return "--input-shape " + re.sub(r"\s+", "", m.group(1))
 
 
 def cli_text(message: str, param: str | None = None) -> str:
@@ -206,7 +206,7 @@ def cli_text(message: str, param: str | None = None) -> str:
         message = checks.CLI_NAMES[param] + message[len(param):]
     text = message.replace(checks.PREPROCESS_HINT, "--size H,W --mean ... --std ...")
     text = re.sub(r"import_onnx\(path, (input_shape=\([^)]*\))\)", r"\1", text)
-    text = re.sub(r"\binput_shape=\(([\d,\s]+)\)", _shape_arg, text)
+    text = re.sub(r"\binput_shape=\(([\d,.\s]+)\)", _shape_arg, text)
     text = re.sub(r"\breplace_activations=\{([^}]*)\}", _replace_map, text)
     for name in sorted(checks.CLI_NAMES, key=len, reverse=True):
         text = re.sub(rf"(?<![\w.\-]){name}=(\s|$)", lambda m: checks.CLI_NAMES[name] + m.group(1), text)

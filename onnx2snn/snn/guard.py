@@ -73,13 +73,13 @@ def step_bytes(snn) -> int:
     return snn._step_bytes
 
 
-def check_memory(snn, timesteps: int, batch: int, device) -> None:
+def check_memory(snn, timesteps: int, batch: int, device, warn: bool = True) -> None:
     """Refuse a run of ``timesteps`` on ``batch`` samples that cannot fit in the free memory
-    of ``device``; warn when it takes most of it."""
+    of ``device``; warn (with ``warn``) when it takes most of it."""
     need = step_bytes(snn) * int(timesteps) * int(batch)
     checks.memory(need, f"running T={timesteps} steps on a batch of {batch}",
                   "use fewer timesteps or a smaller batch (the engine holds all T steps of a batch at once)",
-                  device)
+                  device, warn=warn)
 
 
 __all__ = ["check_inputs", "check_memory", "step_bytes"]

@@ -100,7 +100,6 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
         warnings.warn(f"verify: {ref.mismatch}", Onnx2SnnWarning, stacklevel=2)
     input_shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
     preprocess = resolve_preprocess(data, preprocess, snn.ann.onnx_info.input_shapes)
-    guard.check_memory(snn, ts[-1], batch_size, device)
     post_desc = None
     gt = None
     if task == "classification":
@@ -116,6 +115,8 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
                             "undefined. Check that annotations= belongs to these images.")
         ref_metric = Detection(pp, has_reference=False)
         snn_metric = {t: Detection(pp, has_reference=True) for t in ts}
+    # refuse before the first batch what cannot fit (each batch's run warns itself)
+    guard.check_memory(snn, ts[-1], min(batch_size, total or batch_size), device, warn=False)
     monitor = LayerMonitor(snn, ts) if layers else None
     twin_l2 = RelativeL2()
     kept: dict[Any, list[list[torch.Tensor]]] = {}
