@@ -16,7 +16,7 @@ import warnings
 from .common import Parser, cli_text, warn_line
 
 # command modules, in the order --help lists them
-COMMANDS = ("inspect", "convert", "verify", "demo", "zoo")
+COMMANDS = ("inspect", "convert", "verify", "export", "demo", "zoo")
 _MODULES = {"inspect": "inspection"}
 
 
