@@ -45,7 +45,9 @@ def run(args) -> int:
     from .common import onnx_input_shape
 
     out = checks.writable_file("output", args.output or os.path.splitext(args.model)[0] + ".snn.pt")
-    pre = preprocess_from_args(args, onnx_input_shape(args.model, args.input_shape))
+    pre = None
+    if args.size or args.mean or args.std:
+        pre = preprocess_from_args(args, onnx_input_shape(args.model, args.input_shape))
     from ..api import convert
 
     snn = convert(args.model, args.calib, timesteps=args.timesteps, normalization=args.norm, percentile=args.percentile,
