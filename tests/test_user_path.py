@@ -193,6 +193,8 @@ API_CASES = [
      r"noise='pink'"),
     ("finetune loss='nope'", lambda c: onnx2snn.finetune(c.onnx, (c.x, c.y), loss="nope"), ConfigError,
      r"unknown loss 'nope'"),
+    ("finetune device='gpu'", lambda c: onnx2snn.finetune(c.onnx, (c.x, c.y), device="gpu"), ConfigError,
+     r"device='gpu' is not valid"),
     ("finetune without data", lambda c: onnx2snn.finetune(c.onnx, None), DataError, r"needs train_data"),
     ("finetune uint8 inputs", lambda c: onnx2snn.finetune(c.onnx, (c.x8, c.y), epochs=0, progress=False), DataError,
      r"uint8"),

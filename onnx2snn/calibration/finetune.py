@@ -245,7 +245,10 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                         "epoch -> iterable of (x, y)")
     loss_fn = resolve_loss(loss)
     torch.manual_seed(seed)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r} is not valid: expected 'cpu', 'cuda', 'cuda:0', ...", "device") from None
 
     base = to_twin(source, example_input, input_shape)
     twin = _copy_twin(base)
