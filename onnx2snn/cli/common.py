@@ -47,7 +47,10 @@ def _checked(param: str, check, *args):
             return check(param, text, *args)
         except ConfigError as e:
             msg = str(e)
-            raise argparse.ArgumentTypeError(msg[len(param) + 1:] if msg.startswith(param + "=") else msg) from None
+            for prefix in (param + "=", param + ": "):
+                if msg.startswith(prefix):
+                    msg = msg[len(prefix):]
+            raise argparse.ArgumentTypeError(msg) from None
     convert.__name__ = param
     return convert
 
@@ -83,8 +86,10 @@ def _timesteps(param: str, text: str):
     try:
         items = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
+        items = []
+    if not items or min(items) < 1:
         raise ConfigError(f"{param}={text!r} is not valid: expected comma-separated integers >= 1, e.g. 1,2,4,8",
-                          param) from None
+                          param)
     return checks.timesteps_list(items, param)
 
 
