@@ -111,6 +111,14 @@ class Preprocess:
         return self.normalize(torch.from_numpy(np.ascontiguousarray(arr)))
 
 
+def _spec(preprocess):
+    """Image loaders need a Preprocess (size, mean, std): ConfigError otherwise."""
+    if not hasattr(preprocess, "image_to_tensor"):
+        raise ConfigError(f"preprocess must be an onnx2snn.zoo.Preprocess(size=(H, W), mean=..., std=...), got "
+                          f"{type(preprocess).__name__}", "preprocess")
+    return preprocess
+
+
 def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
 
@@ -119,7 +127,7 @@ class ImageFolder(torch.utils.data.Dataset):
     """``root/<class>/<image>`` (label = index of the sorted class name) or a flat folder (label -1)."""
 
     def __init__(self, root: str | os.PathLike, preprocess: Preprocess):
-        self.root, self.preprocess = Path(root), preprocess
+        self.root, self.preprocess = Path(root), _spec(preprocess)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: no such folder")
         classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
@@ -180,7 +188,7 @@ class CocoImages(torch.utils.data.Dataset):
     def __init__(self, json_path: str | os.PathLike, image_dir: str | os.PathLike | None, preprocess: Preprocess):
         self.json_path = Path(json_path)
         self.image_dir = Path(image_dir) if image_dir is not None else self.json_path.parent / "images"
-        self.preprocess = preprocess
+        self.preprocess = _spec(preprocess)
         try:
             self.coco = json.loads(self.json_path.read_text())
             self.images = self.coco["images"]
@@ -232,6 +240,7 @@ def open_dataset(source: str | os.PathLike, preprocess: Preprocess, image_dir=No
 
 def load_batch(source, preprocess: Preprocess, limit: int | None = None, image_dir=None) -> torch.Tensor:
     """The first ``limit`` inputs of ``source`` stacked as float32 [N, C, H, W] (e.g. calibration data)."""
+    limit = checks.optional_integer("limit", limit, 1)
     ds = open_dataset(source, preprocess, image_dir)
     n = len(ds) if limit is None else min(limit, len(ds))
     return torch.stack([ds[i][0] for i in range(n)])
