@@ -297,7 +297,7 @@ def test_memory_warning_before_the_run(ctx, monkeypatch):
 
     need = guard.step_bytes(ctx.snn) * 4 * 8
     monkeypatch.setattr(checks, "available_memory", lambda device="cpu": int(need * 1.5))
-    with pytest.warns(Onnx2SnnWarning, match=r"T=4 steps on a batch of 8 needs about"):
+    with pytest.warns(Onnx2SnnWarning, match=r"T=4 steps on a batch of 8 needs about"), torch.no_grad():
         out = ctx.snn(xt(ctx, 8), timesteps=4)
     assert out.shape == (8, 10)
     monkeypatch.setattr(checks, "available_memory", lambda device="cpu": int(need * 0.9))
