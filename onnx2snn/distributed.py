@@ -47,6 +47,10 @@ class Shard:
     def batches(self, n_batches: int) -> range:
         return range(self.rank, n_batches, self.world)
 
+    def samples(self, n: int, batch_size: int) -> int:
+        """Samples in this rank's batches of a stream of ``n`` samples in batches of ``batch_size``."""
+        return sum(min(batch_size, n - k * batch_size) for k in self.batches(-(-n // batch_size)))
+
 
 ALONE = Shard()
 

@@ -87,6 +87,11 @@ class DataError(Onnx2SnnError):
     """Calibration or evaluation data is missing, empty, malformed or not finite."""
 
 
+class Onnx2SnnWarning(UserWarning):
+    """Something works but may not be what the user meant (a reference that is not the
+    SNN's source model, a run that needs most of the free memory)."""
+
+
 class ConfigError(Onnx2SnnError, ValueError):
     """An argument or option has a value that cannot work (``timesteps=0``, a percentile
     of 150, an unknown choice). ``param`` names it as the Python API spells it; the command

@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
+from .. import checks
 from .. import distributed as dist
 from ..distributed import ALONE, Shard, init as init_distributed
-from ..errors import DataError, Onnx2SnnError
-from .data import iter_batches
+from ..errors import ConfigError, DataError
+from .thresholds import sample_batches
 
 METHODS = ("bias", "potential", "both")
 
@@ -123,16 +124,18 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
     """
     from tqdm.auto import tqdm
 
-    T = int(snn.timesteps if timesteps is None else timesteps)
-    if T < 1:
-        raise Onnx2SnnError(f"timesteps must be >= 1, got {timesteps!r}")
-    if method not in METHODS:
-        raise Onnx2SnnError(f"calibrate: method must be one of {METHODS}, not {method!r}")
+    if not hasattr(snn, "neurons") or not hasattr(snn, "rewritten"):
+        raise ConfigError(f"calibrate needs a SpikingNetwork from onnx2snn.convert, got {type(snn).__name__}", "snn")
+    T = snn.timesteps if timesteps is None else checks.integer("timesteps", timesteps, 1)
+    method = checks.choice("method", method, METHODS)
+    batch_size = checks.integer("batch_size", batch_size, 1)
+    limit = checks.optional_integer("limit", limit, 1)
     if data is None:
         raise DataError("calibrate needs sample data (a tensor, DataLoader, .npz or image folder)")
     dev = next(snn.parameters()).device
     shard = init_distributed(distributed, dev)
-    batches = [xb.to(dev) for xb in iter_batches(data, batch_size, preprocess=preprocess, limit=limit, shard=shard)]
+    batches, _ = sample_batches(snn.ann, data, batch_size, limit, preprocess, "calibrate data", shard=shard)
+    batches = [xb.to(dev) for xb in batches]
     ids = [shard.rank + j * shard.world for j in range(len(batches))]
     samples = dist.all_gather(sum(len(b) for b in batches), shard)
     if sum(samples) == 0:

@@ -12,7 +12,6 @@ computes what the fine-tuned network computed.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from typing import Any, Callable, Iterable, Mapping
@@ -24,11 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import checks
 from .. import distributed as dist
 from ..distributed import Shard, init as init_distributed
-from ..errors import DataError, NonSpikingActivationError, Onnx2SnnError
+from ..errors import ConfigError, DataError, NonSpikingActivationError, Onnx2SnnError
 from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
+from .data import check_fits, input_tensor
 from .quantized import QuantizedNeuron, check_noise
 from .thresholds import calibrate_thresholds
 
@@ -54,7 +55,7 @@ def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator)
             raise DataError(f"training data dict needs keys 'x' and 'y', has {sorted(data)}")
         data = (data["x"], data["y"])
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
-        x, y = _as_tensor(data[0]).float(), data[1]
+        x, y = input_tensor(data[0], "training data"), data[1]
         y = _as_tensor(y) if isinstance(y, np.ndarray) else y
         if x.dim() == 0 or len(x) == 0:
             raise DataError("training data: empty (no samples)")
@@ -78,7 +79,7 @@ def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator)
             batch = (batch.get("x", batch.get("image")), batch.get("y", batch.get("label")))
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise DataError(f"training batch {k}: expected (x, y), got {type(batch).__name__}")
-        yield _as_tensor(batch[0]).float(), batch[1]
+        yield input_tensor(batch[0], f"training batch {k}"), batch[1]
 
 
 def _inputs_for_calibration(data: Any, limit: int) -> torch.Tensor:
@@ -120,9 +121,9 @@ def resolve_loss(loss: "Callable | str | None") -> Callable:
             return zoo.LOSSES[zoo.PRESETS[loss].loss]
         if loss in ("cross_entropy", "ce") or (loss in zoo.PRESETS and zoo.PRESETS[loss].task == "classification"):
             return lambda out, y: F.cross_entropy(out, y)
-        raise Onnx2SnnError(f"unknown loss {loss!r}: pass a callable(outputs, targets) -> scalar, a zoo loss "
-                            f"({', '.join(sorted(zoo.LOSSES))}), a zoo preset name, or None for cross-entropy")
-    raise Onnx2SnnError(f"loss must be a callable, a name or None, not {type(loss).__name__}")
+        raise ConfigError(f"unknown loss {loss!r}: pass a callable(outputs, targets) -> scalar, a zoo loss "
+                            f"({', '.join(sorted(zoo.LOSSES))}), a zoo preset name, or None for cross-entropy", "loss")
+    raise ConfigError(f"loss must be a callable, a name or None, not {type(loss).__name__}", "loss")
 
 
 def _scalar_loss(value: Any) -> torch.Tensor:
@@ -238,16 +239,26 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     ``learned_thresholds`` (activation target -> [C] theta) and ``finetune_info``.
     ``onnx2snn.convert(twin, timesteps=T)`` then needs no calibration data.
     """
-    if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool) or timesteps < 1:
-        raise Onnx2SnnError(f"timesteps must be an integer >= 1, got {timesteps!r}")
-    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise Onnx2SnnError(f"epochs must be an integer >= 0, got {epochs!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise Onnx2SnnError(f"lr must be a positive number, got {lr!r}")
+    timesteps, epochs = checks.integer("timesteps", timesteps, 1), checks.integer("epochs", epochs, 0)
+    lr = checks.real("lr", lr, 0.0, strict_min=True)
     check_noise(noise, noise_scale)
+    per_channel, progress = checks.boolean("per_channel", per_channel), checks.boolean("progress", progress)
+    batch_size, seed = checks.integer("batch_size", batch_size, 1), checks.integer("seed", seed, 0)
+    percentile = checks.percentile(percentile)
+    calibration_limit = checks.integer("calibration_limit", calibration_limit, 1)
+    weight_decay = checks.real("weight_decay", weight_decay, 0.0)
+    grad_clip = checks.optional_real("grad_clip", grad_clip, 0.0, strict_min=True)
+    input_shape = checks.shape("input_shape", input_shape)
+    replace_activations = checks.activation_map(replace_activations)
+    if train_data is None:
+        raise DataError("finetune needs train_data: (x, y), a DataLoader of (x, y) batches, or a callable "
+                        "epoch -> iterable of (x, y)")
     loss_fn = resolve_loss(loss)
     torch.manual_seed(seed)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r} is not valid: expected 'cpu', 'cuda', 'cuda:0', ...", "device") from None
 
     base = to_twin(source, example_input, input_shape)
     twin = _copy_twin(base)
@@ -259,7 +270,9 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     for p in twin.parameters():
         p.requires_grad_(True)
 
-    calib = calibration_data if calibration_data is not None else _inputs_for_calibration(train_data, calibration_limit)
+    first = _inputs_for_calibration(train_data, calibration_limit if calibration_data is None else 1)
+    check_fits(first, twin.onnx_info.input_shapes, "training data")
+    calib = calibration_data if calibration_data is not None else first
     thresholds, _ = calibrate_thresholds(twin, calib, "channel" if per_channel else "layer", percentile,
                                          batch_size=max(batch_size, 64), preprocess=preprocess, progress=False,
                                          limit=calibration_limit if calibration_data is not None else None)

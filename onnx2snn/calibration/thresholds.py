@@ -3,16 +3,49 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.fx as fx
 
-from ..distributed import init as init_distributed
-from ..errors import DataError, Onnx2SnnError
+from .. import checks
+from ..distributed import ALONE, Shard, init as init_distributed
+from ..errors import ConfigError, DataError, Onnx2SnnError
 from ..graph.analysis import analyze
-from .data import dataset_length, iter_batches
+from .data import check_fits, check_preprocess, default_preprocess, iter_batches, peek, progress_samples, sample_count
 from .observers import calibrate_twin
+
+NORMALIZATIONS = ("channel", "layer")
+
+
+def resolve_preprocess(data: Any, preprocess, input_shapes) -> Any:
+    """The preprocessing for ``data``: the given spec, or for an image folder / COCO json
+    the default one (resize to the model's input size, pixels in [0, 1])."""
+    check_preprocess(preprocess)
+    if preprocess is None and isinstance(data, (str, os.PathLike)):
+        p = Path(data)
+        if p.is_dir() or p.suffix == ".json":
+            preprocess = default_preprocess(input_shapes)
+    return preprocess
+
+
+def sample_batches(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, preprocess,
+                   where: str = "calibration data", shard: Shard = ALONE):
+    """Input batches of ``data`` (this rank's share under ``shard``) checked against the
+    twin's input shape on the first batch (before any long work), and the number of
+    samples they hold when known."""
+    shapes = getattr(getattr(twin, "onnx_info", None), "input_shapes", {}) or {}
+    preprocess = resolve_preprocess(data, preprocess, shapes)
+    total = sample_count(data, limit, preprocess)
+    if total is not None and shard.active:
+        total = shard.samples(total, batch_size)
+    batches = iter_batches(data, batch_size, preprocess=preprocess, limit=limit, shard=shard)
+    if shard.active and total == 0:  # a rank with no batch of its own still joins the merge
+        return iter(()), 0
+    first, batches = peek(batches)
+    check_fits(first, shapes, where)
+    return batches, total
 
 
 def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
@@ -21,9 +54,18 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
                          ) -> tuple[dict[str, torch.Tensor], dict]:
     """Per-channel thresholds for every activation in the spiking core, from sample data.
 
+    Returns (activation module target -> [C] theta, target -> statistics summary).
     Under ``torchrun`` (or ``distributed=True``) each rank observes its share of the
     batches and the statistics are merged exactly: every rank gets the thresholds one
     process gets on the same data (see :mod:`onnx2snn.distributed`)."""
+    if not isinstance(twin, fx.GraphModule):
+        raise ConfigError(f"calibrate_thresholds needs a twin from onnx2snn.import_onnx, got {type(twin).__name__}",
+                          "twin")
+    normalization = checks.choice("normalization", normalization, NORMALIZATIONS)
+    percentile = checks.percentile(percentile)
+    batch_size = checks.integer("batch_size", batch_size, 1)
+    limit = checks.optional_integer("limit", limit, 1)
+    progress = checks.boolean("progress", progress)
     analysis = analyze(twin)
     nodes = {n.name: n for n in twin.graph.nodes}
     names = [a.name for a in analysis.activations() if a.part == "core"]
@@ -32,15 +74,12 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     if data is None:
         raise DataError("calibration data is required (sample inputs: a tensor, DataLoader, .npz or image folder)")
     shard = init_distributed(distributed, next(twin.parameters()).device)
-    n = dataset_length(data) if not isinstance(data, (str, os.PathLike)) else None
-    total = None if n is None else (-(-n // batch_size) if isinstance(data, torch.Tensor) else n)
-    if total is not None and shard.active:
-        total = len(shard.batches(total))
-    obs = calibrate_twin(twin, names, iter_batches(data, batch_size, preprocess=preprocess, limit=limit, shard=shard),
-                         progress=progress, total=total, shard=shard)
+    batches, total = sample_batches(twin, data, batch_size, limit, preprocess, shard=shard)
+    obs = calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress and shard.rank == 0),
+                         progress=False, shard=shard)
     thresholds = {nodes[k].target: o.threshold(normalization, percentile) for k, o in obs.items()}
     stats = {nodes[k].target: o.summary() for k, o in obs.items()}
     return thresholds, stats
 
 
-__all__ = ["calibrate_thresholds"]
+__all__ = ["calibrate_thresholds", "sample_batches", "resolve_preprocess"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from .common import parser
+from .common import existing, parser
 
 
 def add(sub) -> None:
     e = parser(sub, "export", "export a spiking network (.snn.pt) for neuromorphic hardware and toolkits (NIR)")
-    e.add_argument("snn", help="spiking network file (.snn.pt, from `onnx2snn convert` or snn.save)")
+    e.add_argument("snn", type=existing("file"), help="spiking network file (.snn.pt, from `onnx2snn convert` or snn.save)")
     e.add_argument("--format", choices=["nir"], default="nir", help="output format")
     e.add_argument("-o", "--output", help="output file (default: <snn>.nir)")
     e.add_argument("--pool", choices=["avg", "sum"], default="avg",
@@ -21,10 +21,12 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..deploy.nir_export import export_nir
+    from .. import checks
 
     stem = args.snn[:-len(".snn.pt")] if args.snn.endswith(".snn.pt") else os.path.splitext(args.snn)[0]
-    out = args.output or stem + ".nir"
+    out = checks.writable_file("output", args.output or stem + ".nir")
+    from ..deploy.nir_export import export_nir
+
     graph = export_nir(args.snn, out, pool=args.pool, dtype=args.dtype, include_source=not args.no_source)
     kinds: dict[str, int] = {}
     for node in graph.nodes.values():

@@ -20,7 +20,7 @@ import onnx
 import torch
 import torch.fx as fx
 
-from .. import onnx_io
+from .. import checks, onnx_io
 from ..errors import InvalidModelError, ShapeError, UnsupportedOpError
 from . import dtypes
 from .builder import ConversionFailure, GraphBuilder, NodeContext, evaluate, parse_attrs
@@ -204,6 +204,8 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     Every op, attribute, tensor type or run-time value the importer cannot reproduce exactly
     is refused with one :class:`UnsupportedOpError` that lists all of them.
     """
+    input_shape = checks.shape("input_shape", input_shape)
+    simplify = checks.boolean("simplify", simplify)
     proto = onnx_io.load_model(model)
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
     try:

@@ -17,7 +17,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..errors import ConfigError, NonSpikingActivationError, Onnx2SnnError
+from .. import checks
+from ..errors import NonSpikingActivationError, Onnx2SnnError
+from . import guard
 from ..graph.analysis import analyze
 from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule
 from .partition import extract
@@ -115,7 +117,7 @@ class SpikingNetwork(nn.Module):
                 max_memory: int | None = None):
         """Time-averaged outputs after ``timesteps`` steps (default ``self.timesteps``);
         ``chunk`` / ``max_memory``: see :meth:`run_timesteps`."""
-        T = self.timesteps if timesteps is None else timesteps
+        T = self.timesteps if timesteps is None else checks.integer("timesteps", timesteps, 1)
         return self.run_timesteps(*inputs, checkpoints=[T], chunk=chunk, max_memory=max_memory)[0]
 
     def run_timesteps(self, *inputs: torch.Tensor, checkpoints: Sequence[int], chunk: int | None = None,
@@ -129,24 +131,24 @@ class SpikingNetwork(nn.Module):
         longest that fits ``max_memory`` bytes (default: ``self.max_memory``, else
         :func:`default_memory_budget`), estimated from the core's tensor shapes.
         """
-        cps = [_positive_int("timesteps", t) for t in checkpoints]
-        if not cps:
-            raise ConfigError("checkpoints: give at least one T >= 1", "timesteps")
-        if chunk is not None:
-            chunk = _positive_int("chunk", chunk)
-        T = max(cps)
+        cps = checks.timesteps_list(checkpoints, "checkpoints")
+        chunk = checks.optional_integer("chunk", chunk, 1)
+        max_memory = checks.optional_integer("max_memory", max_memory, 1)
+        T = cps[-1]
+        guard.check_inputs(self, inputs)
+        B = _batch(inputs)
+        Tc = min(T, chunk if chunk is not None else self.chunk_length(T, B, max_memory))
+        guard.check_memory(self, T, B, Tc, inputs[0].device)
         with self._grad_mode():
             try:
-                return self._run(inputs, sorted(set(cps)), T, chunk, max_memory, checkpoints=cps)
+                return self._run(inputs, cps, T, Tc, checkpoints=list(checkpoints))
             finally:
                 self._end_run()
 
-    def _run(self, inputs, cps: list[int], T: int, chunk, max_memory, checkpoints):
+    def _run(self, inputs, cps: list[int], T: int, Tc: int, checkpoints):
         self.reset()
         static = self._prefix(inputs)
         outs_needed = bool(self.wiring["core_out"])
-        B = _batch(inputs)
-        Tc = min(T, chunk if chunk is not None else self.chunk_length(T, B, max_memory))
         n_chunks = -(-T // Tc)
         Tc = -(-T // n_chunks)  # balanced chunks: peak memory is set by the longest
         gen = self._generator(inputs[0])
@@ -191,7 +193,7 @@ class SpikingNetwork(nn.Module):
         budget = max_memory if max_memory is not None else self.max_memory
         if budget is None:
             budget = default_memory_budget(next(iter(self.buffers()), torch.empty(0)).device)
-        budget = _positive_int("max_memory", budget)
+        budget = checks.integer("max_memory", budget, 1)
         per_step, state = self.memory_per_sample()
         free = budget - batch * state
         return max(1, min(T, free // max(1, batch * per_step)))
@@ -206,6 +208,7 @@ class SpikingNetwork(nn.Module):
     def step(self, *inputs: torch.Tensor):
         """One timestep of streaming input; returns the average output so far (the same
         numbers as ``run_timesteps`` at each T)."""
+        guard.check_inputs(self, inputs)
         with self._grad_mode():
             self._set_time(1, step_mode=True)
             st = self._step_state
@@ -286,12 +289,6 @@ def _available_ram() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 4 << 30
-
-
-def _positive_int(name: str, value: Any) -> int:
-    from ..checks import integer
-
-    return integer(name, value, minimum=1)
 
 
 def _batch(inputs: Sequence[torch.Tensor]) -> int:

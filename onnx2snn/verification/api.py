@@ -4,19 +4,22 @@ sweep from one run per batch, with per-layer error, firing rates, SynOps and ene
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
+import warnings
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..snn.network import SpikingNetwork
 from ..snn.serialize import load
+from .. import checks
 from .. import distributed as dist
+from ..calibration.data import check_preprocess, progress_samples
+from ..calibration.thresholds import resolve_preprocess
 from ..distributed import init as init_distributed
-from ..errors import DataError, Onnx2SnnError
+from ..errors import ConfigError, DataError, Onnx2SnnWarning
+from ..snn import guard
 from .data import classification_batches, detection_batches
 from .metrics import Classification, Detection, RelativeL2, resolve_postprocess
 from .monitor import LayerMonitor
@@ -35,16 +38,6 @@ def _device(snn: SpikingNetwork) -> torch.device:
     for t in list(snn.parameters()) + list(snn.buffers()):
         return t.device
     return torch.device("cpu")
-
-
-def _timesteps(timesteps) -> list[int]:
-    try:
-        ts = sorted(set(int(t) for t in ([timesteps] if isinstance(timesteps, int) else timesteps)))
-    except (TypeError, ValueError):
-        raise Onnx2SnnError(f"timesteps must be a list of positive integers, got {timesteps!r}") from None
-    if not ts or ts[0] < 1:
-        raise Onnx2SnnError(f"timesteps must be a list of positive integers, got {timesteps!r}")
-    return ts
 
 
 def _describe(data: Any) -> str:
@@ -94,6 +87,13 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
             returns the report one process gets (plus ``world_size`` and the samples per rank).
     """
     t0 = time.time()
+    task, ts = checks.choice("task", task, TASKS), checks.timesteps_list(timesteps)
+    batch_size, limit = checks.integer("batch_size", batch_size, 1), checks.optional_integer("limit", limit, 1)
+    tolerance = checks.optional_real("tolerance", tolerance, 0.0, 1.0)
+    layers, progress = checks.boolean("layers", layers), checks.boolean("progress", progress)
+    check_preprocess(preprocess)
+    if data is None:
+        raise DataError("verify needs data= (test inputs, with labels or COCO annotations)")
     if isinstance(snn, (str, os.PathLike)):
         snn = load(snn)
     # a network read back from NIR (onnx2snn.import_nir) runs the same interface; its layers
@@ -101,24 +101,16 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     nir_net = not isinstance(snn, SpikingNetwork) and callable(getattr(snn, "run_timesteps", None)) and \
         bool(getattr(snn, "config", {}).get("nir"))
     if not isinstance(snn, SpikingNetwork) and not nir_net:
-        raise Onnx2SnnError(f"verify needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load) or a "
-                            f"network from onnx2snn.import_nir, got {type(snn).__name__}")
-    if task not in TASKS:
-        raise Onnx2SnnError(f"task must be one of {TASKS}, not {task!r}")
-    ts = _timesteps(timesteps)
-    if int(batch_size) < 1:
-        raise Onnx2SnnError(f"batch_size must be >= 1, got {batch_size}")
-    if data is None:
-        raise DataError("verify needs data= (test inputs, with labels or COCO annotations)")
+        raise ConfigError(f"verify needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load) or a "
+                          f"network from onnx2snn.import_nir, got {type(snn).__name__}", "snn")
     torch.manual_seed(seed)
     snn.eval()
     device = _device(snn)
     ref = Reference.open(reference, snn)
+    if ref.mismatch:
+        warnings.warn(f"verify: {ref.mismatch}", Onnx2SnnWarning, stacklevel=2)
     input_shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
-    if preprocess is None and input_shape is not None and len(input_shape) == 4:
-        from ..zoo import Preprocess
-
-        preprocess = Preprocess(size=tuple(input_shape[2:]), channels=int(input_shape[1]))
+    preprocess = resolve_preprocess(data, preprocess, snn.ann.onnx_info.input_shapes)
     post_desc = None
     gt = None
     if task == "classification":
@@ -128,7 +120,7 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     else:
         pp, post_desc = resolve_postprocess(postprocess, category_ids)
         dd = detection_batches(data, annotations, batch_size, limit, preprocess)
-        batches, total, gt = dd.batches, math.ceil(dd.n / batch_size), dd.ground_truth
+        batches, total, gt = dd.batches, dd.n, dd.ground_truth
         if not gt.get("annotations"):
             raise DataError(f"the COCO ground truth of the {dd.n} evaluated images has no annotations: mAP is "
                             "undefined. Check that annotations= belongs to these images.")
@@ -137,8 +129,11 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     shard = init_distributed(distributed, device)
     if shard.active:
         if total is not None:
-            total = len(shard.batches(total))
+            total = shard.samples(total, batch_size)
         batches = (b for k, b in enumerate(batches) if shard.owns(k))
+    if not nir_net:  # refuse before the first batch what cannot fit (each batch's run checks itself)
+        B = min(batch_size, total or batch_size)
+        guard.check_memory(snn, ts[-1], B, snn.chunk_length(ts[-1], B), device, warn=False)
     monitor = LayerMonitor(snn, ts) if layers and not nir_net else None
     twin_l2 = RelativeL2()
     kept: list[tuple[int, dict]] = []
@@ -146,8 +141,7 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     n = 0
     hooks = monitor.attached() if monitor else contextlib.nullcontext()
     with torch.no_grad(), hooks:
-        for j, (xb, extra) in enumerate(tqdm(batches, total=total, desc="verify", unit="batch",
-                                             disable=not progress or shard.rank != 0)):
+        for j, (xb, extra) in enumerate(progress_samples(batches, total, "verify", progress and shard.rank == 0)):
             k = shard.rank + j * shard.world  # the batch's index in the one-process stream
             ref.check_input(xb, input_shape)
             ref_out = [torch.from_numpy(a) for a in ref.run(xb)]
