@@ -10,7 +10,7 @@ line's ``--help`` do not pay for importing torch.
 Packages, in the order data flows: ``graph`` (ONNX -> torch.fx twin, its analysis),
 ``calibration`` (observers, thresholds, fine-tuning, bias/potential correction), ``snn``
 (neurons, the spiking network, folding, save/load), ``verification`` (onnxruntime
-reference, metrics, report), ``zoo`` (models and data), ``cli``.
+reference, metrics, report), ``deploy`` (NIR export / import), ``zoo`` (models and data), ``cli``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ _EXPORTS = {
     "calibrate": (".calibration.correction", "calibrate"),
     "verify": (".verification.api", "verify"),
     "VerifyReport": (".verification.report", "VerifyReport"),
+    "export_nir": (".deploy.nir_export", "export_nir"),
+    "import_nir": (".deploy.nir_import", "import_nir"),
+    "replace_maxpool": (".deploy.onnx_rewrite", "replace_maxpool"),
+    "NIRExportError": (".deploy.nir_export", "NIRExportError"),
     "zoo": (".zoo", None),
     "Onnx2SnnError": (".errors", "Onnx2SnnError"),
     "InvalidModelError": (".errors", "InvalidModelError"),

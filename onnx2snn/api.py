@@ -6,26 +6,35 @@ from typing import Any, Mapping
 
 import torch
 
+from . import checks
 from .calibration.correction import calibrate
-from .calibration.thresholds import calibrate_thresholds
-from .errors import NonSpikingActivationError, Onnx2SnnError
+from .calibration.data import check_preprocess
+from .calibration.thresholds import NORMALIZATIONS, calibrate_thresholds
+from .errors import ConfigError, DataError
 from .graph.analysis import analyze
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
+
+ENCODINGS = ("direct", "poisson")
 
 
 def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, normalization: str = "channel",
             percentile: "float | str" = 99.99, example_input: torch.Tensor | None = None, input_shape=None,
             replace_activations: Mapping[str, str] | None = None, encoding: str = "direct",
             v_init: float = 0.5, signed_relu: bool = True, signed_ibt: bool = True, levels: int = 1, batch_size: int = 64, calibration_limit: int | None = None,
-            preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None) -> SpikingNetwork:
+            preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None,
+            distributed: "bool | None" = None) -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
     Args:
         source: ONNX path / bytes / ModelProto, an ``nn.Module`` (with ``example_input``)
             or a twin from :func:`import_onnx`.
-        calibration_data: sample inputs (tensor, numpy array, DataLoader, ``.npz`` with
-            ``x``, or an image folder with ``preprocess``) that set the thresholds.
+        calibration_data: sample inputs (float tensor, numpy array, DataLoader, ``.npz``
+            with ``x``, or an image folder) that set the thresholds; samples must have the
+            model's input shape (checked before any work).
+        preprocess: :class:`onnx2snn.zoo.Preprocess` for image files and uint8 arrays
+            (scaled by 1/255, then normalized); default for image files: resize to the
+            model's input size, pixels in [0, 1].
         timesteps: default T of ``snn(x)``; ``snn(x, timesteps=8)`` overrides it.
         normalization: ``"channel"`` (one threshold per channel, default) or ``"layer"``.
         percentile: the percentile of activations that sets thresholds, or ``"max"``.
@@ -46,39 +55,55 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             step (1 = ordinary binary spikes).
         calibrate_timesteps: after converting, correct each neuron's per-channel bias and
             initial potential for this T on ``calibration_data`` (:func:`onnx2snn.calibrate`).
+        distributed: under ``torchrun`` (default None: when it started this process) or with
+            True, each rank observes its share of the calibration batches and the statistics are
+            merged exactly: every rank builds the SNN one process builds.
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.
     """
-    if encoding not in ("direct", "poisson"):
-        raise Onnx2SnnError(f"encoding must be 'direct' or 'poisson', not {encoding!r}")
-    if normalization not in ("channel", "layer"):
-        raise Onnx2SnnError(f"normalization must be 'channel' or 'layer', not {normalization!r}")
+    timesteps = checks.integer("timesteps", timesteps, 1)
+    normalization = checks.choice("normalization", normalization, NORMALIZATIONS)
+    percentile = checks.percentile(percentile)
+    input_shape = checks.shape("input_shape", input_shape)
+    replace_activations = checks.activation_map(replace_activations)
+    encoding = checks.choice("encoding", encoding, ENCODINGS)
+    v_init = checks.real("v_init", v_init, -1.0, 2.0)
+    signed_relu, signed_ibt = checks.boolean("signed_relu", signed_relu), checks.boolean("signed_ibt", signed_ibt)
+    levels = checks.integer("levels", levels, 1)
+    batch_size = checks.integer("batch_size", batch_size, 1)
+    calibration_limit = checks.optional_integer("calibration_limit", calibration_limit, 1)
+    calibrate_timesteps = checks.optional_integer("calibrate_timesteps", calibrate_timesteps, 1)
+    seed = checks.integer("seed", seed, 0)
+    progress = checks.boolean("progress", progress)
+    distributed = None if distributed is None else checks.boolean("distributed", distributed)
+    if example_input is not None and not isinstance(example_input, torch.Tensor):
+        raise ConfigError(f"example_input must be a torch.Tensor (a batch of the model's input shape), got "
+                          f"{type(example_input).__name__}", "example_input")
+    check_preprocess(preprocess)
+    if calibrate_timesteps and calibration_data is None:
+        raise DataError("calibrate_timesteps needs calibration_data (sample inputs, no labels)")
     torch.manual_seed(seed)
     twin = to_twin(source, example_input, input_shape)
     replace_activations = replace_activations or getattr(twin, "replaced_activations", None)
     if replace_activations and twin is source:  # never change the caller's twin (it may be a teacher)
         twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replace_activations)
-    analysis = analyze(twin)
-    acts = {k: v for k, v in analysis.non_convertible.items()
-            if any(a.name in v for a in analysis.activations())}
-    if acts:
-        raise NonSpikingActivationError(acts)
+    analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     if learned is not None:
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
     else:
         thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
-                                                 calibration_limit, preprocess, progress, timesteps=int(timesteps))
-    config = {"timesteps": int(timesteps), "normalization": normalization, "percentile": percentile,
+                                                 calibration_limit, preprocess, progress, distributed=distributed)
+    config = {"timesteps": timesteps, "normalization": normalization, "percentile": percentile,
               "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
-              "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": int(levels), "seed": seed}
+              "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": levels, "seed": seed}
     snn = build_spiking(twin, thresholds, config)
     snn.calibration_stats = stats
     if calibrate_timesteps:
         calibrate(snn, calibration_data, timesteps=calibrate_timesteps, batch_size=batch_size,
-                  limit=calibration_limit or 512, preprocess=preprocess, progress=progress)
+                  limit=calibration_limit or 512, preprocess=preprocess, progress=progress, distributed=distributed)
     return snn
 
 

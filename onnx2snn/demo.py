@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 
 import torch
 
@@ -23,8 +24,15 @@ from .verification import verify
 TIMESTEPS = [1, 2, 4, 8, 16, 32, 64]
 
 
+def _export(name: str, out_dir: str) -> str:
+    """Export a zoo model; torch's exporter warnings (tracer, deprecations) are not the user's business here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return export_zoo_model(name, os.path.join(out_dir, f"{name}.onnx"))
+
+
 def classification(out_dir: str, progress: bool) -> dict:
-    path = export_zoo_model("digits_resnet", os.path.join(out_dir, "digits_resnet.onnx"))
+    path = _export("digits_resnet", out_dir)
     xtr, _ = zoo.load_digits(16, "train")
     test = zoo.load_digits(16, "test")
     res = {"model": "digits_resnet", "onnx": path, "n_test": len(test[1]), "snn": {}}
@@ -37,7 +45,7 @@ def classification(out_dir: str, progress: bool) -> dict:
 
 
 def detection(out_dir: str, progress: bool, n_val: int = 200, n_calib: int = 256) -> dict:
-    path = export_zoo_model("tiny_yolo", os.path.join(out_dir, "tiny_yolo.onnx"))
+    path = _export("tiny_yolo", out_dir)
     val = zoo.digit_scenes("val", n=n_val)
     calib, _ = zoo.scenes_to_tensors(zoo.digit_scenes("train", n=n_calib))
     snn = convert(path, calib, timesteps=max(TIMESTEPS), progress=progress)

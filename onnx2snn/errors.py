@@ -48,23 +48,48 @@ class ShapeError(Onnx2SnnError):
 
 
 class NonSpikingActivationError(Onnx2SnnError):
-    """Activations inside the spiking part have no spiking equivalent (SiLU, GELU, ...)."""
+    """The spiking part of the network holds activations with no spiking equivalent (SiLU,
+    GELU, ...) and/or other ops with no spiking form (products of two computed tensors such
+    as squeeze-excitation gates, LayerNorm, ...). One error names all of them.
 
-    def __init__(self, nodes: dict[str, list[str]]):
+    ``nodes``: activation kind -> node names; ``ops``: op -> node names; ``reasons``: op -> why.
+    """
+
+    def __init__(self, nodes: dict[str, list[str]], ops: dict[str, list[str]] | None = None,
+                 reasons: dict[str, str] | None = None):
         self.nodes = {k: list(v) for k, v in nodes.items()}
-        kinds = ", ".join(f"{k} ({len(v)}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''})"
-                          for k, v in sorted(self.nodes.items()))
-        mapping = ", ".join(f'"{k}": "ReLU"' for k in sorted(self.nodes))
-        super().__init__(
-            f"these activations have no spiking equivalent: {kinds}. "
-            f"Pass replace_activations={{{mapping}}} to convert them to ReLU neurons; the "
-            "network then computes something else than it was trained for, so fine-tune it "
-            "afterwards (onnx2snn.finetune) before trusting its accuracy."
-        )
+        self.ops = {k: list(v) for k, v in (ops or {}).items()}
+        self.reasons = dict(reasons or {})
+
+        def listing(groups):
+            return ", ".join(f"{k} ({len(v)}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''})"
+                             for k, v in sorted(groups.items()))
+
+        parts = []
+        if self.nodes:
+            mapping = ", ".join(f'"{k}": "ReLU"' for k in sorted(self.nodes))
+            parts.append(
+                f"these activations have no spiking equivalent: {listing(self.nodes)}. "
+                f"Pass replace_activations={{{mapping}}} to convert them to ReLU neurons; the "
+                "network then computes something else than it was trained for, so fine-tune it "
+                "afterwards (onnx2snn.finetune) before trusting its accuracy.")
+        if self.ops:
+            why = "; ".join(f"{k}: {self.reasons[k]}" for k in sorted(self.ops) if k in self.reasons)
+            parts.append(
+                f"{'Also, t' if self.nodes else 'T'}hese ops inside the spiking part have no spiking form "
+                f"(replace_activations cannot help): {listing(self.ops)}{' (' + why + ')' if why else ''}. "
+                "Remove them from the model before export (e.g. the squeeze-excitation blocks of "
+                "MobileNetV3 / EfficientNet) or move them after the last activation.")
+        super().__init__(" ".join(parts))
 
 
 class DataError(Onnx2SnnError):
     """Calibration or evaluation data is missing, empty, malformed or not finite."""
+
+
+class Onnx2SnnWarning(UserWarning):
+    """Something works but may not be what the user meant (a reference that is not the
+    SNN's source model, a run that needs most of the free memory)."""
 
 
 class ConfigError(Onnx2SnnError, ValueError):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import onnx
 import torch
 
-from .errors import InvalidModelError
+from . import checks
+from .errors import ConfigError, InvalidModelError
 
 
 def export_onnx(module: torch.nn.Module, example_input: "torch.Tensor | Sequence[torch.Tensor]",
@@ -19,8 +21,20 @@ def export_onnx(module: torch.nn.Module, example_input: "torch.Tensor | Sequence
     uses torch's newer exporter (needs onnxscript). With ``dynamic_batch`` the batch dim
     is left dynamic so the file runs at any batch size.
     """
-    path = os.fspath(path)
-    args = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"export_onnx needs a torch.nn.Module, got {type(module).__name__}", "module")
+    if isinstance(example_input, torch.Tensor):
+        args = (example_input,)
+    elif isinstance(example_input, (list, tuple)) and example_input and \
+            all(isinstance(a, torch.Tensor) for a in example_input):
+        args = tuple(example_input)
+    else:
+        raise ConfigError("example_input must be a torch.Tensor (a batch of the input shape, e.g. "
+                          f"torch.zeros(1, 3, 224, 224)) or a sequence of them, got {type(example_input).__name__}",
+                          "example_input")
+    path = checks.writable_file("path", path)
+    opset = checks.integer("opset", opset, 7, onnx.defs.onnx_opset_version())
+    dynamo, dynamic_batch = checks.boolean("dynamo", dynamo), checks.boolean("dynamic_batch", dynamic_batch)
     was_training = module.training
     module.eval()
     names = list(input_names or (["input"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))]))
@@ -53,6 +67,9 @@ def export_zoo_model(name: str, path: "str | os.PathLike", opset: int = 17, batc
     """Export zoo model ``name`` (with its committed weights) to ONNX at ``path``."""
     from . import zoo
 
+    name = checks.choice("name", name, list(zoo.PRESETS))
+    path = checks.writable_file("path", path)
+    batch = checks.integer("batch", batch, 1)
     preset = zoo.get_preset(name)
     model = zoo.build_model(name)
     example = torch.zeros(batch, *preset.input_shape)

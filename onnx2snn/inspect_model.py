@@ -44,6 +44,12 @@ def inspect_onnx(path, input_shape=None) -> dict[str, Any]:
         if n.part == "core" and n.reason:
             reasons[n.name] = n.reason
     info["non_convertible_reasons"] = reasons
+    acts, ops, why = a.blockers()
+    info["blockers"] = [
+        {"kind": k, "count": len(v), "nodes": v, "reason": why[k].split(" (replace_activations")[0],
+         "way_out": (f"--replace {k}=ReLU (replace_activations={{'{k}': 'ReLU'}}), then fine-tune" if k in acts else
+                     "none in onnx2snn: remove it from the model before export, or move it after the last activation")}
+        for k, v in list(acts.items()) + list(ops.items())]
     return info
 
 
@@ -76,8 +82,11 @@ def render(info: dict[str, Any]) -> str:
                + ", ".join(parts["post"][:10]) + (" ..." if len(parts["post"]) > 10 else ""))
     out.append("")
     if info["non_convertible"]:
-        out.append("## Cannot be converted to spiking")
-        out.append(format_table(["node", "reason"], list(info["non_convertible_reasons"].items())))
+        out.append("## Cannot be converted to spiking (every blocker; convert refuses until all are gone)")
+        out.append(format_table(["kind", "nodes", "why", "way out"],
+                                [[b["kind"], f"{b['count']}: " + ", ".join(b["nodes"][:3]) +
+                                  (" ..." if b["count"] > 3 else ""), b["reason"], b["way_out"]]
+                                 for b in info["blockers"]]))
     else:
         out.append("Every op in the spiking part has a spiking form.")
     return "\n".join(out)

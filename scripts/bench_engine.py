@@ -7,6 +7,10 @@ one-off compile time is a column of its own), and peak memory of each (CUDA only
 torch's allocator statistics). Target: ratio <= 1.3 on the CPU. Writes JSON too.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_engine.py [--device cuda] [--json out.json]
+
+``--compare PATH`` measures another checkout (e.g. ``/work/main``) side by side: rounds of
+one child process on PATH and one on this tree, alternating, each measuring its own
+SNN / ANN ratios interleaved; the table gives the median ratio of each (eager engine).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -56,14 +62,50 @@ def peak(fn, device) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
+def compare(args) -> None:
+    """Alternate child processes on ``args.compare`` (before) and this tree (after)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs: dict[tuple, dict[str, list[float]]] = {}
+    for _ in range(args.rounds):
+        for label, path in (("before", args.compare), ("after", here)):
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([path] + [p for p in os.environ.get(
+                "PYTHONPATH", "").split(os.pathsep) if p and os.path.abspath(p) != here]))
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", "--no-compile", "--repeats",
+                   str(args.repeats), "--timesteps", args.timesteps, "--device", args.device]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            recs = [json.loads(ln[7:]) for ln in out.stdout.splitlines() if ln.startswith("RECORD ")]
+            if out.returncode or not recs:
+                raise SystemExit(f"{label} child failed: {out.stderr[-2000:]}")
+            for r in recs:
+                runs.setdefault((r["model"], r["T"], r["batch"]), {}).setdefault(label, []).append(r["ratio_eager"])
+            print(label, [(r["model"], r["T"], round(r["ratio_eager"], 3)) for r in recs], flush=True)
+    rows, records = [], []
+    for (model, T, B), v in runs.items():
+        b, a = statistics.median(v["before"]), statistics.median(v["after"])
+        bmin, amin = min(v["before"]), min(v["after"])
+        rows.append([model, T, B, f"{b:.2f}", f"{a:.2f}", f"{a / b:.2f}", f"{bmin:.2f}", f"{amin:.2f}"])
+        records.append({"model": model, "T": T, "batch": B, "ratio_before": v["before"], "ratio_after": v["after"],
+                        "median_before": b, "median_after": a, "min_before": bmin, "min_after": amin})
+    print(format_table(["model", "T", "B", "SNN/ANN before", "SNN/ANN after", "after / before", "best before",
+                        "best after"], rows))
+    with open(args.json, "w") as f:
+        json.dump({"compare": args.compare, "rounds": args.rounds, "load_avg": os.getloadavg(),
+                   "records": records}, f, indent=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--timesteps", default="8,32")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile engine")
+    ap.add_argument("--compare", help="another checkout to measure side by side (rounds of child processes)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", default="bench_engine.json")
     args = ap.parse_args()
+    if args.compare:
+        return compare(args)
     device = torch.device(args.device)
     rows, records = [], []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
@@ -97,6 +139,8 @@ def main() -> None:
                 if "compiled" in med:
                     rec["ratio_compiled"] = med["compiled"] / med["ann"]
                 records.append(rec)
+                if args.child:
+                    print("RECORD " + json.dumps(rec), flush=True)
                 fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
                 rows.append([name, T, batch, f"{1e3 * med['ann']:.1f}", f"{1e3 * med['eager']:.1f}",
                              f"{rec['ratio_eager']:.2f}",
@@ -104,7 +148,10 @@ def main() -> None:
                              "-" if "compiled" not in med else f"{rec['ratio_compiled']:.2f}",
                              "-" if compile_s is None else f"{compile_s:.0f}",
                              fmt(mem["ann"]), fmt(mem["eager"]), fmt(mem.get("compiled"))])
-                print(rows[-1], flush=True)
+                if not args.child:
+                    print(rows[-1], flush=True)
+    if args.child:
+        return
     print(format_table(["model", "T", "B", "ANN ms (batch T*B)", "SNN eager ms", "ratio eager",
                         "SNN compiled ms", "ratio compiled", "compile s", "ANN peak MiB", "eager peak MiB",
                         "compiled peak MiB"], rows))

@@ -47,3 +47,59 @@ def test_inspect_cli_reports_bad_file(tmp_path, capsys):
     bad.write_bytes(b"\x00\x01garbage")
     assert main(["inspect", str(bad)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def _mobilenet_v3_path(onnx_dir):
+    import torch
+    from test_importer import _tv_small
+
+    path = str(onnx_dir / "mnv3_blockers.onnx")
+    onnx2snn.export_onnx(_tv_small("mobilenet_v3"), torch.randn(1, 3, 32, 32), path)
+    return path
+
+
+def test_every_blocker_is_named_at_once_before_calibration(onnx_dir, capsys, monkeypatch):
+    """MobileNetV3: the non-spiking activations AND the squeeze-excitation products, in one
+    inspect table and in one convert error raised before any calibration data is read."""
+    import pytest
+
+    path = _mobilenet_v3_path(onnx_dir)
+    assert main(["inspect", path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    kinds = {b["kind"]: b for b in info["blockers"]}
+    assert {"HardSwish", "HardSigmoid", "mul"} <= set(kinds)
+    assert "squeeze-excitation" in kinds["mul"]["reason"] and "--replace" in kinds["HardSwish"]["way_out"]
+    assert main(["inspect", path]) == 0
+    table = capsys.readouterr().out
+    assert "HardSwish" in table and "squeeze-excitation" in table
+
+    import torch
+    from onnx2snn import api
+
+    def no_calibration(*a, **k):
+        raise AssertionError("calibration started before the blockers were reported")
+
+    monkeypatch.setattr(api, "calibrate_thresholds", no_calibration)
+    data = torch.rand(4, 3, 32, 32)
+    with pytest.raises(onnx2snn.NonSpikingActivationError) as e:
+        onnx2snn.convert(path, data, timesteps=4)
+    assert set(e.value.nodes) == {"HardSwish", "HardSigmoid"} and set(e.value.ops) == {"mul"}
+    assert "squeeze-excitation" in str(e.value)
+    # after replacing the activations, the products remain: named before calibration too
+    with pytest.raises(onnx2snn.NonSpikingActivationError) as e:
+        onnx2snn.convert(path, data, timesteps=4, replace_activations={"HardSwish": "ReLU", "HardSigmoid": "ReLU"})
+    assert e.value.nodes == {} and set(e.value.ops) == {"mul"}
+
+
+def test_transformer_blockers(onnx_dir):
+    """ViT: GELU (written with Erf by the exporter), softmax attention, LayerNorm, products of
+    two computed tensors: all listed."""
+    import torch
+    from test_importer import _tv_small
+
+    path = str(onnx_dir / "vit_blockers.onnx")
+    onnx2snn.export_onnx(_tv_small("vit"), torch.randn(1, 3, 32, 32), path)
+    acts, ops, reasons = analyze(onnx2snn.import_onnx(path)).blockers()
+    assert {"GELU", "Softmax"} <= set(acts)
+    assert {"matmul", "LayerNorm"} <= set(ops)
+    assert "no spiking form" in reasons["LayerNorm"]

@@ -94,12 +94,12 @@ def test_noise_kinds_run_and_are_deterministic(digits, resnet_twin, noise):
 
 def test_bad_inputs_raise_clear_errors(digits, resnet_twin):
     xtr, ytr = digits[0][:64], digits[1][:64]
-    with pytest.raises(Onnx2SnnError, match="noise must be one of"):
+    with pytest.raises(Onnx2SnnError, match="noise='laplace' is not valid"):
         onnx2snn.finetune(resnet_twin, (xtr, ytr), noise="laplace", progress=False)
     with pytest.raises(Onnx2SnnError, match="noise_scale"):
         onnx2snn.finetune(resnet_twin, (xtr, ytr), noise_scale=-1, progress=False)
     for T in (0, -3, 2.5):
-        with pytest.raises(Onnx2SnnError, match="timesteps must be an integer >= 1"):
+        with pytest.raises(onnx2snn.ConfigError, match=f"timesteps={T} is not valid"):
             onnx2snn.finetune(resnet_twin, (xtr, ytr), timesteps=T, progress=False)
     with pytest.raises(Onnx2SnnError, match="scalar"):
         onnx2snn.finetune(resnet_twin, (xtr, ytr), epochs=1, progress=False,
@@ -109,7 +109,7 @@ def test_bad_inputs_raise_clear_errors(digits, resnet_twin):
     with pytest.raises(onnx2snn.DataError, match="no targets"):  # inputs alone: only distillation works
         onnx2snn.finetune(resnet_twin, xtr, loss="cross_entropy", progress=False)
     snn = onnx2snn.convert(resnet_twin, xtr, timesteps=4, progress=False)
-    with pytest.raises(Onnx2SnnError, match="timesteps must be >= 1"):
+    with pytest.raises(onnx2snn.ConfigError, match="timesteps=0 is not valid: must be >= 1"):
         onnx2snn.calibrate(snn, xtr, timesteps=0, progress=False)
     with pytest.raises(Onnx2SnnError, match="method"):
         onnx2snn.calibrate(snn, xtr, method="weights", progress=False)

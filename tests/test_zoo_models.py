@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import onnx2snn
 import onnx2snn.zoo as zoo
 
 SMALL_RESNET_INPUT = (3, 64, 64)  # torchvision ResNets are size-agnostic; keep tests fast
@@ -28,7 +29,7 @@ def test_registry_lists_presets():
         assert pre.channels == s["input_shape"][0] and list(pre.size) == s["input_shape"][1:]
         if s["task"] == "detection":
             assert s["decoder"] in zoo.DECODERS and s["loss"] in zoo.LOSSES
-    with pytest.raises(KeyError):
+    with pytest.raises(onnx2snn.ConfigError, match="name='nope' is not valid: expected one of 'digits_resnet'"):
         zoo.get_preset("nope")
 
 

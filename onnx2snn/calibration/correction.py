@@ -16,8 +16,11 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError, Onnx2SnnError
-from .data import iter_batches
+from .. import checks
+from .. import distributed as dist
+from ..distributed import ALONE, Shard, init as init_distributed
+from ..errors import ConfigError, DataError
+from .thresholds import sample_batches
 
 METHODS = ("bias", "potential", "both")
 
@@ -29,52 +32,71 @@ class _Stop(Exception):
 def _channel_sums(out: torch.Tensor) -> tuple[torch.Tensor, int]:
     c = out.shape[1] if out.dim() > 1 else 1
     flat = out.detach().transpose(0, 1).reshape(c, -1) if out.dim() > 1 else out.detach().reshape(1, -1)
-    return flat.double().sum(1), flat.shape[1]
+    return flat.double().sum(1).cpu(), flat.shape[1]
 
 
-def ann_channel_means(twin: torch.nn.Module, targets: list[str], batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Per-channel mean output of each activation module of the twin over ``batches``."""
-    sums: dict[str, list] = {t: [0.0, 0] for t in targets}
+def _mean(per_batch: list[tuple[int, tuple]], shard: Shard) -> torch.Tensor:
+    """Mean from per-batch (sum, count) over all ranks, summed in batch order: the same
+    number on N processes as on one."""
+    s, n = 0.0, 0
+    for bs, bn in dist.gather_batches(per_batch, shard):
+        s, n = s + bs, n + bn
+    return (s / n).float()
+
+
+def ann_channel_means(twin: torch.nn.Module, targets: list[str], batches: list[torch.Tensor],
+                      ids: list[int] | None = None, shard: Shard = ALONE) -> dict[str, torch.Tensor]:
+    """Per-channel mean output of each activation module of the twin over ``batches``
+    (``ids``: their indices in the one-process stream, for merging over ranks)."""
+    ids = list(range(len(batches))) if ids is None else ids
+    sums: dict[str, list] = {t: [] for t in targets}
+    current = [0]
     handles = []
     for t in targets:
         def hook(m, args, out, t=t):
-            s, n = _channel_sums(out)
-            sums[t][0] = sums[t][0] + s
-            sums[t][1] += n
+            sums[t].append((current[0], _channel_sums(out)))
         handles.append(twin.get_submodule(t).register_forward_hook(hook))
     try:
         with torch.no_grad():
-            for xb in batches:
+            for k, xb in zip(ids, batches):
+                current[0] = k
                 twin(xb)
     finally:
         for h in handles:
             h.remove()
-    return {t: (s / n).float() for t, (s, n) in sums.items()}
+    return {t: _mean(v, shard) for t, v in sums.items()}
 
 
-def snn_channel_mean(snn, target: str, batches: list[torch.Tensor], timesteps: int) -> torch.Tensor:
+def snn_channel_mean(snn, target: str, batches: list[torch.Tensor], timesteps: int, ids: list[int] | None = None,
+                     shard: Shard = ALONE) -> torch.Tensor:
     """Per-channel mean output (over samples, space and T steps) of one neuron of ``snn``."""
     neuron = snn.rewritten.get_submodule(target)
+    ids = list(range(len(batches))) if ids is None else ids
     acc = [0.0, 0]
 
     def hook(m, args, out):
         s, n = _channel_sums(out)
         acc[0] = acc[0] + s
         acc[1] += n
-        raise _Stop
+        start, steps = snn.time_window or (0, timesteps)
+        if start + steps >= timesteps:  # the last chunk of time: the rest of the network is not needed
+            raise _Stop
 
+    per_batch = []
     h = neuron.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            for xb in batches:
+            for k, xb in zip(ids, batches):
+                acc[:] = [0.0, 0]
                 try:
                     snn.run_timesteps(xb, checkpoints=[timesteps])
                 except _Stop:
                     pass
+                per_batch.append((k, tuple(acc)))
     finally:
         h.remove()
         snn.reset()
-    return (acc[0] / acc[1]).float()
+    return _mean(per_batch, shard)
 
 
 def neuron_order(snn) -> list[str]:
@@ -84,7 +106,7 @@ def neuron_order(snn) -> list[str]:
 
 
 def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both", batch_size: int = 64,
-              limit: int | None = 512, preprocess=None, progress: bool = True):
+              limit: int | None = 512, preprocess=None, progress: bool = True, distributed: "bool | None" = None):
     """Correct each neuron's per-channel bias / initial potential for ``timesteps`` (in place).
 
     Args:
@@ -93,43 +115,58 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
         timesteps: the T to calibrate for (default ``snn.timesteps``).
         method: ``"both"`` (bias then potential correction, default), ``"bias"`` or ``"potential"``.
         limit: samples used (the first ``limit``).
+        distributed: under ``torchrun`` (default None: when it started this process) each rank
+            measures its share of the batches; the per-batch sums are combined in batch order,
+            so every rank applies the corrections one process computes.
 
     Returns ``snn``; ``snn.calibration_report[target]`` holds the mean absolute per-channel
     error of the neuron's mean output against the ANN before and after its correction.
     """
     from tqdm.auto import tqdm
 
-    T = int(snn.timesteps if timesteps is None else timesteps)
-    if T < 1:
-        raise Onnx2SnnError(f"timesteps must be >= 1, got {timesteps!r}")
-    if method not in METHODS:
-        raise Onnx2SnnError(f"calibrate: method must be one of {METHODS}, not {method!r}")
+    if not hasattr(snn, "neurons") or not hasattr(snn, "rewritten"):
+        raise ConfigError(f"calibrate needs a SpikingNetwork from onnx2snn.convert, got {type(snn).__name__}", "snn")
+    T = snn.timesteps if timesteps is None else checks.integer("timesteps", timesteps, 1)
+    method = checks.choice("method", method, METHODS)
+    batch_size = checks.integer("batch_size", batch_size, 1)
+    limit = checks.optional_integer("limit", limit, 1)
     if data is None:
         raise DataError("calibrate needs sample data (a tensor, DataLoader, .npz or image folder)")
     dev = next(snn.parameters()).device
-    batches = [xb.to(dev) for xb in iter_batches(data, batch_size, preprocess=preprocess, limit=limit)]
+    shard = init_distributed(distributed, dev)
+    batches, _ = sample_batches(snn.ann, data, batch_size, limit, preprocess, "calibrate data", shard=shard)
+    batches = [xb.to(dev) for xb in batches]
+    ids = [shard.rank + j * shard.world for j in range(len(batches))]
+    samples = dist.all_gather(sum(len(b) for b in batches), shard)
+    if sum(samples) == 0:
+        raise DataError("calibrate: the data holds no samples")
     order = neuron_order(snn)
     was_analog = any(m.analog for m in snn.spiking_modules().values())
     snn.set_analog(False)
-    target_means = ann_channel_means(snn.ann, order, batches)
+    target_means = ann_channel_means(snn.ann, order, batches, ids, shard)
     report = {}
-    for target in tqdm(order, desc=f"calibrating T={T}", unit="neuron", disable=not progress):
+
+    def measure(target):
+        return snn_channel_mean(snn, target, batches, T, ids, shard)
+
+    for target in tqdm(order, desc=f"calibrating T={T}", unit="neuron", disable=not progress or shard.rank != 0):
         neuron = snn.rewritten.get_submodule(target)
         want = target_means[target].to(dev)
-        err = want - snn_channel_mean(snn, target, batches, T)
+        err = want - measure(target).to(dev)
         before = float(err.abs().mean())
         if method in ("bias", "both"):
             neuron.set_bias(neuron.bias + err.reshape(neuron.bias.shape))
             if method == "both":
-                err = want - snn_channel_mean(snn, target, batches, T)
+                err = want - measure(target).to(dev)
         if method in ("potential", "both"):
             v0 = neuron.v_init.expand_as(neuron.theta) + T * err.reshape(neuron.theta.shape) / neuron.theta
             neuron.set_v_init(v0.clamp(-1.0, 2.0))
-        after = float((want - snn_channel_mean(snn, target, batches, T)).abs().mean())
+        after = float((want - measure(target).to(dev)).abs().mean())
         report[target] = {"error_before": before, "error_after": after}
     snn.set_analog(was_analog)
     snn.calibration_report = report
-    snn.config["calibration"] = {"timesteps": T, "method": method, "samples": sum(len(b) for b in batches)}
+    snn.config["calibration"] = {"timesteps": T, "method": method, "samples": sum(samples),
+                                 "world_size": shard.world, "samples_per_rank": samples}
     return snn
 
 

@@ -12,7 +12,6 @@ computes what the fine-tuned network computed.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from pathlib import Path
@@ -25,11 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import DataError, NonSpikingActivationError, Onnx2SnnError
+from .. import checks
+from .. import distributed as dist
+from ..distributed import Shard, init as init_distributed
+from ..errors import ConfigError, DataError, NonSpikingActivationError, Onnx2SnnError
 from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
-from .data import iter_batches
-from .distill import DEFAULT_TEMPERATURE, DistillLoss, neuron_inputs, probe, spiking_outputs
+from .data import check_fits, input_tensor, iter_batches
+from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
 from .quantized import QuantizedNeuron, check_noise
 from .thresholds import calibrate_thresholds
 
@@ -76,7 +78,7 @@ def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator,
     if isinstance(data, (np.ndarray, torch.Tensor)):
         data = (data, None)
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
-        x, y = _as_tensor(data[0]).float(), data[1]
+        x, y = input_tensor(data[0], "training data"), data[1]
         y = _as_tensor(y) if isinstance(y, np.ndarray) else y
         if x.dim() == 0 or len(x) == 0:
             raise DataError("training data: empty (no samples)")
@@ -107,7 +109,7 @@ def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator,
         y = batch[1] if len(batch) > 1 else None
         if _no_labels(y):
             y = None
-        yield _as_tensor(batch[0]).float(), y
+        yield input_tensor(batch[0], f"training batch {k}"), y
 
 
 def _no_labels(y: Any) -> bool:
@@ -169,9 +171,9 @@ def resolve_loss(loss: "Callable | str | None") -> Callable:
             return zoo.LOSSES[zoo.PRESETS[loss].loss]
         if loss in ("cross_entropy", "ce") or (loss in zoo.PRESETS and zoo.PRESETS[loss].task == "classification"):
             return lambda out, y: F.cross_entropy(out, y)
-        raise Onnx2SnnError(f"unknown loss {loss!r}: pass a callable(outputs, targets) -> scalar, a zoo loss "
-                            f"({', '.join(sorted(zoo.LOSSES))}), a zoo preset name, or None for cross-entropy")
-    raise Onnx2SnnError(f"loss must be a callable, a name or None, not {type(loss).__name__}")
+        raise ConfigError(f"unknown loss {loss!r}: pass a callable(outputs, targets) -> scalar, a zoo loss "
+                            f"({', '.join(sorted(zoo.LOSSES))}), a zoo preset name, or None for cross-entropy", "loss")
+    raise ConfigError(f"loss must be a callable, a name or None, not {type(loss).__name__}", "loss")
 
 
 def _scalar_loss(value: Any) -> torch.Tensor:
@@ -256,8 +258,9 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
              example_input: torch.Tensor | None = None, input_shape=None,
              replace_activations: Mapping[str, str] | None = None, percentile: "float | str" = 99.99,
              calibration_limit: int = 2048, weight_decay: float = 0.0, grad_clip: float | None = 10.0,
-             preprocess=None, distill_weight: float | None = None, temperature: float = DEFAULT_TEMPERATURE,
-             feature_weight: float = 0.0, distill_mode: str = "auto") -> fx.GraphModule:
+             preprocess=None, distributed: "bool | None" = None, distill_weight: float | None = None,
+             temperature: float = DEFAULT_TEMPERATURE, feature_weight: float = 0.0,
+             distill_mode: str = "auto") -> fx.GraphModule:
     """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost.
 
     Args:
@@ -292,24 +295,45 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
         preprocess: ``zoo.Preprocess`` for image paths (default: the model's input size,
             letterboxed for YOLO-format data).
 
+    Many processes (``torchrun``, or ``distributed=True``): the twin is wrapped in
+    DistributedDataParallel, every rank draws the same seeded batches and takes its share
+    of each (batch ``batch_size`` is split over the ranks), and each rank's loss is weighted
+    by its share, so that an update equals the one-process update on the whole batch for a
+    loss that is a mean over samples. What differs from one process: the training noise
+    (each rank draws its own, seeded ``seed + 1 + rank``) and the rounding of the gradient
+    sums. Every rank returns the same twin.
+
     Returns the fine-tuned twin (eval mode) with its original activations,
     ``learned_thresholds`` (activation target -> [C] theta) and ``finetune_info``
     (settings and the per-epoch history of the loss and its parts).
     ``onnx2snn.convert(twin, timesteps=T)`` then needs no calibration data.
     """
-    if not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool) or timesteps < 1:
-        raise Onnx2SnnError(f"timesteps must be an integer >= 1, got {timesteps!r}")
-    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise Onnx2SnnError(f"epochs must be an integer >= 0, got {epochs!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise Onnx2SnnError(f"lr must be a positive number, got {lr!r}")
-    if distill_weight is not None and not (distill_weight >= 0 and math.isfinite(distill_weight)):
-        raise Onnx2SnnError(f"distill_weight must be a number >= 0, got {distill_weight!r}")
-    if not (feature_weight >= 0 and math.isfinite(feature_weight)):
-        raise Onnx2SnnError(f"feature_weight must be a number >= 0, got {feature_weight!r}")
+    timesteps, epochs = checks.integer("timesteps", timesteps, 1), checks.integer("epochs", epochs, 0)
+    lr = checks.real("lr", lr, 0.0, strict_min=True)
     check_noise(noise, noise_scale)
+    per_channel, progress = checks.boolean("per_channel", per_channel), checks.boolean("progress", progress)
+    batch_size, seed = checks.integer("batch_size", batch_size, 1), checks.integer("seed", seed, 0)
+    percentile = checks.percentile(percentile)
+    calibration_limit = checks.integer("calibration_limit", calibration_limit, 1)
+    weight_decay = checks.real("weight_decay", weight_decay, 0.0)
+    grad_clip = checks.optional_real("grad_clip", grad_clip, 0.0, strict_min=True)
+    input_shape = checks.shape("input_shape", input_shape)
+    replace_activations = checks.activation_map(replace_activations)
+    distill_weight = checks.optional_real("distill_weight", distill_weight, 0.0)
+    temperature = checks.real("temperature", temperature, 0.0, strict_min=True)
+    feature_weight = checks.real("feature_weight", feature_weight, 0.0)
+    distill_mode = checks.choice("distill_mode", distill_mode, DISTILL_MODES)
+    if train_data is None:
+        raise DataError("finetune needs train_data: inputs alone (a tensor, an image folder, YOLO data) for "
+                        "distillation, or (x, y), a DataLoader of (x, y) batches, or a callable epoch -> iterable "
+                        "of (x, y) for a task loss")
+    distill_only = loss in ("distill", None)
+    task_loss = None if distill_only else resolve_loss(loss)
     torch.manual_seed(seed)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r} is not valid: expected 'cpu', 'cuda', 'cuda:0', ...", "device") from None
 
     base = to_twin(source, example_input, input_shape)
     if isinstance(train_data, (str, os.PathLike)):
@@ -321,11 +345,9 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     if first is None:
         raise DataError("training data: empty (no batches)")
     has_targets = first[1] is not None
-    distill_only = loss in ("distill", None)
     if not distill_only and not has_targets:
         raise DataError("training data has no targets for the loss: pass (x, y), a DataLoader of (x, y) batches, a "
                         "callable epoch -> iterable of (x, y), labelled YOLO data, or use loss='distill' (no labels)")
-    task_loss = None if distill_only else resolve_loss(loss)
     use_distill = distill_only or bool(distill_weight)
 
     twin = _copy_twin(base)
@@ -337,12 +359,12 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     for p in twin.parameters():
         p.requires_grad_(True)
 
-    calib = calibration_data if calibration_data is not None else _inputs_for_calibration(train_data, calibration_limit,
-                                                                                          preprocess)
+    first = _inputs_for_calibration(train_data, calibration_limit if calibration_data is None else 1, preprocess)
+    check_fits(first, twin.onnx_info.input_shapes, "training data")
+    calib = calibration_data if calibration_data is not None else first
     thresholds, _ = calibrate_thresholds(twin, calib, "channel" if per_channel else "layer", percentile,
                                          batch_size=max(batch_size, 64), preprocess=preprocess, progress=False,
-                                         limit=calibration_limit if calibration_data is not None else None,
-                                         timesteps=int(timesteps))
+                                         limit=calibration_limit if calibration_data is not None else None)
     dloss = student = teacher = None
     if use_distill:
         outs = spiking_outputs(twin)
@@ -354,7 +376,8 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
         sample = next(iter_batches(calib, 256, preprocess=preprocess, limit=256)).to(dev)
         dloss = DistillLoss.build(teacher, outs, feats, sample, temperature=temperature,
                                   feature_weight=feature_weight, mode=distill_mode).to(dev)
-    noise_gen = torch.Generator().manual_seed(seed + 1)
+    shard = init_distributed(distributed, dev)
+    noise_gen = torch.Generator().manual_seed(seed + 1 + shard.rank)
     neurons = insert_quantized(twin, {t: thresholds[t] for t in targets}, timesteps, noise, noise_scale,
                                per_channel, generator=noise_gen)
     if use_distill:
@@ -362,6 +385,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     weight = 1.0 if distill_only else float(distill_weight or 0.0)
 
     params = [p for p in twin.parameters() if p.requires_grad]
+    model = _data_parallel(student if student is not None else twin, dev, shard)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     shuffle_gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = _steps(train_data, batch_size)
@@ -376,12 +400,15 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
         for epoch in range(epochs):
             total, count, sums = 0.0, 0, {}
             bar = tqdm(_epoch_batches(train_data, epoch, batch_size, shuffle_gen, preprocess), total=steps_per_epoch,
-                       desc=f"finetune T={timesteps} {epoch + 1}/{epochs}", unit="batch", disable=not progress)
+                       desc=f"finetune T={timesteps} {epoch + 1}/{epochs}", unit="batch",
+                       disable=not progress or shard.rank != 0)
             for xb, yb in bar:
+                n_batch = len(xb)
+                xb, yb, share = _my_share(xb, yb, shard)
                 xb = xb.to(dev)
                 parts = {}
                 if student is not None:
-                    out = student(xb)
+                    out = model(xb)
                     with torch.no_grad():
                         ref = teacher(xb)
                     n_out = student.n_outputs
@@ -393,8 +420,13 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                         parts["task"] = float(task.detach())
                         value = value + task
                 else:
-                    value = _scalar_loss(task_loss(twin(xb), _to(yb, dev)))
-                if not torch.isfinite(value):
+                    value = _scalar_loss(task_loss(model(xb), _to(yb, dev)))
+                local = float(value.detach()) * len(xb) * (share > 0)
+                value = value * share if shard.active else value
+                finite = bool(torch.isfinite(value))
+                if shard.active:  # every rank stops together
+                    finite = bool(dist.all_reduce(torch.tensor(float(finite)), "min", shard) > 0)
+                if not finite:
                     raise Onnx2SnnError(f"the loss became {float(value)} in epoch {epoch + 1}: lower lr")
                 opt.zero_grad(set_to_none=True)
                 value.backward()
@@ -403,11 +435,13 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                 opt.step()
                 if sched is not None:
                     sched.step()
-                total += float(value.detach()) * len(xb)
-                count += len(xb)
+                total += local if shard.active else float(value.detach()) * len(xb)
+                count += n_batch
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v * len(xb)
                 bar.set_postfix(loss=f"{float(value.detach()):.4f}")
+            if shard.active:
+                total = float(dist.all_reduce(torch.tensor(total, dtype=torch.float64), "sum", shard))
             if count == 0:
                 raise DataError("training data: empty (no batches)")
             history.append({"epoch": epoch + 1, "loss": total / count, **{k: v / count for k, v in sums.items()},
@@ -422,7 +456,8 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                           "temperature": float(temperature), "feature_weight": float(feature_weight),
                           "distill_mode": distill_mode, "noise": noise,
                           "noise_scale": float(noise_scale), "per_channel": bool(per_channel), "lr": lr,
-                          "seed": seed, "history": history, "seconds": round(time.time() - t0, 2)}
+                          "seed": seed, "history": history, "seconds": round(time.time() - t0, 2),
+                          "world_size": shard.world}
     if use_distill:
         twin.finetune_info["distill_targets"] = [{"node": t.node, "kind": t.kind} for t in dloss.targets]
     for p in twin.parameters():
@@ -439,6 +474,41 @@ def _default_preprocess(twin: fx.GraphModule, path: Any):
     if shape is None or len(shape) != 4:
         return None
     return Preprocess(size=tuple(shape[2:]), channels=int(shape[1]), letterbox=is_yolo_source(path))
+
+
+def _data_parallel(twin: nn.Module, dev: torch.device, shard: Shard) -> nn.Module:
+    """The twin wrapped in DistributedDataParallel when running on several ranks."""
+    if not shard.active:
+        return twin
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else None
+    # static graph: the same parameters take part in every step (unused ones are found once)
+    return DistributedDataParallel(twin, device_ids=ids, static_graph=True)
+
+
+def _my_share(xb: torch.Tensor, yb: Any, shard: Shard) -> tuple[torch.Tensor, Any, float]:
+    """This rank's part of a batch (the batch split in ``world`` contiguous parts) and the
+    weight of its loss, ``world * part / batch``: DDP averages the ranks' gradients, so the
+    update is that of the whole batch's mean loss. A rank left with no sample (a batch
+    smaller than the world) computes the first sample with weight 0."""
+    if not shard.active:
+        return xb, yb, 1.0
+    n = len(xb)
+    lo, hi = n * shard.rank // shard.world, n * (shard.rank + 1) // shard.world
+    weight = shard.world * (hi - lo) / n
+    if hi == lo:
+        lo, hi = 0, 1
+    if yb is None:  # inputs alone (distillation)
+        y = None
+    elif isinstance(yb, torch.Tensor) and yb.dim() > 0 and len(yb) == n:
+        y = yb[lo:hi]
+    elif isinstance(yb, (list, tuple)) and len(yb) == n:
+        y = type(yb)(yb[lo:hi]) if isinstance(yb, list) else tuple(yb[lo:hi])
+    else:
+        raise DataError(f"cannot split the targets of a batch of {n} over {shard.world} processes: targets must "
+                        f"be a tensor or a list with one entry per sample, got {type(yb).__name__}")
+    return xb[lo:hi], y, weight
 
 
 def _steps(data: Any, batch_size: int) -> int | None:

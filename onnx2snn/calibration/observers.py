@@ -2,93 +2,144 @@
 
 An :class:`ActivationObserver` sits on the input of one activation of the twin and keeps,
 per channel and for the whole layer, the exact max and a histogram of the positive part
-of its input (what the neuron will have to represent). The histogram range grows by
-powers of two as larger values arrive, merging neighbouring bins, so memory is
-``channels x bins`` whatever the number of samples, and percentiles are exact to one
-bin width (range / bins).
+of its input (what the neuron will have to represent). The histogram range is the
+smallest power of two above every value seen; it doubles as larger values arrive,
+merging neighbouring bins, so memory is ``channels x bins`` whatever the number of
+samples, and percentiles are exact to one bin width (range / bins).
+
+Because the range is a power of two strictly above the data and the bin count a power of
+two, a value's bin at any range is ``floor(value * 2^k)``: the counts do not depend on the
+order in which values arrive. Histograms of different shards of the data therefore merge
+exactly (:meth:`StreamingHistogram.merge_ranks`: agree on the largest range, regroup, add
+the counts), and N processes get the thresholds one process gets.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import torch
 import torch.fx as fx
 from tqdm.auto import tqdm
 
+from .. import distributed as dist
+from ..distributed import ALONE, Shard
+
+
+def _range_above(values: torch.Tensor) -> torch.Tensor:
+    """The smallest power of two strictly above each value (at least 2^-39)."""
+    v = values.clamp_min(1e-12)
+    return torch.pow(2.0, torch.floor(torch.log2(v)) + 1)
+
 
 class StreamingHistogram:
     """Histograms of non-negative values for ``C`` independent rows, growing ranges."""
 
+    CHUNK_VALUES = 1 << 23  # values binned at once (bounds the index tensor's memory)
+
     def __init__(self, channels: int, bins: int = 2048):
+        if bins < 2 or bins & (bins - 1):
+            raise ValueError(f"bins must be a power of two >= 2, got {bins}")
         self.bins = bins
-        self.counts = torch.zeros(channels, bins, dtype=torch.float64)
+        self.counts = torch.zeros(channels, bins, dtype=torch.int64)  # on the data's device
         self.upper = torch.zeros(channels, dtype=torch.float64)  # 0 = not started
         self.max = torch.zeros(channels, dtype=torch.float64)
         self.total = torch.zeros(channels, dtype=torch.float64)
 
-    def _grow(self, needed: torch.Tensor) -> None:
+    def _regroup(self, new_upper: torch.Tensor) -> None:
+        """Widen the ranges to ``new_upper`` (powers of two, >= the current ones), adding
+        neighbouring bins together (rows grouped by their widening factor)."""
         fresh = self.upper == 0
-        if fresh.any():
-            start = needed[fresh].clamp_min(1e-12)
-            self.upper[fresh] = torch.pow(2.0, torch.ceil(torch.log2(start)))
-        for c in torch.nonzero(needed > self.upper).flatten().tolist():
-            factor = 2 ** math.ceil(math.log2(float(needed[c] / self.upper[c])))
-            row = self.counts[c]
-            if factor >= self.bins:
-                merged = torch.zeros_like(row)
-                merged[0] = row.sum()
+        self.upper[fresh] = new_upper[fresh]
+        grow = torch.nonzero(new_upper > self.upper).flatten()
+        if not len(grow):
+            return
+        factors = torch.round(new_upper[grow] / self.upper[grow]).long()
+        for f in factors.unique().tolist():
+            rows = grow[factors == f]
+            old = self.counts[rows]
+            merged = torch.zeros_like(old)
+            if f >= self.bins:
+                merged[:, 0] = old.sum(1)
             else:
-                merged = torch.zeros_like(row)
-                merged[: self.bins // factor] = row.view(self.bins // factor, factor).sum(1)
-            self.counts[c] = merged
-            self.upper[c] *= factor
+                merged[:, : self.bins // f] = old.view(len(rows), self.bins // f, f).sum(2)
+            self.counts[rows] = merged
+        self.upper[grow] = new_upper[grow]
 
     def update(self, values: torch.Tensor) -> None:
-        """``values``: [C, M] non-negative."""
-        v = values.detach().to(torch.float64)
-        cmax = v.amax(1)
+        """``values``: [C, M] non-negative (negative values count as 0)."""
+        self.update_rows(values.unsqueeze(0))
+
+    def update_rows(self, v: torch.Tensor) -> None:
+        """``v``: [N, C, M] (row c of the histogram gets ``v[:, c]``), on any device; counted
+        without copying to [C, N*M]. A value's bin is ``floor(v * bins / upper)``: with
+        ``bins / upper`` a power of two the product is exact in float32, and for the clamped,
+        non-negative product truncation to int is the floor."""
+        v = v.detach()
+        if not v.is_floating_point():
+            v = v.float()
+        C = v.shape[1]
+        cmax = v.amax(dim=(0, 2)).double().cpu().clamp_min(0)
         self.max = torch.maximum(self.max, cmax)
-        self._grow(torch.maximum(cmax, self.upper.clamp_min(0)))
-        idx = (v / self.upper[:, None] * self.bins).floor().clamp_(0, self.bins - 1).long()
-        idx += torch.arange(v.shape[0]).unsqueeze(1) * self.bins
-        self.counts += torch.bincount(idx.flatten(), minlength=self.counts.numel()).view_as(self.counts).double()
-        self.total += v.shape[1]
+        self._regroup(torch.maximum(self.upper, _range_above(cmax)))
+        if self.counts.device != v.device:
+            self.counts = self.counts.to(v.device)
+        scale = (self.bins / self.upper).to(v.device, v.dtype).reshape(1, C, 1)
+        offsets = (torch.arange(C, device=v.device, dtype=torch.int32) * self.bins).reshape(1, C, 1)
+        flat_counts = self.counts.view(-1)
+        step = max(1, self.CHUNK_VALUES // max(1, v[0].numel()))
+        for i in range(0, v.shape[0], step):
+            idx = torch.mul(v[i:i + step], scale).clamp_(0, self.bins - 1).int().add_(offsets).view(-1)
+            flat_counts.index_add_(0, idx, torch.ones(1, dtype=torch.int64, device=v.device).expand(idx.numel()))
+        self.total += v.shape[0] * v.shape[2]
+
+    @classmethod
+    def combined(cls, rows: "StreamingHistogram") -> "StreamingHistogram":
+        """One histogram of all rows' values together (exact: each row regrouped to the
+        largest range, then added)."""
+        out = cls(1, rows.bins)
+        started = rows.upper > 0
+        if not started.any():
+            return out
+        upper = rows.upper[started].max()
+        tmp = cls(int(started.sum()), rows.bins)
+        tmp.counts, tmp.upper = rows.counts[started].clone(), rows.upper[started].clone()
+        tmp._regroup(upper.expand_as(tmp.upper).clone())
+        out.counts = tmp.counts.sum(0, keepdim=True)
+        out.upper = upper.reshape(1).clone()
+        out.max = rows.max.max().reshape(1).clone()
+        out.total = rows.total.sum().reshape(1).clone()
+        return out
+
+    def merge_ranks(self, shard: Shard) -> None:
+        """Combine the histograms of all ranks (each on its share of the data) in place, on
+        every rank: ranges agreed first (the largest), counts regrouped to them and summed.
+        Counts are integers: the sums are exact in any order."""
+        if not shard.active:
+            return
+        upper = dist.all_reduce(self.upper, "max", shard)
+        self._regroup(upper)
+        self.counts = dist.all_reduce(self.counts, "sum", shard)
+        self.total = dist.all_reduce(self.total, "sum", shard)
+        self.max = dist.all_reduce(self.max, "max", shard)
 
     def percentile(self, q: float) -> torch.Tensor:
         """Per-row ``q``-th percentile (0-100), linear inside the bin; never above max."""
-        cdf = self.counts.cumsum(1)
+        counts = self.counts.cpu().double()
+        cdf = counts.cumsum(1)
         target = (q / 100.0) * self.total
         b = torch.searchsorted(cdf, target.unsqueeze(1)).squeeze(1).clamp(max=self.bins - 1)
         below = torch.where(b > 0, cdf.gather(1, (b - 1).clamp_min(0).unsqueeze(1)).squeeze(1),
                             torch.zeros_like(target))
-        inside = self.counts.gather(1, b.unsqueeze(1)).squeeze(1).clamp_min(1e-12)
+        inside = counts.gather(1, b.unsqueeze(1)).squeeze(1).clamp_min(1e-12)
         frac = ((target - below) / inside).clamp(0, 1)
         width = self.upper / self.bins
         return torch.minimum((b.double() + frac) * width, self.max)
 
 
-    def mse_threshold(self, levels: int, candidates: int = 100, chunk: int = 16) -> torch.Tensor:
-        """Per row, the theta (among ``candidates`` fractions of the max) that minimises the
-        squared error of the values quantized as ``levels`` steps of an IF neuron do:
-        ``theta / L * clamp(floor(L x / theta + 1/2), 0, L)`` (bin centres stand for the values)."""
-        width = self.upper / self.bins
-        frac = torch.linspace(1.0 / candidates, 1.0, candidates, dtype=torch.float64)
-        out = torch.zeros_like(self.max)
-        for lo in range(0, self.counts.shape[0], chunk):
-            sl = slice(lo, lo + chunk)
-            centres = (torch.arange(self.bins, dtype=torch.float64) + 0.5)[None] * width[sl, None]   # [c, bins]
-            theta = (self.max[sl, None] * frac[None]).clamp_min(1e-12)                               # [c, K]
-            step = theta[..., None] / levels
-            q = torch.clamp(torch.floor(centres[:, None, :] / step + 0.5), 0, levels) * step           # [c, K, bins]
-            err = (self.counts[sl, None, :] * (centres[:, None, :] - q) ** 2).sum(-1)
-            out[sl] = theta.gather(1, err.argmin(1, keepdim=True)).squeeze(1)
-        return torch.where(self.max > 0, out, self.max)
-
-
 class ActivationObserver:
-    """Statistics of one activation's input: per channel (dim 1) and per layer."""
+    """Statistics of one activation's input: per channel (dim 1) and per layer (the channel
+    histograms combined, exactly, when asked for)."""
 
     PERCENTILES = (99.0, 99.9, 99.99, 99.999)
 
@@ -96,51 +147,66 @@ class ActivationObserver:
         self.name = name
         self.bins = bins
         self.channel: StreamingHistogram | None = None
-        self.layer = StreamingHistogram(1, bins)
+        self._layer: StreamingHistogram | None = None
         self.samples = 0
+        self.samples_per_rank = [0]
+
+    @property
+    def layer(self) -> StreamingHistogram:
+        """The histogram of all channels' values together."""
+        if self._layer is None:
+            self._layer = StreamingHistogram(1, self.bins) if self.channel is None else \
+                StreamingHistogram.combined(self.channel)
+        return self._layer
 
     def observe(self, x: torch.Tensor) -> None:
-        x = x.detach().float().clamp_min(0)
+        x = x.detach()
         if x.dim() < 2:
             x = x.reshape(-1, 1)
         c = x.shape[1]
         if self.channel is None:
             self.channel = StreamingHistogram(c, self.bins)
-        per_channel = x.transpose(0, 1).reshape(c, -1).cpu()
-        self.channel.update(per_channel)
-        self.layer.update(per_channel.reshape(1, -1))
+        self.channel.update_rows(x.reshape(x.shape[0], c, -1))
+        self._layer = None
         self.samples += x.shape[0]
 
-    def threshold(self, normalization: str = "channel", percentile: "float | str" = 99.99,
-                  timesteps: int | None = None) -> torch.Tensor:
-        """Per-channel thresholds (a [C] tensor; all equal for layer-wise). ``percentile``:
-        a percentile, ``"max"``, or ``"mse"`` (the theta whose T-level quantization of the
-        observed values has the least squared error; needs ``timesteps``)."""
+    def merge_ranks(self, shard: Shard) -> None:
+        """Combine this observer over all ranks (exactly; see :class:`StreamingHistogram`).
+        A rank that saw no data takes the channel count from the others."""
+        if not shard.active:
+            return
+        counts = dist.all_gather((self.channel.counts.shape[0] if self.channel is not None else None,
+                                  self.samples), shard)
+        channels = {c for c, _ in counts if c is not None}
+        if len(channels) > 1:
+            raise RuntimeError(f"observer {self.name!r}: ranks saw {sorted(channels)} channels")
+        self.samples_per_rank = [n for _, n in counts]
+        self.samples = sum(self.samples_per_rank)
+        if not channels:
+            return
+        if self.channel is None:
+            self.channel = StreamingHistogram(channels.pop(), self.bins)
+        self.channel.merge_ranks(shard)
+        self._layer = None
+
+    def threshold(self, normalization: str = "channel", percentile: "float | str" = 99.99) -> torch.Tensor:
+        """Per-channel thresholds (a [C] tensor; all equal for layer-wise)."""
         if self.channel is None:
             raise RuntimeError(f"observer {self.name!r} saw no data")
         if normalization not in ("channel", "layer"):
             raise ValueError(f"normalization must be 'channel' or 'layer', not {normalization!r}")
-        if percentile == "mse" and not timesteps:
-            raise ValueError("percentile='mse' needs the number of timesteps")
-
-        def pick(hist: StreamingHistogram) -> torch.Tensor:
-            if percentile == "max":
-                return hist.max.clone()
-            if percentile == "mse":
-                return hist.mse_threshold(int(timesteps))
-            return hist.percentile(float(percentile))
-
         hist = self.channel if normalization == "channel" else self.layer
-        theta = pick(hist)
+        theta = hist.max.clone() if percentile == "max" else hist.percentile(float(percentile))
         if normalization == "layer":
             theta = theta.expand(self.channel.counts.shape[0]).clone()
         else:
-            layer = pick(self.layer)
+            layer = self.layer.max if percentile == "max" else self.layer.percentile(float(percentile))
             theta = torch.where(theta > 0, theta, layer.expand_as(theta))  # silent channels
         return theta.clamp_min(1e-6).float()
 
     def summary(self) -> dict:
-        out = {"samples": self.samples, "max": float(self.layer.max[0])}
+        out = {"samples": self.samples, "world_size": len(self.samples_per_rank),
+               "samples_per_rank": list(self.samples_per_rank), "max": float(self.layer.max[0])}
         for q in self.PERCENTILES:
             out[f"p{q:g}"] = float(self.layer.percentile(q)[0])
         return out
@@ -148,8 +214,11 @@ class ActivationObserver:
 
 def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Iterable[torch.Tensor],
                    bins: int = 2048, progress: bool = True, device: "torch.device | str | None" = None,
-                   total: int | None = None) -> dict[str, ActivationObserver]:
-    """Run sample batches through the twin, observing the input of each named node."""
+                   total: int | None = None, shard: Shard = ALONE) -> dict[str, ActivationObserver]:
+    """Run sample batches through the twin, observing the input of each named node.
+
+    With ``shard`` active, ``batches`` are this rank's share; the observers are merged over
+    the ranks at the end (every rank gets the same, exact, statistics)."""
     names = list(node_names)
     observers = {n: ActivationObserver(n, bins) for n in names}
     nodes = {n.name: n for n in twin.graph.nodes}
@@ -162,11 +231,15 @@ def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Ite
     dev = torch.device(device) if device is not None else next(twin.parameters()).device
     try:
         with torch.no_grad():
-            for xb in tqdm(batches, desc="calibrating", unit="batch", disable=not progress, total=total):
+            for xb in tqdm(batches, desc="calibrating", unit="batch", disable=not progress or shard.rank != 0,
+                           total=total):
                 twin(xb.to(dev))
     finally:
         for h in handles:
             h.remove()
+    for o in observers.values():
+        o.samples_per_rank = [o.samples]
+        o.merge_ranks(shard)
     if any(o.channel is None for o in observers.values()):
         from ..errors import DataError
         raise DataError("calibration saw no data: the calibration set is empty")

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import Onnx2SnnError
+from .. import checks
 
 NOISE_KINDS = (None, "gaussian", "uniform")
 
@@ -123,10 +123,8 @@ class QuantizedNeuron(nn.Module):
 
 
 def check_noise(noise, noise_scale) -> None:
-    if noise not in NOISE_KINDS:
-        raise Onnx2SnnError(f"noise must be one of 'gaussian', 'uniform' or None, not {noise!r}")
-    if not (isinstance(noise_scale, (int, float)) and noise_scale >= 0 and math.isfinite(noise_scale)):
-        raise Onnx2SnnError(f"noise_scale must be a finite number >= 0 (in spikes), not {noise_scale!r}")
+    checks.choice("noise", noise, NOISE_KINDS)
+    checks.real("noise_scale", noise_scale, 0.0)
 
 
 __all__ = ["QuantizedNeuron", "if_counts", "NOISE_KINDS", "check_noise"]

@@ -3,22 +3,74 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.fx as fx
 
-from ..errors import DataError, Onnx2SnnError
+from .. import checks
+from ..distributed import ALONE, Shard, init as init_distributed
+from ..errors import ConfigError, DataError, Onnx2SnnError
 from ..graph.analysis import analyze
-from .data import dataset_length, iter_batches
+from .data import check_fits, check_preprocess, default_preprocess, iter_batches, peek, progress_samples, sample_count
 from .observers import calibrate_twin
+
+NORMALIZATIONS = ("channel", "layer")
+
+
+def resolve_preprocess(data: Any, preprocess, input_shapes) -> Any:
+    """The preprocessing for ``data``: the given spec, or for an image folder / COCO json
+    the default one (resize to the model's input size, pixels in [0, 1]); YOLO-format data
+    (a data.yaml, a folder with images/ and labels/) is letterboxed, as Ultralytics does."""
+    check_preprocess(preprocess)
+    if preprocess is None and isinstance(data, (str, os.PathLike)):
+        from ..zoo.data.yolo_format import is_yolo_source
+
+        p = Path(data)
+        if is_yolo_source(p):
+            preprocess = default_preprocess(input_shapes, letterbox=True)
+        elif p.is_dir() or p.suffix == ".json":
+            preprocess = default_preprocess(input_shapes)
+    return preprocess
+
+
+def sample_batches(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, preprocess,
+                   where: str = "calibration data", shard: Shard = ALONE):
+    """Input batches of ``data`` (this rank's share under ``shard``) checked against the
+    twin's input shape on the first batch (before any long work), and the number of
+    samples they hold when known."""
+    shapes = getattr(getattr(twin, "onnx_info", None), "input_shapes", {}) or {}
+    preprocess = resolve_preprocess(data, preprocess, shapes)
+    total = sample_count(data, limit, preprocess)
+    if total is not None and shard.active:
+        total = shard.samples(total, batch_size)
+    batches = iter_batches(data, batch_size, preprocess=preprocess, limit=limit, shard=shard)
+    if shard.active and total == 0:  # a rank with no batch of its own still joins the merge
+        return iter(()), 0
+    first, batches = peek(batches)
+    check_fits(first, shapes, where)
+    return batches, total
 
 
 def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
                          percentile: "float | str" = 99.99, batch_size: int = 64, limit: int | None = None,
-                         preprocess=None, progress: bool = True, timesteps: int | None = None
+                         preprocess=None, progress: bool = True, distributed: "bool | None" = None
                          ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Per-channel thresholds for every activation in the spiking core, from sample data."""
+    """Per-channel thresholds for every activation in the spiking core, from sample data.
+
+    Returns (activation module target -> [C] theta, target -> statistics summary).
+    Under ``torchrun`` (or ``distributed=True``) each rank observes its share of the
+    batches and the statistics are merged exactly: every rank gets the thresholds one
+    process gets on the same data (see :mod:`onnx2snn.distributed`)."""
+    if not isinstance(twin, fx.GraphModule):
+        raise ConfigError(f"calibrate_thresholds needs a twin from onnx2snn.import_onnx, got {type(twin).__name__}",
+                          "twin")
+    normalization = checks.choice("normalization", normalization, NORMALIZATIONS)
+    percentile = checks.percentile(percentile)
+    batch_size = checks.integer("batch_size", batch_size, 1)
+    limit = checks.optional_integer("limit", limit, 1)
+    progress = checks.boolean("progress", progress)
     analysis = analyze(twin)
     nodes = {n.name: n for n in twin.graph.nodes}
     names = [a.name for a in analysis.activations() if a.part == "core"]
@@ -26,15 +78,13 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
         raise Onnx2SnnError("the model has no activations in its spiking part: nothing to convert")
     if data is None:
         raise DataError("calibration data is required (sample inputs: a tensor, DataLoader, .npz or image folder)")
-    n = dataset_length(data) if not isinstance(data, (str, os.PathLike)) else None
-    total = None if n is None else (-(-n // batch_size) if isinstance(data, torch.Tensor) else n)
-    obs = calibrate_twin(twin, names, iter_batches(data, batch_size, preprocess=preprocess, limit=limit),
-                         progress=progress, total=total)
-    if percentile == "mse" and not timesteps:
-        raise Onnx2SnnError("percentile='mse' sets thresholds for a number of timesteps: pass timesteps=")
-    thresholds = {nodes[k].target: o.threshold(normalization, percentile, timesteps) for k, o in obs.items()}
+    shard = init_distributed(distributed, next(twin.parameters()).device)
+    batches, total = sample_batches(twin, data, batch_size, limit, preprocess, shard=shard)
+    obs = calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress and shard.rank == 0),
+                         progress=False, shard=shard)
+    thresholds = {nodes[k].target: o.threshold(normalization, percentile) for k, o in obs.items()}
     stats = {nodes[k].target: o.summary() for k, o in obs.items()}
     return thresholds, stats
 
 
-__all__ = ["calibrate_thresholds"]
+__all__ = ["calibrate_thresholds", "sample_batches", "resolve_preprocess"]

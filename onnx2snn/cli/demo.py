@@ -15,6 +15,9 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    from .. import checks
+
+    checks.writable_dir("out", args.out)
     from ..demo import run_demo, tables
 
     report = run_demo(args.out, progress=not args.quiet)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import tempfile
 
-from .common import default_model, parser, shape
+from .common import default_model, existing, parser, shape
 
 
 def add(sub) -> None:
     q = parser(sub, "inspect", "show the graph, its activations and what becomes spiking")
-    q.add_argument("model", nargs="?", help="ONNX file (default: a built-in zoo model)")
+    q.add_argument("model", nargs="?", type=existing("ONNX file"), help="ONNX file (default: a built-in zoo model)")
     q.add_argument("--input-shape", type=shape, help="e.g. 1,3,224,224 for files with dynamic spatial dims")
     q.add_argument("--json", action="store_true", help="print JSON instead of tables")
     q.set_defaults(func=run)

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import os
 
-from .common import floats, parser
+from .common import add_preprocess_options, existing, parser, positive_int, preprocess_from_args, real, timesteps_list
 
 
 def add(sub) -> None:
     v = parser(sub, "verify", "the SNN vs onnxruntime on its source file: accuracy / mAP vs T, per-layer "
                               "error, firing rates, SynOps, energy")
-    v.add_argument("snn", help="spiking network file (.snn.pt, from `onnx2snn convert` or snn.save)")
-    v.add_argument("--reference", help="source ONNX file (default: the ONNX stored in the .snn.pt)")
-    v.add_argument("--data", required=True, help="classification: .npz with x (and y), or an image folder; "
-                                                 "detection: a COCO json, an image folder with --annotations, or "
-                                                 "YOLO-format data (data.yaml: its val images, letterboxed)")
+    v.add_argument("snn", type=existing("file"),
+                   help="spiking network file (.snn.pt, from `onnx2snn convert` or snn.save)")
+    v.add_argument("--reference", type=existing("ONNX file"),
+                   help="ONNX file to compare with (default: the ONNX stored in the .snn.pt)")
+    v.add_argument("--data", required=True, type=existing("file or folder"),
+                   help="classification: .npz with x (and y), or an image folder (class sub-folders give labels); "
+                        "detection: a COCO json, an image folder with --annotations, or YOLO-format data (data.yaml or a "
+                        "folder with images/ and labels/: its val split, letterboxed)")
     v.add_argument("--task", choices=["classification", "detection"], default="classification", help="what to score")
-    v.add_argument("--timesteps", default="1,2,4,8,16,32,64,128", help="comma-separated sweep, e.g. 1,2,4,8,16")
-    v.add_argument("--annotations", help="COCO json with the ground truth of the images in --data")
+    v.add_argument("-T", "--timesteps", type=timesteps_list, default="1,2,4,8,16,32,64,128",
+                   help="comma-separated sweep, e.g. 1,2,4,8,16")
+    v.add_argument("--annotations", type=existing("file"), help="COCO json with the ground truth of the images in --data")
     v.add_argument("--postprocess", help="detection decoder: tiny-yolo, yolo_relu or yolov8")
-    v.add_argument("--batch-size", type=int, default=32, help="samples per batch")
-    v.add_argument("--limit", type=int, help="evaluate at most this many samples")
-    v.add_argument("--mean", help="image preprocessing mean per channel, e.g. 0.485,0.456,0.406 (default 0)")
-    v.add_argument("--std", help="image preprocessing std per channel (default 1)")
-    v.add_argument("--tolerance", type=float, help="match tolerance (accuracy: absolute, 0.01 = 1 point; "
-                                                   "mAP: relative, 0.01 = 1%%)")
+    v.add_argument("--batch-size", type=positive_int("batch_size"), default=32, help="samples per batch")
+    v.add_argument("--limit", type=positive_int("limit"), help="evaluate at most this many samples")
+    add_preprocess_options(v)
+    v.add_argument("--tolerance", type=real("tolerance", 0.0, 1.0),
+                   help="what counts as a match (accuracy: absolute, 0.01 = 1 point; mAP: relative, 0.01 = 1%%; "
+                        "default 0.01)")
     v.add_argument("--no-layers", action="store_true", help="skip per-layer error, firing rates and SynOps")
     v.add_argument("--out", default="verify-report", help="folder for report.md, report.json, report.png")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -32,33 +36,33 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
+    from .. import checks
+
+    out = checks.writable_dir("out", args.out)
+    from ..snn.serialize import load
     from ..verification.api import verify
-    from ..zoo import Preprocess
 
-    ts = [int(t) for t in args.timesteps.split(",") if t.strip()]
-    pre = None
-    if args.mean or args.std:
-        from ..snn.serialize import load
-
-        snn = load(args.snn)
-        shape = next(iter(snn.ann.onnx_info.input_shapes.values()))
-        c = int(shape[1])
+    snn = load(args.snn)
+    shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
+    pre = preprocess_from_args(args, shape)
+    if pre is not None and args.task == "detection":
         from ..zoo.data.yolo_format import is_yolo_source
 
-        pre = Preprocess(size=tuple(shape[2:]), channels=c, mean=floats(args.mean, c, 0.0),
-                         std=floats(args.std, c, 1.0), letterbox=args.task == "detection" and is_yolo_source(args.data))
-    else:
-        snn = args.snn
-    report = verify(snn, reference=args.reference, data=args.data, timesteps=ts, task=args.task,
+        pre.letterbox = is_yolo_source(args.data)  # as Ultralytics validates
+    report = verify(snn, reference=args.reference, data=args.data, timesteps=args.timesteps, task=args.task,
                     postprocess=args.postprocess, annotations=args.annotations, batch_size=args.batch_size,
                     limit=args.limit, preprocess=pre, layers=not args.no_layers, tolerance=args.tolerance,
                     progress=not args.quiet)
-    os.makedirs(args.out, exist_ok=True)
+    from ..distributed import is_main
+
+    if not is_main():  # under torchrun: every rank ran its share, rank 0 writes the report
+        return 0
+    os.makedirs(out, exist_ok=True)
     md = report.table()
-    with open(os.path.join(args.out, "report.md"), "w") as f:
+    with open(os.path.join(out, "report.md"), "w") as f:
         f.write(md + "\n")
-    report.to_json(os.path.join(args.out, "report.json"))
-    report.plot(os.path.join(args.out, "report.png"))
+    report.to_json(os.path.join(out, "report.json"))
+    report.plot(os.path.join(out, "report.png"))
     print(md)
-    print(f"\nwrote {args.out}/report.md, report.json, report.png ({report.seconds} s)")
+    print(f"\nwrote {out}/report.md, report.json, report.png ({report.seconds} s)")
     return 0

@@ -25,6 +25,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import NonSpikingActivationError
 from . import functional as OF
 
 # activation kinds that sit between layers (a neuron takes their place) ...
@@ -37,14 +38,22 @@ _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspo
              nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _LINEAR_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
                    nn.AdaptiveAvgPool3d, nn.Flatten, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d,
-                   nn.ConstantPad3d, nn.PixelShuffle, nn.Identity, nn.Upsample)
+                   nn.ConstantPad3d, nn.PixelShuffle, nn.PixelUnshuffle, nn.Identity, nn.Upsample)
 _MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
             nn.AdaptiveMaxPool3d)
 _LINEAR_FUNCTIONS = {operator.add, operator.sub, operator.neg, operator.getitem, torch.add, torch.cat, torch.split,
                      torch.neg, OF.reshape_keep_batch, OF.expand_keep_batch, OF.onnx_expand, OF.flatten_2d,
-                     OF.onnx_slice, OF.gather, torch.mean, torch.sum, torch.matmul}
+                     OF.onnx_slice, OF.gather, torch.mean, torch.sum, torch.matmul, OF.index_axes, OF.matmul_axes,
+                     OF.pool_sum_div, OF.crop_pad, OF.depth_to_space_dcr, OF.space_to_depth,
+                     OF.expand_batch_like, OF.reshape_affine, OF.expand_affine, OF.require_batch}
+# functions that select entries of their input at places given by a constant argument (its position)
+_SELECTIONS = {OF.gather_nd: 1, OF.gather_elements: 1, torch.where: 0, torch.index_select: 2}
 _LINEAR_METHODS = {"reshape", "permute", "squeeze", "unsqueeze", "select", "t", "flatten", "view",
                    "transpose", "repeat", "expand", "contiguous"}
+
+
+_PRODUCT = ("product of two computed tensors (a gate such as squeeze-excitation, or attention) has no "
+            "rate-exact spiking form")
 
 
 @dataclass
@@ -74,6 +83,26 @@ class GraphAnalysis:
 
     def part(self, part: str) -> list[NodeInfo]:
         return [n for n in self.nodes if n.part == part]
+
+    def blockers(self) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str]]:
+        """Everything that blocks spiking conversion, split in two: activation kinds with no
+        spiking equivalent (replace_activations can swap them), and other ops with no spiking
+        form (it cannot); each as kind -> node names, and the reason per kind."""
+        info = self.by_name()
+        acts: dict[str, list[str]] = {}
+        ops: dict[str, list[str]] = {}
+        reasons: dict[str, str] = {}
+        for kind, names in self.non_convertible.items():
+            target = acts if any(info[n].role == "activation" for n in names) else ops
+            target[kind] = list(names)
+            reasons[kind] = info[names[0]].reason
+        return acts, ops, reasons
+
+    def check_spiking(self) -> None:
+        """Raise one :class:`NonSpikingActivationError` naming every blocker, if any."""
+        acts, ops, reasons = self.blockers()
+        if acts or ops:
+            raise NonSpikingActivationError(acts, ops, {k: reasons[k] for k in ops})
 
 
 def activation_kind(m: nn.Module) -> tuple[str, str, str]:
@@ -133,16 +162,19 @@ def _classify(gm: fx.GraphModule, n: fx.Node) -> NodeInfo:
     if n.op == "call_method":
         info.role = "linear" if target in _LINEAR_METHODS else "nonlinear"
         return info
+    if target in _SELECTIONS and len(n.args) > 1 and _is_const(n.args[_SELECTIONS[target]]):
+        info.role = "linear"  # picking entries at fixed places (adaptive pooling, as dynamo writes it)
+        return info
     if target in _LINEAR_FUNCTIONS:
         if target is torch.matmul and not any(_is_const(a) for a in n.args[:2]):
-            info.reason = "product of two computed tensors"
+            info.reason = _PRODUCT
             return info
         info.role = "linear"
     elif target in (operator.mul, operator.truediv, torch.mul):
         if any(_is_const(a) for a in n.args[:2]) and not (target is operator.truediv and not _is_const(n.args[1])):
             info.role = "linear"
         else:
-            info.reason = "product of two computed tensors has no rate-exact spiking form"
+            info.reason = _PRODUCT
     elif target is F.interpolate:
         mode = n.kwargs.get("mode", "nearest")
         info.role = "linear" if mode in ("nearest", "bilinear", "linear", "trilinear", "nearest-exact") else "nonlinear"

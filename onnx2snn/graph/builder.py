@@ -20,6 +20,7 @@ from onnx import helper
 from torch import nn
 
 from ..errors import ShapeError
+from . import dtypes
 
 Value = Any  # fx.Node | np.ndarray | None
 
@@ -82,6 +83,7 @@ class NodeContext:
     input_dtypes: list[int | None]
     opset: int
     attrs: dict[str, Any] = field(default_factory=dict)
+    output_dtypes: list[int | None] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -102,10 +104,41 @@ class NodeContext:
                 "time, but it is computed from the model input")
         return v
 
-    def const_or_none(self, i: int) -> np.ndarray | None:
+    def const_or_none(self, i: int, what: str = "") -> np.ndarray | None:
         if not self.has_input(i):
             return None
-        return self.const(i)
+        return self.const(i, what)
+
+    def dtype(self, i: int = 0) -> int | None:
+        """ONNX element type of input ``i`` (None when unknown)."""
+        v = self.inputs[i] if i < len(self.inputs) else None
+        if isinstance(v, np.ndarray):
+            return dtypes.onnx_type_of(v)
+        return self.input_dtypes[i] if i < len(self.input_dtypes) else None
+
+    def torch_dtype(self, i: int = 0) -> torch.dtype | None:
+        t = self.dtype(i)
+        return dtypes.TORCH.get(t) if t is not None else None
+
+    def is_float(self, i: int = 0) -> bool:
+        return self.dtype(i) in dtypes.FLOATING
+
+    def is_int(self, i: int = 0) -> bool:
+        return self.dtype(i) in dtypes.INTEGER
+
+    def shadow(self, i: int) -> np.ndarray | None:
+        """Input ``i`` at the next batch size, where it is a constant that depends on the batch."""
+        name = self.node.input[i] if i < len(self.node.input) else ""
+        return self.builder.shadow.get(name) if name else None
+
+    def set_shadow(self, k: int, value: np.ndarray) -> None:
+        self.builder.shadow[self.node.output[k]] = value
+
+    def tensor(self, v: Value) -> Any:
+        """``v`` as something that is a tensor in the twin (a 0-d constant too: a buffer)."""
+        if isinstance(v, np.ndarray):
+            return self.builder.buffer(v)
+        return v
 
     def rank(self, i: int = 0) -> int:
         shape = self.input_shapes[i] if i < len(self.input_shapes) else None
@@ -140,6 +173,27 @@ class NodeContext:
                                         {k: self.builder.as_arg(v) for k, v in kwargs.items()})
 
 
+def evaluate(node: onnx.NodeProto, inputs: Sequence[Value], opset_imports) -> list[np.ndarray]:
+    """Evaluate a node whose inputs are all constants with onnx's reference evaluator.
+
+    Raises ``ValueError`` when an output is not a tensor (a sequence, an optional)."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {name: v for name, v in zip(node.input, inputs) if name}
+    in_vis = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+              for name, v in feeds.items()]
+    out_vis = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+    graph = helper.make_graph([node], "fold", in_vis, out_vis)
+    model = helper.make_model(graph, opset_imports=list(opset_imports))
+    outs = ReferenceEvaluator(model).run(None, feeds)
+    res = []
+    for o in outs:
+        if not isinstance(o, (np.ndarray, np.generic)):
+            raise ValueError(f"the node computes a {type(o).__name__}, not a tensor")
+        res.append(np.asarray(o))
+    return res
+
+
 def parse_attrs(node: onnx.NodeProto) -> dict[str, Any]:
     out = {}
     for a in node.attribute:
@@ -161,6 +215,10 @@ class GraphBuilder:
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.values: dict[str, Value] = {}
+        # the batch-dependent shape values at the next batch size (see import_onnx)
+        self.shadow: dict[str, np.ndarray] = {}
+        self.shadow_shapes: dict[str, tuple | None] = {}
+        self.static_batch: int | None = None
         self._module_names: set[str] = set()
         self._buffer_count = 0
 
@@ -173,9 +231,12 @@ class GraphBuilder:
         return name
 
     def as_arg(self, v: Value) -> Any:
-        """Turn a numpy constant into something fx can carry: a literal or a buffer."""
+        """Turn a numpy constant into something fx can carry: a literal or a buffer.
+
+        A 0-d constant becomes a Python number only where torch keeps the other operand's
+        dtype with it (bool, int64, float32 and float64 scalars); others stay tensors."""
         if isinstance(v, np.ndarray):
-            if v.ndim == 0:
+            if v.ndim == 0 and v.dtype in (np.bool_, np.int64, np.float32, np.float64):
                 return v.item()
             return self.buffer(v)
         if isinstance(v, (list, tuple)):
@@ -183,7 +244,10 @@ class GraphBuilder:
         return v
 
     def buffer(self, arr: np.ndarray, name: str = "const") -> fx.Node:
-        t = torch.from_numpy(np.ascontiguousarray(arr).copy())
+        try:
+            t = dtypes.to_tensor(arr)
+        except TypeError as e:
+            raise ConversionFailure(str(e)) from None
         bname = self.unique_module_name(f"{name}_{self._buffer_count}")
         self._buffer_count += 1
         self.root.register_buffer(bname, t)

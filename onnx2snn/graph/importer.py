@@ -20,9 +20,10 @@ import onnx
 import torch
 import torch.fx as fx
 
-from .. import onnx_io
+from .. import checks, onnx_io
 from ..errors import InvalidModelError, ShapeError, UnsupportedOpError
-from .builder import ConversionFailure, GraphBuilder, NodeContext, parse_attrs
+from . import dtypes
+from .builder import ConversionFailure, GraphBuilder, NodeContext, evaluate, parse_attrs
 from .registry import lookup
 
 importlib.import_module(".ops", __package__)  # importing the converters registers them
@@ -43,22 +44,40 @@ class OnnxInfo:
     opset: int
     producer: str = ""
     source: str = ""
+    batch_flexible: bool = True  # False: the graph ties its shapes to the imported batch
     onnx_bytes: bytes = field(default=b"", repr=False)
 
 
-def _value_shapes(proto: onnx.ModelProto) -> tuple[dict[str, tuple | None], dict[str, int]]:
+def _value_shapes(proto: onnx.ModelProto) -> tuple[dict[str, tuple | None], dict[str, int], dict[str, str]]:
+    """Shapes, ONNX element types and (for values that are not tensors) kinds of the values."""
     shapes: dict[str, tuple | None] = {}
-    dtypes: dict[str, int] = {}
+    dtypes_: dict[str, int] = {}
+    kinds: dict[str, str] = {}
     for vi in list(proto.graph.input) + list(proto.graph.value_info) + list(proto.graph.output):
+        kind = vi.type.WhichOneof("value")
+        if kind not in (None, "tensor_type"):
+            kinds[vi.name] = kind.replace("_type", "")
+            continue
         tt = vi.type.tensor_type
         if tt.elem_type:
-            dtypes[vi.name] = tt.elem_type
+            dtypes_[vi.name] = tt.elem_type
         if tt.HasField("shape"):
             shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
     for t in proto.graph.initializer:
         shapes[t.name] = tuple(t.dims)
-        dtypes[t.name] = t.data_type
-    return shapes, dtypes
+        dtypes_[t.name] = t.data_type
+    return shapes, dtypes_, kinds
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a node of the graph (or of its subgraphs) reads."""
+    used: set[str] = set()
+    for n in graph.node:
+        used.update(i for i in n.input if i)
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                used |= _used_names(g)
+    return used
 
 
 def _fusions(graph: onnx.GraphProto) -> tuple[dict[str, tuple[str, str]], set[str]]:
@@ -88,7 +107,72 @@ def _fusions(graph: onnx.GraphProto) -> tuple[dict[str, tuple[str, str]], set[st
             continue
         fused[mul.name or id(mul)] = ("SiLU" if n.op_type == "Sigmoid" else "HardSwish", x)
         absorbed.add(n.name or str(id(n)))
+    _gelu_fusions(graph, consumers, outputs, fused, absorbed)
     return fused, absorbed
+
+
+def _scalar(graph_consts: dict[str, np.ndarray], name: str) -> float | None:
+    v = graph_consts.get(name)
+    return float(v.reshape(-1)[0]) if v is not None and v.size == 1 and v.dtype.kind == "f" else None
+
+
+def _gelu_fusions(graph: onnx.GraphProto, consumers, outputs, fused, absorbed) -> None:
+    """Find GELU written out with Erf: 0.5 * x * (1 + erf(x / sqrt(2))), in the orders the
+    torch exporters write it, and record it as one GELU (an activation analysis can name)."""
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if np.prod(t.dims) <= 1}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def only_user(name, op):
+        users = consumers.get(name, [])
+        if len(users) == 1 and users[0].op_type == op and name not in outputs:
+            return users[0]
+        return None
+
+    def other(node, name):
+        rest = [i for i in node.input if i != name]
+        return rest[0] if len(rest) == 1 else None
+
+    def near(name, value):
+        v = _scalar(consts, name)
+        return v is not None and abs(v - value) < 1e-4 * max(1.0, abs(value))
+
+    for erf in graph.node:
+        if erf.op_type != "Erf" or erf.name in absorbed:
+            continue
+        scale = producer.get(erf.input[0])
+        if scale is None or scale.op_type not in ("Div", "Mul") or len(consumers.get(scale.output[0], [])) != 1:
+            continue
+        x = scale.input[0]
+        c = scale.input[1]
+        if scale.op_type == "Mul" and near(x, 0.70710678):
+            x, c = c, x
+        if not (near(c, 1.41421356) if scale.op_type == "Div" else near(c, 0.70710678)):
+            continue
+        add = only_user(erf.output[0], "Add")
+        if add is None or not near(other(add, erf.output[0]), 1.0):
+            continue
+        chain, final = [scale, erf, add], None
+        m1 = only_user(add.output[0], "Mul")
+        if m1 is not None and other(m1, add.output[0]) == x:            # (x * a) * 0.5
+            m2 = only_user(m1.output[0], "Mul")
+            if m2 is not None and near(other(m2, m1.output[0]), 0.5):
+                chain, final = chain + [m1], m2
+        elif m1 is not None and near(other(m1, add.output[0]), 0.5):    # x * (a * 0.5)
+            m2 = only_user(m1.output[0], "Mul")
+            if m2 is not None and other(m2, m1.output[0]) == x:
+                chain, final = chain + [m1], m2
+        elif m1 is not None:                                            # (x * 0.5) * a
+            h = producer.get(other(m1, add.output[0]) or "")
+            if h is not None and h.op_type == "Mul" and x in h.input and near(other(h, x), 0.5) \
+                    and len(consumers.get(h.output[0], [])) == 1:
+                chain, final = chain + [h], m1
+        if final is None or final.name in fused:
+            continue
+        fused[final.name] = ("GELU", x)
+        absorbed.update(c.name for c in chain)
 
 
 def _ensure_node_names(graph: onnx.GraphProto) -> None:
@@ -97,20 +181,6 @@ def _ensure_node_names(graph: onnx.GraphProto) -> None:
         if not n.name or n.name in seen:
             n.name = f"{n.op_type}_{k}" if not n.name else f"{n.name}_{k}"
         seen.add(n.name)
-
-
-def _fold(node: onnx.NodeProto, inputs: list, opset_imports) -> list[np.ndarray]:
-    """Evaluate a node whose inputs are all constants with onnx's reference evaluator."""
-    from onnx.reference import ReferenceEvaluator
-
-    feeds = {name: v for name, v in zip(node.input, inputs) if name}
-    in_vis = [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-              for name, v in feeds.items()]
-    out_vis = [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o]
-    graph = onnx.helper.make_graph([node], "fold", in_vis, out_vis)
-    model = onnx.helper.make_model(graph, opset_imports=list(opset_imports))
-    outs = ReferenceEvaluator(model).run(None, feeds)
-    return [np.asarray(o) for o in outs]
 
 
 def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
@@ -126,22 +196,60 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
         simplify: fold constants and shape chains with onnxslim first (recommended).
 
     The twin has the ONNX weights as parameters (trainable), runs on any device, and
-    takes any batch size. ``twin.onnx_info`` records the inputs, outputs and opset.
+    takes any batch size: on a batch it equals the ONNX model run on each sample. Where the
+    graph ties its shapes to the batch it was exported with (checked at import), the twin
+    raises :class:`ShapeError` for other batch sizes and ``twin.onnx_info.batch_flexible``
+    is False. ``twin.onnx_info`` records the inputs, outputs and opset.
+
+    Every op, attribute, tensor type or run-time value the importer cannot reproduce exactly
+    is refused with one :class:`UnsupportedOpError` that lists all of them.
     """
+    input_shape = checks.shape("input_shape", input_shape)
+    simplify = checks.boolean("simplify", simplify)
     proto = onnx_io.load_model(model)
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
-    original_bytes = proto.SerializeToString()
-    fixed, shapes = onnx_io.fix_input_shapes(proto, input_shape)
-    work = onnx_io.simplify(fixed) if simplify else onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    try:
+        original_bytes = proto.SerializeToString()
+    except Exception:  # noqa: BLE001 - over protobuf's 2 GB: the twin keeps the file's path only
+        original_bytes = b""
+    fixed, shapes = onnx_io.fix_input_shapes(proto, input_shape, symbolic_batch=True)
+    training = _training_mode(fixed.graph)  # before onnxslim, which drops such Dropouts as identities
+    if training:
+        raise UnsupportedOpError(training, {op: "in training mode (random / batch statistics): the result cannot "
+                                                "be reproduced; export the model in eval mode (model.eval())"
+                                            for op in training})
+    declared = onnx_io.graph_inputs(fixed)  # the twin takes exactly these, in this order
+    work = _prepare(fixed, simplify)
+    kept = {vi.name for vi in work.graph.input}
+    if simplify and any(vi.name not in kept for vi in declared if vi.name in _used_names(fixed.graph)):
+        # onnxslim replaced an input the graph reads (e.g. a Reshape's shape) by a constant it
+        # derived from the declared output shapes: the twin would ignore the runtime value.
+        work = _prepare(fixed, False)
+    batch0 = shapes[declared[0].name][0] if declared and shapes.get(declared[0].name) else None
+    shadow_shapes: dict[str, tuple | None] = {}
+    if batch0 is not None and any(_symbolic_batch(vi) for vi in declared):
+        # the batch stayed a symbol while simplifying, so that the shape arithmetic that
+        # depends on it is still in the graph: it is folded at batch0 and, in the shadow, at
+        # batch0 + 1, which tells the reshapes how their targets follow the batch
+        shadow_shapes = _value_shapes(onnx_io.at_batch(work, batch0 + 1))[0]
+        work = onnx_io.at_batch(work, batch0)
     opset = onnx_io.opset_version(work)
     graph = work.graph
     _ensure_node_names(graph)
-    value_shapes, value_dtypes = _value_shapes(work)
+    value_shapes, value_dtypes, value_kinds = _value_shapes(work)
 
     b = GraphBuilder()
-    inputs = onnx_io.graph_inputs(work)
-    b.static_batch = shapes[inputs[0].name][0] if inputs and shapes.get(inputs[0].name) else None
-    for vi in inputs:
+    b.static_batch = batch0
+    b.shadow_shapes = {k: v for k, v in shadow_shapes.items() if v != value_shapes.get(k)}
+    unsupported: dict[str, list[str]] = {}
+    details: dict[str, str] = {}
+    for vi in declared:
+        kind = vi.type.WhichOneof("value")
+        why = (f"a {kind.replace('_type', '')} input; twins take tensors only" if kind != "tensor_type"
+               else dtypes.why_not(vi.type.tensor_type.elem_type, float8_ok=True))
+        if why:
+            unsupported.setdefault("graph input", []).append(vi.name)
+            details["graph input"] = why
         ph = b.graph.placeholder(_py_name(vi.name))
         ph.meta["shape"] = shapes.get(vi.name)
         ph.meta["onnx_input"] = vi.name
@@ -150,8 +258,6 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
         b.values[name] = arr
 
     fused, absorbed = _fusions(graph)
-    unsupported: dict[str, list[str]] = {}
-    details: dict[str, str] = {}
     failed = object()
 
     for node in graph.node:
@@ -165,31 +271,41 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
         in_vals = [b.values.get(i, failed) if i else None for i in node.input]
         if any(v is failed for v in in_vals):
             # downstream of a failure: still list this node if its op is unsupported
-            if key not in ("SiLU", "HardSwish") and (node.domain not in ("", "ai.onnx") or lookup(key, opset) is None):
+            if key not in ("SiLU", "HardSwish", "GELU") and (node.domain not in ("", "ai.onnx") or lookup(key, opset) is None):
                 unsupported.setdefault(key, []).append(node.name)
             for o in node.output:
                 b.values[o] = failed
             continue
         consts = [v for v in in_vals if v is not None]
         if consts and all(isinstance(v, np.ndarray) for v in consts) and key not in _NONDETERMINISTIC \
-                and key not in ("SiLU", "HardSwish") and node.domain in ("", "ai.onnx") \
+                and key not in ("SiLU", "HardSwish", "GELU") and node.domain in ("", "ai.onnx") \
                 and key not in _CONTROL_FLOW:
             try:
-                for o, v in zip(node.output, _fold(node, in_vals, work.opset_import)):
+                for o, v in zip(node.output, evaluate(node, in_vals, work.opset_import)):
                     b.values[o] = v
+                if any(i in b.shadow for i in node.input if i):
+                    alt = [b.shadow.get(i, v) if i else v for i, v in zip(node.input, in_vals)]
+                    for o, v in zip(node.output, evaluate(node, alt, work.opset_import)):
+                        if v.shape != b.values[o].shape or not np.array_equal(v, b.values[o]):
+                            b.shadow[o] = v
                 continue
             except Exception:  # noqa: BLE001 - fall through to the converter
                 pass
-        if op == "SiLU" and key == "SiLU":
+        if key == "SiLU":
             conv = _silu
+        elif key == "GELU" and node.name in fused:
+            conv = _gelu
         elif op == "HardSwish" and node.name in fused:
             conv = lookup("HardSwish", opset)
         else:
             conv = lookup(key, opset) if node.domain in ("", "ai.onnx") else None
-        if conv is None:
+        why = "" if conv is None else _type_problem(node, in_vals, value_dtypes, value_kinds)
+        if conv is None or why:
             unsupported.setdefault(key, []).append(node.name)
             if key in _CONTROL_FLOW:
                 details[key] = "control flow cannot be converted; export with static shapes / unrolled loops"
+            elif why:
+                details.setdefault(key, why)
             for o in node.output:
                 b.values[o] = failed
             continue
@@ -197,7 +313,7 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
                           input_shapes=[value_shapes.get(i) if i else None for i in node.input],
                           output_shapes=[value_shapes.get(o) for o in node.output],
                           input_dtypes=[value_dtypes.get(i) if i else None for i in node.input],
-                          opset=opset, attrs=parse_attrs(node))
+                          opset=opset, attrs=parse_attrs(node), output_dtypes=[value_dtypes.get(o) for o in node.output])
         try:
             outs = conv(ctx)
         except (ConversionFailure, ShapeError) as e:
@@ -210,15 +326,23 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
             if o:
                 b.values[o] = v
 
-    if unsupported:
-        raise UnsupportedOpError(unsupported, details)
-
     outs = []
     for vo in graph.output:
         v = b.values.get(vo.name)
         if v is None:
             raise InvalidModelError(f"graph output {vo.name!r} is not produced by any node")
-        outs.append(b.as_arg(v))
+        if v is failed:
+            continue
+        if isinstance(v, np.ndarray):  # a constant output: a buffer, so that it keeps its dtype
+            try:
+                v = b.buffer(v)
+            except ConversionFailure as e:
+                unsupported.setdefault("graph output", []).append(vo.name)
+                details["graph output"] = str(e)
+                continue
+        outs.append(v)
+    if unsupported:
+        raise UnsupportedOpError(unsupported, details)
     b.graph.output(outs[0] if len(outs) == 1 else tuple(outs))
     twin = fx.GraphModule(b.root, b.graph, class_name="AnnTwin")
     twin.graph.eliminate_dead_code()
@@ -226,16 +350,139 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     twin.recompile()
     twin.eval()
     twin.onnx_info = OnnxInfo(
-        input_names=[vi.name for vi in inputs], input_shapes=shapes,
+        input_names=[vi.name for vi in declared], input_shapes=shapes,
         output_names=[vo.name for vo in graph.output], opset=opset,
         producer=f"{proto.producer_name} {proto.producer_version}".strip(), source=source,
         onnx_bytes=original_bytes)
+    why = _batch_problem(twin, declared, value_dtypes)
+    if why:
+        _require_batch(twin, batch0, why)
     return twin
+
+
+def _batch_problem(twin: fx.GraphModule, declared, value_dtypes) -> str:
+    """'' when the twin on a batch of 2 equals it on each sample (or this cannot be tried
+    here), else what differs: the graph then ties its shapes to the imported batch."""
+    shapes = twin.onnx_info.input_shapes
+    if not declared or any(value_dtypes.get(vi.name) not in (onnx.TensorProto.FLOAT, None) or
+                           not shapes.get(vi.name) for vi in declared):
+        return ""
+    g = torch.Generator().manual_seed(0)
+    one = [shapes[vi.name] for vi in declared]
+    if any(s[0] != 1 for s in one):
+        return ""
+    x = [torch.randn((2,) + tuple(s[1:]), generator=g) for s in one]
+    try:
+        with torch.no_grad(), _quiet_fx():
+            both = twin(*x)
+            each = [twin(*[t[i:i + 1] for t in x]) for i in range(2)]
+    except Exception as e:  # noqa: BLE001 - a reshape that cannot take another batch
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    both = both if isinstance(both, tuple) else (both,)
+    each = [e if isinstance(e, tuple) else (e,) for e in each]
+    for k, y in enumerate(both):
+        if not isinstance(y, torch.Tensor) or not y.dtype.is_floating_point:
+            continue
+        ref = torch.cat([e[k] for e in each]) if y.dim() else None
+        if ref is None or ref.shape != y.shape:
+            return f"output {k} has shape {tuple(y.shape)} at batch 2"
+        scale = max(1.0, float(ref.abs().nan_to_num(0).max()))
+        if not torch.allclose(y, ref, rtol=0, atol=1e-4 * scale, equal_nan=True):
+            return f"output {k} at batch 2 differs from the samples run one by one"
+    return ""
+
+
+class _quiet_fx:
+    """torch.fx prints a failing graph's code to stderr; the batch check expects failures."""
+
+    def __enter__(self):
+        import sys
+        self._stderr, sys.stderr = sys.stderr, open(os.devnull, "w")
+
+    def __exit__(self, *exc):
+        import sys
+        sys.stderr.close()
+        sys.stderr = self._stderr
+
+
+def _require_batch(twin: fx.GraphModule, batch0: int, why: str) -> None:
+    """Make the twin refuse other batch sizes with a clear error instead of failing inside
+    torch (or, worse, mixing samples)."""
+    from . import functional as OF
+
+    ph = next(n for n in twin.graph.nodes if n.op == "placeholder")
+    with twin.graph.inserting_after(ph):
+        guard = twin.graph.call_function(OF.require_batch, (ph, batch0, why))
+    ph.replace_all_uses_with(guard, delete_user_cb=lambda u: u is not guard)
+    twin.recompile()
+    twin.onnx_info.batch_flexible = False
+
+
+def _training_mode(graph: onnx.GraphProto) -> dict[str, list[str]]:
+    """Dropout / BatchNormalization nodes in training mode (or with a run-time mode flag)."""
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if np.prod(t.dims) <= 1}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
+    found: dict[str, list[str]] = {}
+    for k, n in enumerate(graph.node):
+        name = n.name or f"{n.op_type}_{k}"
+        if n.op_type == "Dropout" and len(n.input) > 2 and n.input[2]:
+            mode = consts.get(n.input[2])
+            ratio = consts.get(n.input[1]) if len(n.input) > 1 and n.input[1] else np.asarray(0.5)
+            if mode is None or (bool(mode.reshape(-1)[0]) and (ratio is None or float(ratio.reshape(-1)[0]) != 0.0)):
+                found.setdefault("Dropout", []).append(name)
+        elif n.op_type == "BatchNormalization" and any(a.name == "training_mode" and a.i for a in n.attribute):
+            found.setdefault("BatchNormalization", []).append(name)
+    return found
+
+
+def _symbolic_batch(vi: onnx.ValueInfoProto) -> bool:
+    dims = vi.type.tensor_type.shape.dim
+    return len(dims) > 0 and dims[0].dim_param == onnx_io.BATCH
+
+
+def _prepare(fixed: onnx.ModelProto, simplify: bool) -> onnx.ModelProto:
+    if simplify:
+        return onnx_io.simplify(fixed)
+    proto = onnx.inliner.inline_local_functions(fixed) if fixed.functions else fixed
+    try:
+        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # noqa: BLE001 - go on without inferred shapes; converters say what they miss
+        return proto
+
+
+# ops that may take or make the storage-only float8 types
+_FLOAT8_OPS = {"Cast", "CastLike", "Identity", "Dropout"}
+
+
+def _type_problem(node: onnx.NodeProto, in_vals, value_dtypes, value_kinds) -> str:
+    """Why a twin cannot hold one of the node's inputs or outputs ('' when it can)."""
+    names = [i for i in node.input if i] + [o for o in node.output if o]
+    for name in names:
+        if name in value_kinds:
+            return f"{value_kinds[name]} values are not supported (twins compute with tensors only)"
+    f8 = node.op_type in _FLOAT8_OPS
+    for name, v in zip(node.input, in_vals):
+        t = dtypes.onnx_type_of(v) if isinstance(v, np.ndarray) else value_dtypes.get(name) if name else None
+        why = dtypes.why_not(t, f8)
+        if why:
+            return why
+    for name in node.output:
+        why = dtypes.why_not(value_dtypes.get(name), f8) if name else ""
+        if why:
+            return why
+    return ""
 
 
 def _silu(ctx: NodeContext):
     from torch import nn
     return [ctx.module(nn.SiLU(), ctx.inputs[0])]
+
+
+def _gelu(ctx: NodeContext):
+    from torch import nn
+    return [ctx.module(nn.GELU(), ctx.inputs[0])]
 
 
 def _py_name(name: str) -> str:

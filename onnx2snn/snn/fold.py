@@ -28,6 +28,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..graph.analysis import analyze
 from .network import partition
 from .neurons import IFNeuron, SpikingMaxPool, _per_channel
@@ -266,6 +267,9 @@ def fold_thresholds(snn):
     biases rescaled, branch scales matched at Add/Concat. Outputs equal the weighted form
     (exactly in exact arithmetic; to rounding in floating point, which can move a spike when
     a potential lands on a threshold to within float precision: compare in float64)."""
+    if not hasattr(snn, "rewritten") or not hasattr(snn, "config"):
+        raise ConfigError(f"fold_thresholds needs a SpikingNetwork from onnx2snn.convert, got {type(snn).__name__}",
+                          "snn")
     if snn.config.get("folded"):
         return snn
     gm = copy.deepcopy(snn.rewritten)

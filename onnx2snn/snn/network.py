@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from typing import Any, Sequence
 
@@ -16,9 +17,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from .. import checks
 from ..errors import NonSpikingActivationError, Onnx2SnnError
+from . import guard
 from ..graph.analysis import analyze
-from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule, cumsum_time
+from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule
 from .partition import extract
 
 FORMAT = "onnx2snn.snn/1"
@@ -42,6 +45,8 @@ class SpikingNetwork(nn.Module):
         self.timesteps = int(config["timesteps"])
         self.repeat = Repeat()
         self._step_state: dict[str, Any] | None = None
+        self.max_memory: int | None = None  # bytes for the core's chunks (None: default_memory_budget)
+        self.time_window: tuple[int, int] | None = None  # (first step, steps) of the chunk running now
 
     # -- introspection --------------------------------------------------------------
     def spiking_modules(self) -> dict[str, SpikingModule]:
@@ -79,16 +84,22 @@ class SpikingNetwork(nn.Module):
         outs = self.prefix(*inputs)
         return dict(zip(self.wiring["prefix_out"], outs))
 
-    def _encode(self, static: dict[str, torch.Tensor], T: int) -> list[torch.Tensor]:
+    def _encode(self, static: dict[str, torch.Tensor], T: int, gen: "torch.Generator | None") -> list[torch.Tensor]:
         vals = []
         for name in self.wiring["core_in"]:
             v = static[name]
-            if self.config.get("encoding") == "poisson" and name in self.wiring["inputs"]:
-                v = poisson(v, T, self.config.get("seed", 0))
+            if gen is not None and name in self.wiring["inputs"]:
+                v = poisson(v, T, generator=gen)
             else:
                 v = self.repeat(v)
             vals.append(v)
         return vals
+
+    def _generator(self, like: torch.Tensor) -> "torch.Generator | None":
+        """The seeded generator of Poisson input (one per run; chunks and steps draw from it in turn)."""
+        if self.config.get("encoding") != "poisson":
+            return None
+        return torch.Generator(device=like.device).manual_seed(int(self.config.get("seed", 0)))
 
     def _head(self, static: dict[str, torch.Tensor], means: Sequence[torch.Tensor]):
         vals = dict(static)
@@ -96,29 +107,96 @@ class SpikingNetwork(nn.Module):
         outs = self.head(*[vals[n] for n in self.wiring["head_in"]])
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def forward(self, *inputs: torch.Tensor, timesteps: int | None = None):
-        T = int(timesteps or self.timesteps)
-        return self.run_timesteps(*inputs, checkpoints=[T])[0]
+    def _grad_mode(self):
+        """Spikes have no gradient: spiking runs never build an autograd graph. In analog mode
+        the network is the twin and follows torch's grad mode (differentiable)."""
+        analog = any(m.analog for m in self.spiking_modules().values())
+        return torch.enable_grad() if analog and torch.is_grad_enabled() else torch.no_grad()
 
-    def run_timesteps(self, *inputs: torch.Tensor, checkpoints: Sequence[int]):
+    def forward(self, *inputs: torch.Tensor, timesteps: int | None = None, chunk: int | None = None,
+                max_memory: int | None = None):
+        """Time-averaged outputs after ``timesteps`` steps (default ``self.timesteps``);
+        ``chunk`` / ``max_memory``: see :meth:`run_timesteps`."""
+        T = self.timesteps if timesteps is None else checks.integer("timesteps", timesteps, 1)
+        return self.run_timesteps(*inputs, checkpoints=[T], chunk=chunk, max_memory=max_memory)[0]
+
+    def run_timesteps(self, *inputs: torch.Tensor, checkpoints: Sequence[int], chunk: int | None = None,
+                      max_memory: int | None = None):
         """Outputs at each T in ``checkpoints`` from one run to the largest T: the
-        running average of the core's outputs is read at each checkpoint."""
-        cps = sorted(set(int(t) for t in checkpoints))
-        if not cps or cps[0] < 1:
-            raise ValueError(f"timesteps must be >= 1, got {list(checkpoints)}")
+        running average of the core's outputs is read at each checkpoint.
+
+        The spiking core runs ``chunk`` steps at a time (every neuron's and max-pool's state
+        carried from chunk to chunk; results equal one chunk of T steps bit for bit), so
+        memory depends on the chunk, not on T. By default (``chunk=None``) the chunk is the
+        longest that fits ``max_memory`` bytes (default: ``self.max_memory``, else
+        :func:`default_memory_budget`), estimated from the core's tensor shapes.
+        """
+        cps = checks.timesteps_list(checkpoints, "checkpoints")
+        chunk = checks.optional_integer("chunk", chunk, 1)
+        max_memory = checks.optional_integer("max_memory", max_memory, 1)
         T = cps[-1]
-        self._set_time(T, step_mode=False)
-        for m in self.spiking_modules().values():
-            m.reset()
+        guard.check_inputs(self, inputs)
+        B = _batch(inputs)
+        Tc = min(T, chunk if chunk is not None else self.chunk_length(T, B, max_memory))
+        guard.check_memory(self, T, B, Tc, inputs[0].device)
+        with self._grad_mode():
+            try:
+                return self._run(inputs, cps, T, Tc, checkpoints=list(checkpoints))
+            finally:
+                self._end_run()
+
+    def _run(self, inputs, cps: list[int], T: int, Tc: int, checkpoints):
+        self.reset()
         static = self._prefix(inputs)
-        core_in = self._encode(static, T)
-        outs = self.core(*core_in) if self.wiring["core_out"] else ()
-        results = {}
-        sums = [cumsum_time(o.reshape((T, o.shape[0] // T) + tuple(o.shape[1:]))) for o in outs]
-        for t in cps:
-            means = [s[t - 1] / t for s in sums]
-            results[t] = self._head(static, means)
+        outs_needed = bool(self.wiring["core_out"])
+        n_chunks = -(-T // Tc)
+        Tc = -(-T // n_chunks)  # balanced chunks: peak memory is set by the longest
+        gen = self._generator(inputs[0])
+        for m in self.spiking_modules().values():
+            m.carry = True
+        sums: list[torch.Tensor] | None = None
+        results: dict[int, Any] = {}
+        want = set(cps)
+        for t0 in range(0, T, Tc):
+            n = min(Tc, T - t0)
+            self._set_time(n, step_mode=False)
+            self.time_window = (t0, n)
+            outs = self.core(*self._encode(static, n, gen)) if outs_needed else ()
+            steps = [o.reshape((n, o.shape[0] // n) + tuple(o.shape[1:])) for o in outs]
+            for k in range(n):
+                if sums is None:  # one add per step in time order, as cumsum_time
+                    sums = [s[0].clone() for s in steps]
+                else:
+                    for s, acc in zip(steps, sums):
+                        acc.add_(s[k])
+                t = t0 + k + 1
+                if t in want:
+                    results[t] = self._head(static, [acc / t for acc in sums])
+            del outs, steps
         return [results[int(t)] for t in checkpoints]
+
+    def _end_run(self) -> None:
+        for m in self.spiking_modules().values():
+            m.carry = False
+            m.reset()
+        self.time_window = None
+
+    # -- memory ---------------------------------------------------------------------
+    def memory_per_sample(self) -> tuple[int, int]:
+        """(bytes per sample and timestep of a chunk, bytes per sample of carried state):
+        an estimate of the core's peak (live tensors, plus each neuron's scratch) from the
+        tensor shapes recorded at import (float32)."""
+        return _core_memory(self.core, self.rewritten, set(self.spiking_modules()))
+
+    def chunk_length(self, T: int, batch: int, max_memory: int | None = None) -> int:
+        """The longest chunk of time (<= T) whose estimated memory fits ``max_memory`` bytes."""
+        budget = max_memory if max_memory is not None else self.max_memory
+        if budget is None:
+            budget = default_memory_budget(next(iter(self.buffers()), torch.empty(0)).device)
+        budget = checks.integer("max_memory", budget, 1)
+        per_step, state = self.memory_per_sample()
+        free = budget - batch * state
+        return max(1, min(T, free // max(1, batch * per_step)))
 
     # step mode -----------------------------------------------------------------------
     def reset(self) -> None:
@@ -128,17 +206,21 @@ class SpikingNetwork(nn.Module):
         self._step_state = None
 
     def step(self, *inputs: torch.Tensor):
-        """One timestep of streaming input; returns the average output so far."""
-        self._set_time(1, step_mode=True)
-        st = self._step_state
-        if st is None:
-            st = self._step_state = {"t": 0, "sums": None, "static": None}
-        static = self._prefix(inputs)
-        core_in = self._encode(static, 1)
-        outs = self.core(*core_in) if self.wiring["core_out"] else ()
-        st["t"] += 1
-        st["sums"] = [o.clone() for o in outs] if st["sums"] is None else [s + o for s, o in zip(st["sums"], outs)]
-        return self._head(static, [s / st["t"] for s in st["sums"]])
+        """One timestep of streaming input; returns the average output so far (the same
+        numbers as ``run_timesteps`` at each T)."""
+        guard.check_inputs(self, inputs)
+        with self._grad_mode():
+            self._set_time(1, step_mode=True)
+            st = self._step_state
+            if st is None:
+                st = self._step_state = {"t": 0, "sums": None, "gen": self._generator(inputs[0])}
+            static = self._prefix(inputs)
+            core_in = self._encode(static, 1, st["gen"])
+            outs = self.core(*core_in) if self.wiring["core_out"] else ()
+            st["t"] += 1
+            st["sums"] = [o.clone() for o in outs] if st["sums"] is None else \
+                [o + s for s, o in zip(st["sums"], outs)]
+            return self._head(static, [s / st["t"] for s in st["sums"]])
 
     # saving --------------------------------------------------------------------------
     def save(self, path: "str | os.PathLike") -> str:
@@ -167,12 +249,95 @@ class SpikingNetwork(nn.Module):
         return os.fspath(path)
 
 
-def poisson(x: torch.Tensor, T: int, seed: int = 0) -> torch.Tensor:
-    """Rate coding: T Bernoulli samples of ``x`` clipped to [0, 1] (as [T*B, ...])."""
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    p = x.clamp(0, 1).unsqueeze(0).expand((T,) + tuple(x.shape))
-    s = (torch.rand(p.shape, generator=g, device=x.device) < p).to(x.dtype)
+def poisson(x: torch.Tensor, T: int, seed: int = 0, generator: "torch.Generator | None" = None) -> torch.Tensor:
+    """Rate coding: T Bernoulli samples of ``x`` clipped to [0, 1] (as [T*B, ...]), drawn one
+    step after another from ``generator`` (default: a new one seeded with ``seed``), so
+    that chunks of time and single steps draw the same numbers as one call."""
+    g = generator if generator is not None else torch.Generator(device=x.device).manual_seed(seed)
+    p = x.clamp(0, 1)
+    s = torch.empty((T,) + tuple(x.shape), dtype=x.dtype, device=x.device)
+    for t in range(T):
+        torch.lt(torch.rand(p.shape, generator=g, device=x.device, dtype=p.dtype), p, out=s[t])
     return s.reshape((T * x.shape[0],) + tuple(x.shape[1:]))
+
+
+def default_memory_budget(device: "torch.device | str" = "cpu") -> int:
+    """Bytes a run may use for the spiking core by default: on CUDA half the free memory
+    of the device, on the CPU a quarter of the available memory, at most 256 MiB (on the
+    CPU longer chunks buy no speed: ResNet-18 at 224 px, T=64, B=2 runs as fast in chunks
+    of 4 steps as in one of 64). The state carried between chunks comes on top when it
+    does not fit (two tensors per neuron: see :meth:`SpikingNetwork.memory_per_sample`)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 2)
+    return int(min(_available_ram() // 4, CPU_BUDGET_CAP))
+
+
+CPU_BUDGET_CAP = 256 << 20
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def _batch(inputs: Sequence[torch.Tensor]) -> int:
+    for x in inputs:
+        if isinstance(x, torch.Tensor) and x.dim() > 0:
+            return int(x.shape[0])
+    return 1
+
+
+def _core_memory(core: fx.GraphModule, full: fx.GraphModule, spiking: set[str]) -> tuple[int, int]:
+    """(peak bytes per sample and step, carried state bytes per sample) of the core, from the
+    shapes in the full graph's node meta (batch 1). Walks the core in order keeping the live
+    tensors: the inputs for the whole call (the caller holds them), every other value until
+    its last use (the generated code frees it then); while a neuron runs it may need a copy of
+    its input (x + bias), a max-pool its input's cumulative sum. Checked against measured
+    peaks in scripts/bench_scale.py (ResNet-18 / -50 at 224 px, YOLOv8n at 640 px)."""
+    shapes = {n.name: n.meta.get("shape") for n in full.graph.nodes}
+
+    def size(node: fx.Node) -> int:
+        shape = shapes.get(node.name)
+        if not shape or not all(isinstance(d, int) for d in shape):
+            return max((size(a) for a in node.all_input_nodes), default=0)
+        return 4 * math.prod(shape[1:]) if len(shape) > 1 else 4
+
+    nodes = [n for n in core.graph.nodes if n.op != "output"]
+    last = {}
+    for i, n in enumerate(core.graph.nodes):
+        for a in n.all_input_nodes:
+            last[a] = i
+    live: dict[fx.Node, int] = {}
+    peak = state = 0
+    for i, n in enumerate(nodes):
+        b = size(n) if n.op != "get_attr" else 0
+        scratch = 0
+        if n.op == "call_module" and n.target in spiking:
+            a = n.all_input_nodes[0] if n.all_input_nodes else n
+            m = core.get_submodule(n.target)
+            if isinstance(m, IFNeuron):  # potential and count carried; x + bias while it runs
+                scratch = b if m.use_bias else 0
+                state += 2 * b
+            else:  # max-pool: the cumulative input while it runs; it and its pooled value carried
+                scratch = size(a)
+                state += size(a) + b
+        live[n] = b
+        peak = max(peak, sum(live.values()) + scratch)
+        for a in n.all_input_nodes:
+            if last.get(a) == i and a.op != "placeholder":
+                live.pop(a, None)
+    return int(peak), int(state)
 
 
 def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], config: dict[str, Any]) -> SpikingNetwork:
@@ -271,4 +436,4 @@ def _replace_module(gm: fx.GraphModule, target: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-__all__ = ["SpikingNetwork", "build_spiking", "partition", "poisson", "FORMAT"]
+__all__ = ["SpikingNetwork", "build_spiking", "partition", "poisson", "default_memory_budget", "FORMAT"]

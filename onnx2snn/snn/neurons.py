@@ -3,7 +3,15 @@
 Tensors in the spiking core carry time folded into the batch: [T*B, ...]. Stateless
 layers run once on that batch; a neuron views it as [T, B, ...] and loops over T with
 element-wise work only. In step mode a neuron takes one timestep [B, ...] per call and
-keeps its state until :meth:`reset`.
+keeps its state until :meth:`reset`. With ``carry`` set (the engine sets it when it runs
+the core in chunks of time), a multi-step call continues from the state the previous call
+left, exactly as if the chunks had been one call: the same additions in the same order,
+so a chunked run equals the one-shot run bit for bit.
+
+Spikes have no gradient (threshold functions are flat almost everywhere): the spiking
+forward passes run under ``torch.no_grad()`` whatever the grad mode, so they work on
+inputs that require grad and never build an autograd graph. In analog mode a neuron is
+its activation and differentiable like it.
 
 Spikes carry the amplitude theta (weighted spikes), so every linear layer after a
 neuron runs unchanged, and the mean output over T approximates the activation.
@@ -22,36 +30,46 @@ def _per_channel(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.reshape((1, -1) + (1,) * (like.dim() - 2))
 
 
-def cumsum_time(xs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Running sum over dim 0, one add per step in time order: exactly what step mode
-    accumulates, and several times faster on the CPU than ``torch.cumsum(0)``, which
-    strides through memory and accumulates in double."""
+def cumsum_time(xs: torch.Tensor, out: torch.Tensor | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
+    """Running sum over dim 0, one add per step in time order (``out[t] = xs[t] + out[t-1]``,
+    ``out[-1] = init`` when given: the sum carried from an earlier chunk of time): exactly
+    what step mode accumulates, and several times faster on the CPU than
+    ``torch.cumsum(0)``, which strides through memory and accumulates in double.
+    ``out`` may be ``xs`` (in place). Not differentiable (call it under no_grad)."""
     if out is None:
         out = torch.empty_like(xs)
-        out[0] = xs[0]
+        if init is None:
+            out[0] = xs[0]
+    if init is not None:
+        torch.add(xs[0], init, out=out[0])
     for t in range(1, xs.shape[0]):
         torch.add(xs[t], out[t - 1], out=out[t])
     return out
 
 
-def diff_time(cum: torch.Tensor) -> torch.Tensor:
-    """Increments over dim 0 (the inverse of :func:`cumsum_time`), as a new tensor."""
+def diff_time(cum: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
+    """Increments over dim 0 (the inverse of :func:`cumsum_time`), as a new tensor;
+    ``init`` is the value before ``cum[0]`` (carried from an earlier chunk)."""
     out = torch.empty_like(cum)
-    out[0] = cum[0]
+    if init is None:
+        out[0] = cum[0]
+    else:
+        torch.sub(cum[0], init, out=out[0])
     torch.sub(cum[1:], cum[:-1], out=out[1:])
     return out
 
 
-def if_spikes(u: torch.Tensor, th: torch.Tensor, v0: torch.Tensor, levels: int, signed: bool) -> torch.Tensor:
+def if_spikes(u: torch.Tensor, th: torch.Tensor, acc: torch.Tensor, n: torch.Tensor, levels: int,
+              signed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Spikes of IF neurons (plain or signed) over T steps, one fusable expression per step: input
-    ``u = x / theta`` as [T, B, C, S], ``th`` and ``v0`` as [C, 1]. Same arithmetic, in the
-    same order, as :meth:`IFNeuron._counts_multi`; :func:`torch.compile` fuses it into
-    one pass over memory (see :meth:`SpikingNetwork.compile`)."""
-    n = torch.zeros_like(u[0])
-    acc = v0 + torch.zeros_like(u[0])
+    ``u = x / theta`` as [T, B, C, S], ``th`` as [C, 1], the state ``acc`` (potential in
+    units of theta, before the floor) and ``n`` (net spikes so far) as [B, C, S]. Returns
+    the spikes and the new state. Same arithmetic, in the same order, as
+    :meth:`IFNeuron._counts_multi`; :func:`torch.compile` fuses it into one pass over
+    memory (see :meth:`SpikingNetwork.compile`)."""
     outs = []
     for t in range(u.shape[0]):
-        acc = acc + u[t]
+        acc = u[t] + acc
         f = torch.floor(acc)
         if signed:
             m = torch.clamp(torch.clamp(f, min=0), min=n - levels, max=n + levels)
@@ -59,7 +77,7 @@ def if_spikes(u: torch.Tensor, th: torch.Tensor, v0: torch.Tensor, levels: int, 
             m = torch.clamp(f, min=n, max=n + levels)
         outs.append((m - n) * th)
         n = m
-    return torch.stack(outs)
+    return torch.stack(outs), acc, n
 
 
 _COMPILED: dict[str, object] = {}
@@ -73,12 +91,15 @@ def compiled_if_spikes():
 
 
 class SpikingModule(nn.Module):
-    """Base: holds T (multi-step) or the step-mode flag, and the explicit state."""
+    """Base: holds T (multi-step: the steps of this call) or the step-mode flag, and the
+    explicit state. ``carry``: multi-step calls continue from (and leave) the state, for
+    running time in chunks; :meth:`reset` starts again."""
 
     def __init__(self) -> None:
         super().__init__()
         self.T = 1
         self.step_mode = False
+        self.carry = False
         self.analog = False  # ideal rate function instead of spikes (checks the rewrite)
 
     def reset(self) -> None:
@@ -169,17 +190,74 @@ class IFNeuron(SpikingModule):
         return not self.alpha
 
     # -- IF / signed IF: counts -----------------------------------------------------------
+    # state: "u" the potential in units of theta before the floor (v_init + sum x / theta),
+    # "n" the net spike count so far; step mode and chunked multi-step share it
+    # Two loops with the same arithmetic per element (so the same bits): for small steps
+    # (few elements per timestep) whole-tensor passes over [T, ...], for large steps one pass
+    # per timestep doing all the work on that step's slice while it is in cache.
+    FUSED_STEP_BYTES = 1 << 18
+
     def _counts_multi(self, xs: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+        st = self.state if self.carry else None
+        if xs[0].numel() * xs.element_size() >= self.FUSED_STEP_BYTES:
+            return self._counts_by_step(xs, th, v0, st)
         u = xs / th  # potential in units of theta: u_t = v_init + sum_{k<=t} x_k / theta
-        u[0] += v0
-        u = cumsum_time(u, out=u).floor_()
+        if st is None:
+            u[0] += v0
+            u = cumsum_time(u, out=u)
+        else:
+            u = cumsum_time(u, out=u, init=st["u"])
+        if self.carry:  # the state tensors live for the whole run: updated in place, no new allocations
+            if st is None:
+                st = self.state = {"u": u[-1].clone(), "n": torch.zeros_like(u[0])}
+            else:
+                st["u"].copy_(u[-1])
+        u.floor_()  # F_t
         if self.signed:
             u.clamp_(min=0)
-        prev = torch.zeros_like(u[0])
+        # spikes of step t: d_t = clamp(F_t - n_{t-1}, -K or 0, K), n_t = n_{t-1} + d_t (integers
+        # in float: exact, the same as clamping F_t to [n - K, n + K] and differencing)
+        n = st["n"] if st is not None else torch.zeros_like(u[0])
         k = self.levels
         for t in range(u.shape[0]):
-            prev = torch.clamp(u[t], min=prev - k if self.signed else prev, max=prev + k, out=u[t])
-        return diff_time(u).mul_(th)
+            n.add_(u[t].sub_(n).clamp_(-k if self.signed else 0, k))
+        return u.mul_(th)
+
+    def _counts_by_step(self, xs: torch.Tensor, th: torch.Tensor, v0: torch.Tensor, st) -> torch.Tensor:
+        out = torch.empty_like(xs)
+        k, lo = self.levels, (-self.levels if self.signed else 0)
+        if st is None:
+            acc = torch.div(xs[0], th).add_(v0)
+            n = torch.zeros_like(acc)
+        else:  # carried state, updated in place
+            acc, n = st["u"], st["n"]
+            acc.addcdiv_(xs[0], th)
+        for t in range(xs.shape[0]):
+            if t:
+                acc.addcdiv_(xs[t], th)  # acc + x_t / theta, as the cumulative sum does it
+            d = torch.floor(acc, out=out[t])
+            if self.signed:
+                d.clamp_(min=0)
+            n.add_(d.sub_(n).clamp_(lo, k))
+            d.mul_(th)
+        if self.carry:
+            self.state = {"u": acc, "n": n}
+        return out
+
+    def _compiled_multi(self, xs: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+        T, B, C = xs.shape[0], xs.shape[1], xs.shape[2] if xs.dim() > 2 else 1
+        u = (xs / th).reshape(T, B, C, -1)
+        st = self.state if self.carry else None
+        if st is None:
+            acc = (torch.broadcast_to(v0.reshape(-1, 1), (C, 1)) + torch.zeros_like(u[0]))
+            n = torch.zeros_like(u[0])
+        else:
+            acc, n = st["u"].reshape(u[0].shape), st["n"].reshape(u[0].shape)
+        thc = torch.broadcast_to(th.reshape(-1, 1), (C, 1))
+        s, acc, n = compiled_if_spikes()(u, thc, acc, n, self.levels, self.signed)
+        if self.carry:
+            self.state = {"u": acc.reshape(xs.shape[1:]), "n": n.reshape(xs.shape[1:])}
+        return s.reshape(xs.shape)
 
     def _step_plain(self, x: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
         st = self.state
@@ -224,6 +302,10 @@ class IFNeuron(SpikingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.analog:
             return self.rate(x)
+        with torch.no_grad():  # spikes have no gradient: never build a graph
+            return self._spikes(x)
+
+    def _spikes(self, x: torch.Tensor) -> torch.Tensor:
         multi = not self.step_mode
         xs = self._split(x) if multi else x
         ref = xs[0] if multi else xs
@@ -234,25 +316,25 @@ class IFNeuron(SpikingModule):
         if not multi:
             s = self._step_plain(xs, th, v0) if self.plain else self._step_potential(xs, th, v0)
         elif self.plain and self.compiled:
-            T, B, C = xs.shape[0], xs.shape[1], xs.shape[2] if xs.dim() > 2 else 1
-            u = (xs / th).reshape(T, B, C, -1)
-            thc, v0c = (torch.broadcast_to(a.reshape(-1, 1), (C, 1)) for a in (th, v0))
-            s = compiled_if_spikes()(u, thc, v0c, self.levels, self.signed).reshape(xs.shape)
+            s = self._compiled_multi(xs, th, v0)
         elif self.plain:
             s = self._counts_multi(xs, th, v0)
         else:
             s = torch.empty_like(xs)
-            self.state = None
+            if not self.carry:
+                self.state = None
             for t in range(xs.shape[0]):
                 s[t] = self._step_potential(xs[t], th, v0)
-            self.state = None
+            if not self.carry:
+                self.state = None
         return s.reshape(x.shape)
 
 
 class SpikingMaxPool(SpikingModule):
     """Max-pool exact in rate: it passes the increase of the window maximum of the
     accumulated input, ``pool(sum_{k<=t} x_k) - pool(sum_{k<t} x_k)``, which sums to
-    ``T * pool(mean x)`` over T steps."""
+    ``T * pool(mean x)`` over T steps. State (step mode, or multi-step with ``carry``):
+    the accumulated input and its pooled value."""
 
     def __init__(self, pool: nn.Module):
         super().__init__()
@@ -267,14 +349,27 @@ class SpikingMaxPool(SpikingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.analog:
             return self.pool(x)
+        with torch.no_grad():
+            return self._spikes(x)
+
+    def _spikes(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode:
-            self.acc = x if self.acc is None else self.acc + x
+            self.acc = x if self.acc is None else x + self.acc
             cur = self.pool(self.acc)
             out = cur if self.prev is None else cur - self.prev
             self.prev = cur
             return out
-        pooled = self.pool(cumsum_time(self._split(x)).reshape(x.shape))
-        return diff_time(self._split(pooled)).reshape(pooled.shape)
+        carried = self.carry and self.acc is not None
+        cum = cumsum_time(self._split(x), init=self.acc if carried else None)
+        pooled = self._split(self.pool(cum.reshape(x.shape)))
+        out = diff_time(pooled, init=self.prev if carried else None)
+        if self.carry:  # copied into the same state tensors chunk after chunk
+            if carried:
+                self.acc.copy_(cum[-1])
+                self.prev.copy_(pooled[-1])
+            else:
+                self.acc, self.prev = cum[-1].clone(), pooled[-1].clone()
+        return out.reshape((-1,) + tuple(out.shape[2:]))
 
 
 class Repeat(nn.Module):

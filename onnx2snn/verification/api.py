@@ -4,17 +4,22 @@ sweep from one run per batch, with per-layer error, firing rates, SynOps and ene
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
+import warnings
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..snn.network import SpikingNetwork
 from ..snn.serialize import load
-from ..errors import DataError, Onnx2SnnError
+from .. import checks
+from .. import distributed as dist
+from ..calibration.data import check_preprocess, progress_samples
+from ..calibration.thresholds import resolve_preprocess
+from ..distributed import init as init_distributed
+from ..errors import ConfigError, DataError, Onnx2SnnWarning
+from ..snn import guard
 from .data import classification_batches, detection_batches
 from .metrics import Classification, Detection, RelativeL2, resolve_postprocess
 from .monitor import LayerMonitor
@@ -35,16 +40,6 @@ def _device(snn: SpikingNetwork) -> torch.device:
     return torch.device("cpu")
 
 
-def _timesteps(timesteps) -> list[int]:
-    try:
-        ts = sorted(set(int(t) for t in ([timesteps] if isinstance(timesteps, int) else timesteps)))
-    except (TypeError, ValueError):
-        raise Onnx2SnnError(f"timesteps must be a list of positive integers, got {timesteps!r}") from None
-    if not ts or ts[0] < 1:
-        raise Onnx2SnnError(f"timesteps must be a list of positive integers, got {timesteps!r}")
-    return ts
-
-
 def _describe(data: Any) -> str:
     if isinstance(data, (str, os.PathLike)):
         return os.fspath(data)
@@ -59,7 +54,8 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
            timesteps: Sequence[int] = DEFAULT_TIMESTEPS, task: str = "classification", postprocess=None,
            annotations: Any = None, batch_size: int = 32, limit: int | None = None, preprocess=None,
            category_ids: Sequence[int] | None = None, layers: bool = True, tolerance: float | None = None,
-           progress: bool = True, return_outputs: bool = False, seed: int = 0) -> VerifyReport:
+           progress: bool = True, return_outputs: bool = False, seed: int = 0,
+           distributed: "bool | None" = None) -> VerifyReport:
     """Measure how close a spiking network stays to its source ONNX model, vs timesteps.
 
     Args:
@@ -86,33 +82,36 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
             forward per batch).
         tolerance: what the summary calls a match (accuracy: absolute, mAP: relative).
         return_outputs: keep every output in ``report.outputs`` (reference and each T).
+        distributed: under ``torchrun`` (default None: when it started this process) or with
+            True, batch k is run by rank ``k % world_size`` (no sample twice, no padding); what
+            each batch adds to the metrics is gathered and added in batch order, so every rank
+            returns the report one process gets (plus ``world_size`` and the samples per rank).
     """
     t0 = time.time()
-    if isinstance(snn, (str, os.PathLike)):
-        snn = load(snn)
-    if not isinstance(snn, SpikingNetwork):
-        raise Onnx2SnnError(f"verify needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load), got "
-                            f"{type(snn).__name__}")
-    if task not in TASKS:
-        raise Onnx2SnnError(f"task must be one of {TASKS}, not {task!r}")
-    ts = _timesteps(timesteps)
-    if int(batch_size) < 1:
-        raise Onnx2SnnError(f"batch_size must be >= 1, got {batch_size}")
+    task, ts = checks.choice("task", task, TASKS), checks.timesteps_list(timesteps)
+    batch_size, limit = checks.integer("batch_size", batch_size, 1), checks.optional_integer("limit", limit, 1)
+    tolerance = checks.optional_real("tolerance", tolerance, 0.0, 1.0)
+    layers, progress = checks.boolean("layers", layers), checks.boolean("progress", progress)
+    check_preprocess(preprocess)
     if data is None:
         raise DataError("verify needs data= (test inputs, with labels or COCO annotations)")
+    if isinstance(snn, (str, os.PathLike)):
+        snn = load(snn)
+    # a network read back from NIR (onnx2snn.import_nir) runs the same interface; its layers
+    # are NIR nodes, so the per-layer measurements (hooks on the twin's modules) are skipped
+    nir_net = not isinstance(snn, SpikingNetwork) and callable(getattr(snn, "run_timesteps", None)) and \
+        bool(getattr(snn, "config", {}).get("nir"))
+    if not isinstance(snn, SpikingNetwork) and not nir_net:
+        raise ConfigError(f"verify needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load) or a "
+                          f"network from onnx2snn.import_nir, got {type(snn).__name__}", "snn")
     torch.manual_seed(seed)
     snn.eval()
     device = _device(snn)
     ref = Reference.open(reference, snn)
+    if ref.mismatch:
+        warnings.warn(f"verify: {ref.mismatch}", Onnx2SnnWarning, stacklevel=2)
     input_shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
-    if preprocess is None and input_shape is not None and len(input_shape) == 4:
-        from ..zoo import Preprocess
-
-        from ..zoo.data.yolo_format import is_yolo_source
-
-        # YOLO-format data is letterboxed, as Ultralytics validates
-        preprocess = Preprocess(size=tuple(input_shape[2:]), channels=int(input_shape[1]),
-                                letterbox=task == "detection" and is_yolo_source(data))
+    preprocess = resolve_preprocess(data, preprocess, snn.ann.onnx_info.input_shapes)
     post_desc = None
     gt = None
     if task == "classification":
@@ -122,38 +121,54 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     else:
         pp, post_desc = resolve_postprocess(postprocess, category_ids)
         dd = detection_batches(data, annotations, batch_size, limit, preprocess)
-        batches, total, gt = dd.batches, math.ceil(dd.n / batch_size), dd.ground_truth
+        batches, total, gt = dd.batches, dd.n, dd.ground_truth
         if not gt.get("annotations"):
             raise DataError(f"the COCO ground truth of the {dd.n} evaluated images has no annotations: mAP is "
                             "undefined. Check that annotations= belongs to these images.")
         ref_metric = Detection(pp, has_reference=False)
         snn_metric = {t: Detection(pp, has_reference=True) for t in ts}
-    monitor = LayerMonitor(snn, ts) if layers else None
+    shard = init_distributed(distributed, device)
+    if shard.active:
+        if total is not None:
+            total = shard.samples(total, batch_size)
+        batches = (b for k, b in enumerate(batches) if shard.owns(k))
+    if not nir_net:  # refuse before the first batch what cannot fit (each batch's run checks itself)
+        B = min(batch_size, total or batch_size)
+        guard.check_memory(snn, ts[-1], B, snn.chunk_length(ts[-1], B), device, warn=False)
+    monitor = LayerMonitor(snn, ts) if layers and not nir_net else None
     twin_l2 = RelativeL2()
-    kept: dict[Any, list[list[torch.Tensor]]] = {}
+    kept: list[tuple[int, dict]] = []
+    summaries: list[tuple[int, dict]] = []  # what each batch adds to the metrics, by batch index
     n = 0
     hooks = monitor.attached() if monitor else contextlib.nullcontext()
     with torch.no_grad(), hooks:
-        for k, (xb, extra) in enumerate(tqdm(batches, total=total, desc="verify", unit="batch",
-                                             disable=not progress)):
+        for j, (xb, extra) in enumerate(progress_samples(batches, total, "verify", progress and shard.rank == 0)):
+            k = shard.rank + j * shard.world  # the batch's index in the one-process stream
             ref.check_input(xb, input_shape)
             ref_out = [torch.from_numpy(a) for a in ref.run(xb)]
             x = xb.to(device)
             if monitor:
                 twin_out = [o.float().cpu() for o in _as_list(snn.ann(x))]
             outs = [[o.float().cpu() for o in _as_list(o_t)] for o_t in snn.run_timesteps(x, checkpoints=ts)]
-            if k == 0:
+            if j == 0:
                 ref.check_outputs(ref_out, outs[0])
-            ref_metric.update(ref_out, None, extra)
-            for t, o in zip(ts, outs):
-                snn_metric[t].update(o, ref_out, extra)
+            summaries.append((k, {"ref": ref_metric.summarize(ref_out, None, extra),
+                                  "snn": [snn_metric[t].summarize(o, ref_out, extra) for t, o in zip(ts, outs)],
+                                  "twin": RelativeL2.terms(twin_out, ref_out) if monitor else [], "n": len(xb)}))
             if monitor:
-                twin_l2.update(twin_out, ref_out)
-                monitor.batch_done(len(xb))
+                monitor.batch_done(len(xb), k)
             if return_outputs:
-                for key, o in [("reference", ref_out)] + list(zip(ts, outs)):
-                    kept.setdefault(key, []).append(o)
+                kept.append((k, {key: o for key, o in [("reference", ref_out)] + list(zip(ts, outs))}))
             n += len(xb)
+    samples_per_rank = dist.all_gather(n, shard)
+    if monitor:
+        monitor.merge_ranks(shard)
+    for b in dist.gather_batches(summaries, shard):  # in batch order, on every rank
+        ref_metric.add(b["ref"])
+        for t, part in zip(ts, b["snn"]):
+            snn_metric[t].add(part)
+        twin_l2.add(b["twin"])
+    n = sum(samples_per_rank)
     if n == 0:
         raise DataError("data: empty (no samples)")
 
@@ -167,10 +182,12 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     config = {"task": task, "timesteps": ts, "batch_size": int(batch_size), "limit": limit, "device": str(device),
               "seed": seed, "data": _describe(data), "postprocess": post_desc,
               "preprocess": preprocess.to_dict() if preprocess is not None and hasattr(preprocess, "to_dict") else None,
-              "snn": dict(snn.config), "neurons": len(snn.neurons()), "one_run_per_batch": True}
+              "snn": dict(snn.config), "neurons": len(snn.neurons()), "one_run_per_batch": True,
+              "world_size": shard.world, "samples_per_rank": samples_per_rank}
     outputs = None
     if return_outputs:
-        outputs = {key: [torch.cat(parts) for parts in zip(*chunks)] for key, chunks in kept.items()}
+        per_batch = dist.gather_batches(kept, shard)
+        outputs = {key: [torch.cat(parts) for parts in zip(*[b[key] for b in per_batch])] for key in per_batch[0]}
     return VerifyReport(task=task, timesteps=ts, n_samples=n, metrics=metrics, reference=ref_info, config=config,
                         layers=monitor.results() if monitor else None, seconds=round(time.time() - t0, 2),
                         tolerance=tolerance, outputs=outputs)

@@ -13,7 +13,6 @@ the ``images`` of an ``annotations`` json.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..calibration.data import check_batch, dataset_length, iter_batches
+from ..calibration.data import check_batch, input_tensor, iter_batches, sample_count
 from ..errors import DataError
 
 
@@ -65,28 +64,10 @@ class DetectionData:
     extra: dict = field(default_factory=dict)
 
 
-def _n_batches(n: int | None, batch_size: int) -> int | None:
-    return None if n is None else math.ceil(n / batch_size)
-
-
 def classification_batches(data: Any, batch_size: int, limit: int | None, preprocess
                            ) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor | None]], int | None]:
-    """(x, labels or None) batches and their number when known (for the progress bar)."""
-    n = None
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        n = len(data)
-    elif isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
-        n = len(data[0])
-    elif isinstance(data, (str, os.PathLike)) and str(data).endswith(".npz") and os.path.isfile(data):
-        with np.load(data) as f:
-            n = len(f["x"]) if "x" in f else None
-    if n is not None:
-        total = _n_batches(n if limit is None else min(n, limit), batch_size)
-    else:
-        nb = dataset_length(data) if not isinstance(data, (str, os.PathLike)) else None
-        if isinstance(data, torch.utils.data.Dataset) and nb is not None:
-            nb = math.ceil(nb / batch_size)
-        total = nb if limit is None or nb is None else min(nb, _n_batches(limit, batch_size))
+    """(x, labels or None) batches and the number of samples when known (for the progress bar)."""
+    total = sample_count(data, limit, preprocess)
 
     def gen():
         for xb, yb in iter_batches(data, batch_size, preprocess=preprocess, limit=limit, with_labels=True):
@@ -177,7 +158,7 @@ def detection_batches(data: Any, annotations: Any, batch_size: int, limit: int |
             raise DataError("detection on a tensor needs annotations= (a COCO json or dict whose 'images', in "
                             "order, are the tensor's rows)")
         gt = annotations if isinstance(annotations, dict) else _read_json(annotations)
-        x = torch.as_tensor(np.asarray(data) if isinstance(data, np.ndarray) else data).float()
+        x = input_tensor(data, "data", preprocess)
         images = gt.get("images", [])
         n = len(x) if limit is None else min(limit, len(x))
         if n == 0:
@@ -217,8 +198,13 @@ def _coco_dataset(ds, batch_size: int, limit: int | None) -> DetectionData:
     def size_of(info) -> tuple[int, int]:
         if "height" in info and "width" in info:
             return int(info["height"]), int(info["width"])
-        with Image.open(ds.image_dir / info["file_name"]) as im:
-            return im.size[1], im.size[0]
+        path = ds.image_dir / info["file_name"]
+        try:
+            with Image.open(path) as im:
+                return im.size[1], im.size[0]
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read the image listed in {ds.json_path} ({type(e).__name__}: {e})") \
+                from None
 
     def gen():
         for i in range(0, n, batch_size):

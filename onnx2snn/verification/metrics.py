@@ -29,9 +29,18 @@ class RelativeL2:
         self.ref = 0.0
 
     def update(self, a: Outputs, ref: Outputs) -> None:
-        for x, r in zip(a, ref):
-            self.err += float(((x.double() - r.double()) ** 2).sum())
-            self.ref += float((r.double() ** 2).sum())
+        self.add(self.terms(a, ref))
+
+    @staticmethod
+    def terms(a: Outputs, ref: Outputs) -> list[tuple[float, float]]:
+        """One batch's (squared error, squared reference) per output."""
+        return [(float(((x.double() - r.double()) ** 2).sum()), float((r.double() ** 2).sum())) for x, r in zip(a, ref)]
+
+    def add(self, terms: list[tuple[float, float]]) -> None:
+        """Add one batch's :meth:`terms`, in output order (as :meth:`update` does)."""
+        for e, r in terms:
+            self.err += e
+            self.ref += r
 
     def value(self) -> float:
         return float(np.sqrt(self.err / self.ref)) if self.ref > 0 else (0.0 if self.err == 0 else float("inf"))
@@ -59,20 +68,31 @@ class Classification:
         return o.reshape(o.shape[0], -1)
 
     def update(self, outputs: Outputs, ref: Outputs | None, labels: torch.Tensor | None) -> None:
+        self.add(self.summarize(outputs, ref, labels))
+
+    def summarize(self, outputs: Outputs, ref: Outputs | None, labels: torch.Tensor | None) -> dict:
+        """What one batch adds (small and picklable: batches measured on other processes
+        are added in batch order with :meth:`add`, giving the one-process numbers)."""
         z = self.logits(outputs)
-        self.classes = z.shape[1]
         pred = z.argmax(1)
-        self.n += len(z)
+        out = {"classes": z.shape[1], "n": len(z), "labelled": 0, "top1": 0, "top5": 0, "agree": 0, "l2": []}
         if labels is not None:
             labels = labels.to(z.device)
-            self.labelled += len(labels)
-            self.top1 += int((pred == labels).sum())
-            if self.classes > 5:
+            out["labelled"] = len(labels)
+            out["top1"] = int((pred == labels).sum())
+            if z.shape[1] > 5:
                 top = z.topk(5, dim=1).indices
-                self.top5 += int((top == labels[:, None]).any(1).sum())
+                out["top5"] = int((top == labels[:, None]).any(1).sum())
         if self.has_reference and ref is not None:
-            self.agree += int((pred == self.logits(ref).argmax(1)).sum())
-            self.l2.update(outputs, ref)
+            out["agree"] = int((pred == self.logits(ref).argmax(1)).sum())
+            out["l2"] = RelativeL2.terms(outputs, ref)
+        return out
+
+    def add(self, b: dict) -> None:
+        self.classes = b["classes"]
+        for k in ("n", "labelled", "top1", "top5", "agree"):
+            setattr(self, k, getattr(self, k) + b[k])
+        self.l2.add(b["l2"])
 
     def result(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -140,15 +160,21 @@ class Detection:
         self.l2 = RelativeL2()
 
     def update(self, outputs: Outputs, ref: Outputs | None, meta: BatchMeta) -> None:
+        self.add(self.summarize(outputs, ref, meta))
+
+    def summarize(self, outputs: Outputs, ref: Outputs | None, meta: BatchMeta) -> dict:
+        """One batch's detections and error terms (see :meth:`Classification.summarize`)."""
         structured = outputs[0] if len(outputs) == 1 else tuple(outputs)
         dets = self.postprocess(tuple(t.cpu() for t in structured) if isinstance(structured, tuple)
                                 else structured.cpu(), meta)
         if not isinstance(dets, list):
             raise Onnx2SnnError(f"postprocess returned {type(dets).__name__}; it must return a list of COCO "
                                 "detections (dicts with image_id, category_id, bbox [x, y, w, h], score)")
-        self.results.extend(dets)
-        if self.has_reference and ref is not None:
-            self.l2.update(outputs, ref)
+        return {"dets": dets, "l2": RelativeL2.terms(outputs, ref) if self.has_reference and ref is not None else []}
+
+    def add(self, b: dict) -> None:
+        self.results.extend(b["dets"])
+        self.l2.add(b["l2"])
 
     def result(self, ground_truth: dict) -> dict[str, float]:
         from ..zoo import evaluate_coco

@@ -117,6 +117,8 @@ class LayerMonitor:
         self.spikes = {n: torch.zeros(T, dtype=torch.float64) for n in self.neurons}
         self.err = {n: {t: 0.0 for t in self.checkpoints} for n in self.neurons}
         self.ref = {n: 0.0 for n in self.neurons}
+        self._batch: dict[str, dict] = {}  # this batch's error terms per neuron, kept for merging over ranks
+        self._terms: list[tuple[int, dict]] = []
         self.macs: dict[str, float] = {}
         self.in_size: dict[str, int] = {}
         self.fan: dict[str, torch.Tensor] = {}
@@ -124,6 +126,7 @@ class LayerMonitor:
         self.synops = {t: torch.zeros(T, dtype=torch.float64) for t in spiking}
         self.events = {t: torch.zeros(T, dtype=torch.float64) for t in spiking}
         self._acts: dict[str, torch.Tensor] = {}
+        self._run_acc: dict[str, torch.Tensor] = {}  # running spike sums of a batch, across chunks of time
         self._static: dict[str, torch.Tensor] = {}
         self._fan_dev: dict[str, torch.Tensor] = {}
         self.notes: list[str] = []
@@ -207,6 +210,7 @@ class LayerMonitor:
                 h.remove()
             self._acts.clear()
             self._static.clear()
+            self._run_acc.clear()
 
     def _twin_act(self, name):
         def hook(mod, inp, out):
@@ -228,14 +232,18 @@ class LayerMonitor:
             f = self._fan_dev[t] = self.fan[t].to(device=device, dtype=torch.float32)
         return f
 
+    def _window(self) -> tuple[int, int]:
+        """(first step, steps) of the chunk of time the engine is running."""
+        return self.snn.time_window or (0, self.T)
+
     def _count(self, t: str, x: torch.Tensor) -> None:
-        T = self.T
+        t0, T = self._window()
         x = x.detach()
         graded = self.graded.get(t)
         ev = (x != 0) if graded is None else _spike_counts(x, graded.theta)
         nz = ev.reshape(T, x.shape[0] // T, -1).sum(1).float()  # [T, N] events per element
-        self.synops[t] += (nz.double() @ self._fanout(t, x.device).double()).cpu()
-        self.events[t] += nz.sum(1).double().cpu()
+        self.synops[t][t0:t0 + T] += (nz.double() @ self._fanout(t, x.device).double()).cpu()
+        self.events[t][t0:t0 + T] += nz.sum(1).double().cpu()
 
     def _spiking_layer(self, t):
         def hook(mod, inp, out):
@@ -248,7 +256,7 @@ class LayerMonitor:
     def _core_out(self, mod, inp, out):
         vals = dict(zip(self.snn.wiring["core_out"], out))
         probe, names = self.probe
-        T = self.T
+        T = self._window()[1]
         args = []
         for n in names:
             if n in vals:
@@ -263,10 +271,10 @@ class LayerMonitor:
         cps = set(self.checkpoints)
 
         def hook(mod, inp, out):
-            T = self.T
+            t0, T = self._window()
             out = out.detach()
             ev = (out != 0) if getattr(mod, "levels", 1) == 1 else _spike_counts(out, mod.theta)
-            self.spikes[name] += ev.reshape(T, -1).sum(1).double().cpu()
+            self.spikes[name][t0:t0 + T] += ev.reshape(T, -1).sum(1).double().cpu()
             self.size[name] = out[0].numel()
             a = self._acts.get(name)
             if a is None:
@@ -276,18 +284,55 @@ class LayerMonitor:
                 out = out * _per_channel(lam, out).to(out)
             s = out.reshape(T, out.shape[0] // T, -1)
             a = a.reshape(s.shape[1], -1).to(s.dtype)
-            acc = torch.zeros_like(a)
+            acc = self._run_acc.get(name) if t0 > 0 else None
+            acc = torch.zeros_like(a) if acc is None else acc
             for t in range(T):
                 acc += s[t]
-                if t + 1 in cps:
-                    self.err[name][t + 1] += float(((acc / (t + 1) - a) ** 2).sum(dtype=torch.float64))
-            self.ref[name] += float((a ** 2).sum(dtype=torch.float64))
+                if t0 + t + 1 in cps:
+                    e = float(((acc / (t0 + t + 1) - a) ** 2).sum(dtype=torch.float64))
+                    self.err[name][t0 + t + 1] += e
+                    self._batch.setdefault(name, {"err": {}, "ref": 0.0})["err"][t0 + t + 1] = e
+            self._run_acc[name] = acc
+            if t0 == 0:
+                r = float((a ** 2).sum(dtype=torch.float64))
+                self.ref[name] += r
+                self._batch.setdefault(name, {"err": {}, "ref": 0.0})["ref"] = r
         return hook
 
-    def batch_done(self, n: int) -> None:
+    def batch_done(self, n: int, index: int | None = None) -> None:
+        """End of a batch of ``n`` samples; ``index``: its place in the one-process stream."""
         self.samples += n
+        self._terms.append((len(self._terms) if index is None else index, self._batch))
+        self._batch = {}
         self._acts.clear()
         self._static.clear()
+        self._run_acc.clear()
+
+    def merge_ranks(self, shard) -> None:
+        """Combine the measurements of all ranks (each on its share of the batches) on every
+        rank: counts all-reduced (integers: exact), the error sums re-added in batch order,
+        so the results equal one process's."""
+        from .. import distributed as dist
+
+        if not shard.active:
+            return
+        self.samples = sum(dist.all_gather(self.samples, shard))
+        for acc in (self.spikes, self.synops, self.events):
+            for k in acc:
+                acc[k] = dist.all_reduce(acc[k], "sum", shard)
+        sizes = dist.all_gather(self.size, shard)
+        self.size = {n: max(s[n] for s in sizes) for n in self.size}
+        shapes = [r for r in dist.all_gather((self.fan, self.macs, self.in_size), shard) if r[0]]
+        if shapes:
+            self.fan, self.macs, self.in_size = shapes[0]
+        terms = dist.gather_batches(self._terms, shard)
+        self.err = {n: {t: 0.0 for t in self.checkpoints} for n in self.neurons}
+        self.ref = {n: 0.0 for n in self.neurons}
+        for batch in terms:
+            for name, b in batch.items():
+                for t, e in b["err"].items():
+                    self.err[name][t] += e
+                self.ref[name] += b["ref"]
 
     # -- results -----------------------------------------------------------------------
     def results(self) -> dict:

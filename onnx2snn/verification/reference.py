@@ -7,6 +7,7 @@ a bug in the importer would otherwise hide itself.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -31,6 +32,7 @@ class Reference:
     input_dims: list                  # ints where static, None / symbol where dynamic
     input_dtype: type
     output_names: list[str]
+    mismatch: str | None = None       # how the reference differs from the SNN's source model, if it does
 
     @classmethod
     def open(cls, reference: "str | os.PathLike | bytes | onnx.ModelProto | None", snn) -> "Reference":
@@ -59,6 +61,7 @@ class Reference:
             raise ShapeError(f"reference {source}: verify supports single-input models; this one has "
                              f"{len(inputs)} inputs {[i.name for i in inputs]}")
         session = onnx_io.ort_session(proto)
+        mismatch = None if reference is None else _mismatch(proto, snn)
         ort_in = session.get_inputs()[0]
         dtype = _ORT_DTYPES.get(ort_in.type)
         if dtype is None:
@@ -66,7 +69,7 @@ class Reference:
                              "float tensors")
         return cls(session=session, source=source, input_name=ort_in.name,
                    input_dims=onnx_io.input_dims(inputs[0]), input_dtype=dtype,
-                   output_names=[o.name for o in session.get_outputs()])
+                   output_names=[o.name for o in session.get_outputs()], mismatch=mismatch)
 
     def describe(self) -> dict:
         import onnxruntime
@@ -75,7 +78,8 @@ class Reference:
                 "providers": list(self.session.get_providers()),
                 "disabled_optimizers": list(onnx_io.DISABLED_ORT_OPTIMIZERS),
                 "input": {self.input_name: [d if isinstance(d, int) else None for d in self.input_dims]},
-                "outputs": list(self.output_names)}
+                "outputs": list(self.output_names),
+                **({"warning": self.mismatch} if self.mismatch else {})}
 
     # -- checks ---------------------------------------------------------------------
     def check_input(self, x: torch.Tensor, snn_shape: Sequence[int] | None) -> None:
@@ -128,4 +132,31 @@ class Reference:
                 for k in range(len(chunks[0]))]
 
 
-__all__ = ["Reference"]
+def fingerprint(proto: onnx.ModelProto) -> tuple:
+    """What makes two ONNX files the same network: the op sequence and every weight's
+    bytes (names, doc strings and producer are left out)."""
+    digest = []
+    for t in proto.graph.initializer:
+        digest.append(hashlib.sha1(onnx.numpy_helper.to_array(t).tobytes()).hexdigest())
+    for n in proto.graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                digest.append(hashlib.sha1(onnx.numpy_helper.to_array(a.t).tobytes()).hexdigest())
+    return tuple(n.op_type for n in proto.graph.node), tuple(sorted(digest))
+
+
+def _mismatch(proto: onnx.ModelProto, snn) -> str | None:
+    """None when ``proto`` is the ONNX model the SNN was converted from, else what differs."""
+    stored = getattr(getattr(snn.ann, "onnx_info", None), "onnx_bytes", b"")
+    if not stored or proto.SerializeToString() == bytes(stored):
+        return None
+    ops, weights = fingerprint(proto)
+    ops0, weights0 = fingerprint(onnx_io.load_model(bytes(stored)))
+    if ops == ops0 and weights == weights0:
+        return None
+    what = "its weights differ" if ops == ops0 else "its graph differs"
+    return (f"the reference is not the ONNX model this SNN was converted from ({what}): the report compares "
+            "against another network. Leave out reference= to use the source stored in the SNN")
+
+
+__all__ = ["Reference", "fingerprint"]

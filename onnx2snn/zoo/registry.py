@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import checks
 from .data.loaders import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -58,10 +59,7 @@ def register(preset: Preset) -> Preset:
 
 
 def get_preset(name: str) -> Preset:
-    try:
-        return copy.deepcopy(PRESETS[name])
-    except KeyError:
-        raise KeyError(f"unknown zoo model {name!r}; known: {sorted(PRESETS)}") from None
+    return copy.deepcopy(PRESETS[checks.choice("name", name, list(PRESETS))])
 
 
 def list_models() -> dict[str, dict]:

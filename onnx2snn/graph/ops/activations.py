@@ -4,6 +4,8 @@ HardSwish, Softmax, and the rest of the element-wise non-linearities."""
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import torch
 from torch import nn
@@ -37,9 +39,29 @@ register("Gelu", since=20)(_simple(
 def selu(ctx: NodeContext):
     alpha = float(ctx.attr("alpha", 1.67326319217681884765625))
     gamma = float(ctx.attr("gamma", 1.05070102214813232421875))
-    if abs(alpha - 1.6732632) > 1e-6 or abs(gamma - 1.0507010) > 1e-6:
-        raise ConversionFailure(f"Selu with non-default alpha={alpha}, gamma={gamma} is not supported")
-    return [ctx.module(nn.SELU(), ctx.inputs[0])]
+    if abs(alpha - 1.6732632) < 1e-6 and abs(gamma - 1.0507010) < 1e-6:
+        return [ctx.module(nn.SELU(), ctx.inputs[0])]
+    # gamma * ELU_alpha(x) is Selu with these parameters
+    return [ctx.function(operator.mul, ctx.module(nn.ELU(alpha), ctx.inputs[0]), gamma)]
+
+
+@register("Shrink")
+def shrink(ctx: NodeContext):
+    return [ctx.function(OF.shrink, ctx.inputs[0], float(ctx.attr("lambd", 0.5)), float(ctx.attr("bias", 0.0)))]
+
+
+@register("Swish")
+def swish(ctx: NodeContext):
+    alpha = float(ctx.attr("alpha", 1.0))
+    if alpha == 1.0:
+        return [ctx.module(nn.SiLU(), ctx.inputs[0])]
+    x = ctx.inputs[0]
+    return [ctx.function(operator.mul, x, ctx.function(torch.sigmoid, ctx.function(operator.mul, x, alpha)))]
+
+
+@register("Hardmax", since=13)
+def hardmax(ctx: NodeContext):
+    return [ctx.function(OF.hardmax, ctx.inputs[0], int(ctx.attr("axis", -1)) % ctx.rank(0))]
 
 
 @register("ThresholdedRelu")
@@ -74,9 +96,11 @@ def prelu(ctx: NodeContext):
 
 @register("Clip", since=11)
 def clip(ctx: NodeContext):
-    lo = ctx.const_or_none(1)
-    hi = ctx.const_or_none(2)
-    return _clip(ctx, None if lo is None else float(lo), None if hi is None else float(hi))
+    lo, hi = ctx.inputs[1] if ctx.has_input(1) else None, ctx.inputs[2] if ctx.has_input(2) else None
+    if not all(v is None or isinstance(v, np.ndarray) for v in (lo, hi)):  # bounds computed at run time
+        return [ctx.function(OF.clamp_tensors, ctx.inputs[0], lo, hi)]
+    conv = int if ctx.is_int(0) else float
+    return _clip(ctx, None if lo is None else conv(lo.reshape(-1)[0]), None if hi is None else conv(hi.reshape(-1)[0]))
 
 
 @register("Clip", since=1)
@@ -86,11 +110,17 @@ def clip_v6(ctx: NodeContext):
     return _clip(ctx, float(ctx.attr("min", -3.4028234663852886e38)), float(ctx.attr("max", 3.4028234663852886e38)))
 
 
-def _clip(ctx: NodeContext, lo: float | None, hi: float | None):
-    big = 3.0e38
-    lo = None if lo is None or lo <= -big else lo
-    hi = None if hi is None or hi >= big else hi
+def _clip(ctx: NodeContext, lo, hi):
     x = ctx.inputs[0]
+    if ctx.is_float(0):
+        big = 3.0e38
+        lo = None if lo is None or lo <= -big else lo
+        hi = None if hi is None or hi >= big else hi
+    if lo is None and hi is None:
+        return [x]
+    if not ctx.is_float(0) or (lo is not None and hi is not None and lo >= hi):
+        # integers keep their type; min > max clips everything to max (as numpy and ONNX)
+        return [ctx.function(OF.clamp_tensors, x, lo, hi)]
     if lo == 0.0 and hi == 6.0:
         return [ctx.module(nn.ReLU6(), x)]
     if lo == 0.0 and hi is None:

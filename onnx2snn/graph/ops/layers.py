@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import torch
 from torch import nn
 
+from .. import dtypes
+from .. import functional as OF
 from ..builder import ConversionFailure, NodeContext
 from ..registry import register
 
 
 def _param(a: np.ndarray) -> nn.Parameter:
-    return nn.Parameter(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32).copy()))
+    """A trainable parameter with the weight's own floating type (float32 for the rest)."""
+    t = dtypes.to_tensor(np.asarray(a))
+    return nn.Parameter(t if t.dtype.is_floating_point else t.float())
 
 
 def _auto_pads(ctx: NodeContext, kernel, strides, dilations) -> list[int]:
@@ -78,36 +84,58 @@ def conv(ctx: NodeContext):
 @register("ConvTranspose")
 def conv_transpose(ctx: NodeContext):
     w = ctx.const(1, "weight")
-    b = ctx.const_or_none(2)
+    b = ctx.const_or_none(2, "bias")
     nd = w.ndim - 2
     if nd not in (1, 2, 3):
         raise ConversionFailure(f"{nd}-D transposed convolution is not supported")
-    if ctx.attr("output_shape") is not None or ctx.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID", ""):
-        raise ConversionFailure("ConvTranspose with output_shape or SAME auto_pad is not supported; "
-                                "export with explicit pads and output_padding")
+    in_sp = ctx.shape(0)[2:]
+    kernel = list(w.shape[2:])
     strides = list(ctx.attr("strides", [1] * nd))
     dil = list(ctx.attr("dilations", [1] * nd))
     groups = int(ctx.attr("group", 1))
-    pads = list(ctx.attr("pads", [0] * (2 * nd)))
-    out_pad = list(ctx.attr("output_padding", [0] * nd))
-    begin, end = pads[:nd], pads[nd:]
-    extra = [e - bb for bb, e in zip(begin, end)]
-    if any(x < 0 for x in extra):
-        raise ConversionFailure(f"ConvTranspose pads {pads} (end smaller than begin) are not supported")
+    out_pad = list(ctx.attr("output_padding", [0] * nd))[:nd]
+    full = [s * (i - 1) + d * (k - 1) + 1 for s, i, d, k in zip(strides, in_sp, dil, kernel)]
+    auto = ctx.attr("auto_pad", "NOTSET")
+    out_shape = ctx.attr("output_shape")
+    out_shape = None if out_shape is None else [int(v) for v in out_shape][-nd:]
+    if auto in ("SAME_UPPER", "SAME_LOWER") and ctx.attr("pads") is None:
+        want = out_shape or [i * s for i, s in zip(in_sp, strides)]
+        total = [f + op - o for f, op, o in zip(full, out_pad, want)]
+        begin = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    else:
+        pads = list(ctx.attr("pads", [0] * (2 * nd)))
+        begin = pads[:nd]
+        want = out_shape or [f + op - p0 - p1 for f, op, p0, p1 in zip(full, out_pad, pads[:nd], pads[nd:])]
+    # the output is positions [begin, begin + want) of the full transposed convolution, where
+    # positions outside [0, full) receive no input (only the bias)
     cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[nd]
-    m = cls(w.shape[0], w.shape[1] * groups, tuple(w.shape[2:]), stride=tuple(strides),
-            padding=tuple(begin), output_padding=tuple(out_pad), groups=groups, bias=b is not None,
-            dilation=tuple(dil))
+    q = [2 * p + o - f for p, o, f in zip(begin, want, full)]  # torch output_padding for padding=begin
+    if all(p >= 0 for p in begin) and all(0 <= v < max(s, d) for v, s, d in zip(q, strides, dil)):
+        m = cls(w.shape[0], w.shape[1] * groups, tuple(kernel), stride=tuple(strides), padding=tuple(begin),
+                output_padding=tuple(q), groups=groups, bias=b is not None, dilation=tuple(dil))
+        _set(m, w, b)
+        return [ctx.module(m, ctx.inputs[0])]
+    inside = all(p >= 0 and p + o <= f for p, o, f in zip(begin, want, full))
+    m = cls(w.shape[0], w.shape[1] * groups, tuple(kernel), stride=tuple(strides), groups=groups,
+            bias=b is not None and inside, dilation=tuple(dil))
+    _set(m, w, b if inside else None)
+    y = ctx.module(m, ctx.inputs[0])
+    if inside:
+        slices = (slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in zip(begin, want))
+        return [ctx.function(operator.getitem, y, slices)]
+    torch_pads: list[int] = []
+    for p, o, f in reversed(list(zip(begin, want, full))):
+        torch_pads += [-p, p + o - f]
+    y = ctx.function(OF.crop_pad, y, torch_pads)
+    if b is not None:
+        y = ctx.function(operator.add, y, b.reshape((-1,) + (1,) * nd))
+    return [y]
+
+
+def _set(m: nn.Module, w: np.ndarray, b: np.ndarray | None) -> None:
     m.weight = _param(w)
     if b is not None:
         m.bias = _param(b)
-    y = ctx.module(m, ctx.inputs[0])
-    if any(extra):
-        # pads larger at the end than at the beginning: crop the surplus at the end
-        slices = (slice(None), slice(None)) + tuple(slice(0, -e if e else None) for e in extra)
-        import operator
-        y = ctx.function(operator.getitem, y, slices)
-    return [y]
 
 
 @register("BatchNormalization")
@@ -135,27 +163,33 @@ def gemm(ctx: NodeContext):
     alpha = float(ctx.attr("alpha", 1.0))
     beta = float(ctx.attr("beta", 1.0))
     ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
-    a = ctx.inputs[0]
-    if isinstance(ctx.inputs[1], np.ndarray) and not ta and not isinstance(a, np.ndarray):
-        bmat = ctx.inputs[1]
-        w = (bmat if tb else bmat.T) * alpha
-        c = ctx.const_or_none(2)
-        m = nn.Linear(w.shape[1], w.shape[0], bias=c is not None)
-        m.weight = _param(w)
-        if c is not None:
-            m.bias = _param(np.broadcast_to(c * beta, (w.shape[0],)))
-        return [ctx.module(m, a)]
+    a, bv = ctx.inputs[0], ctx.inputs[1]
+    c = ctx.inputs[2] if ctx.has_input(2) else None
+    if isinstance(bv, np.ndarray) and not ta and not isinstance(a, np.ndarray) and ctx.is_float(1):
+        w = (bv if tb else bv.T) * np.asarray(alpha, dtype=bv.dtype)
+        n = w.shape[0]
+        bias = None
+        if isinstance(c, np.ndarray) and c.size in (1, n) and (c.ndim < 2 or c.shape[-1] == n or c.size == 1):
+            bias = np.broadcast_to(c.reshape(-1) * np.asarray(beta, dtype=c.dtype), (n,))
+        if c is None or bias is not None:
+            m = nn.Linear(w.shape[1], n, bias=bias is not None)
+            m.weight = _param(w)
+            if bias is not None:
+                m.bias = _param(bias)
+            return [ctx.module(m, a)]
     if ta:
-        a = ctx.method("t", a)
-    bv = ctx.inputs[1]
+        a = a.T if isinstance(a, np.ndarray) else ctx.method("t", a)
     if tb:
         bv = bv.T if isinstance(bv, np.ndarray) else ctx.method("t", bv)
-    y = ctx.function(torch.matmul, a, bv)
+    y = ctx.function(torch.matmul, ctx.tensor(a), ctx.tensor(bv))
     if alpha != 1.0:
         y = ctx.function(torch.mul, y, alpha)
-    if ctx.has_input(2):
-        c = ctx.inputs[2]
-        y = ctx.function(torch.add, y, c * beta if isinstance(c, np.ndarray) else c)
+    if c is not None:
+        if isinstance(c, np.ndarray):
+            c = c * np.asarray(beta, dtype=c.dtype)
+        elif beta != 1.0:
+            c = ctx.function(torch.mul, c, beta)
+        y = ctx.function(torch.add, y, c)
     return [y]
 
 
@@ -171,5 +205,71 @@ def matmul(ctx: NodeContext):
 
 @register("Einsum")
 def einsum(ctx: NodeContext):
-    return [ctx.function(torch.einsum, ctx.attr("equation"), *ctx.inputs)]
+    return [ctx.function(torch.einsum, ctx.attr("equation"), *[ctx.tensor(v) for v in ctx.inputs])]
+
+
+# -- normalizations ---------------------------------------------------------------------------
+def _norm_shape(ctx: NodeContext, axis: int) -> tuple[int, tuple]:
+    rank = ctx.rank(0)
+    axis = axis % rank
+    return axis, tuple(ctx.shape(0)[axis:])
+
+
+@register("LayerNormalization", since=17)
+def layer_norm(ctx: NodeContext):
+    axis, shape = _norm_shape(ctx, int(ctx.attr("axis", -1)))
+    eps = float(ctx.attr("epsilon", 1e-5))
+    scale, bias = ctx.inputs[1], ctx.inputs[2] if ctx.has_input(2) else None
+    x = ctx.inputs[0]
+    if isinstance(scale, np.ndarray) and (bias is None or isinstance(bias, np.ndarray)) and ctx.is_float(0):
+        m = nn.LayerNorm(shape, eps=eps, elementwise_affine=True, bias=True)
+        m.weight = _param(np.broadcast_to(scale, shape))
+        m.bias = _param(np.broadcast_to(bias if bias is not None else np.zeros((), scale.dtype), shape))
+        y = ctx.module(m, x)
+    else:
+        y = ctx.function(torch.nn.functional.layer_norm, x, shape, ctx.tensor(scale),
+                         None if bias is None else ctx.tensor(bias), eps)
+    outs = [y]
+    if any(o for o in ctx.node.output[1:]):
+        stats = ctx.function(OF.layer_norm_stats, x, axis, eps)
+        outs += [ctx.function(operator.getitem, stats, 0), ctx.function(operator.getitem, stats, 1)]
+    return outs
+
+
+@register("RMSNormalization", since=23)
+def rms_norm(ctx: NodeContext):
+    axis, shape = _norm_shape(ctx, int(ctx.attr("axis", -1)))
+    eps = float(ctx.attr("epsilon", 1e-5))
+    return [ctx.function(OF.rms_norm, ctx.inputs[0], axis, eps, ctx.tensor(ctx.inputs[1]))]
+
+
+@register("GroupNormalization", since=18)
+def group_norm(ctx: NodeContext):
+    groups = int(ctx.attr("num_groups"))
+    eps = float(ctx.attr("epsilon", 1e-5))
+    scale, bias = ctx.const(1, "scale"), ctx.const(2, "bias")
+    c = ctx.shape(0)[1]
+    if scale.size == groups and groups != c:  # opset 18: one scale per group
+        scale, bias = np.repeat(scale, c // groups), np.repeat(bias, c // groups)
+    if scale.size != c or c % groups:
+        raise ConversionFailure(f"GroupNormalization with {groups} groups, {c} channels and a scale of "
+                                f"{scale.size} values is not supported")
+    m = nn.GroupNorm(groups, c, eps=eps)
+    _set(m, scale, bias)
+    return [ctx.module(m, ctx.inputs[0])]
+
+
+@register("InstanceNormalization")
+def instance_norm(ctx: NodeContext):
+    scale, bias = ctx.const(1, "scale"), ctx.const(2, "bias")
+    return [ctx.function(OF.instance_norm, ctx.inputs[0], ctx.tensor(scale), ctx.tensor(bias),
+                         float(ctx.attr("epsilon", 1e-5)))]
+
+
+@register("LpNormalization")
+def lp_normalization(ctx: NodeContext):
+    p = int(ctx.attr("p", 2))
+    if p not in (1, 2):
+        raise ConversionFailure(f"LpNormalization with p={p} is invalid (p is 1 or 2)")
+    return [ctx.function(OF.lp_normalize, ctx.inputs[0], int(ctx.attr("axis", -1)), p)]
 

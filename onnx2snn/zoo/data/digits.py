@@ -12,6 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ... import checks
+from ...errors import ConfigError
+
 TEST_FRACTION = 0.2
 
 
@@ -31,7 +34,7 @@ def split_indices(split: str, seed: int = 0) -> np.ndarray:
     from sklearn.model_selection import train_test_split
 
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split={split!r} is not valid: expected 'train' or 'test'", "split")
     _, y = _raw_digits()
     idx = np.arange(len(y))
     train, test = train_test_split(idx, test_size=TEST_FRACTION, random_state=seed, stratify=y)
@@ -50,6 +53,8 @@ def upsample(images: np.ndarray, size: int) -> np.ndarray:
 
 def load_digits(size: int = 16, split: str = "train", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Digits of ``split`` as (x float32 [N, 1, size, size] in [0, 1], y int64 [N])."""
+    size, seed = checks.integer("size", size, 1), checks.integer("seed", seed, 0)
+    split = checks.choice("split", split, ("train", "test"))
     x, y = _raw_digits()
     idx = split_indices(split, seed)
     return upsample(x[idx], size)[:, None].copy(), y[idx].copy()

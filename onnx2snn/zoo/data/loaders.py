@@ -15,6 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ... import checks
+from ...errors import ConfigError, DataError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,9 +43,23 @@ class Preprocess:
     pad_value: float = 114 / 255
 
     def __post_init__(self):
-        self.size = tuple(int(v) for v in self.size)
-        self.mean = tuple(float(v) for v in self.mean)
-        self.std = tuple(float(v) for v in self.std)
+        size = (self.size, self.size) if isinstance(self.size, int) and not isinstance(self.size, bool) else self.size
+        self.size = checks.shape("size", size, False, "(224, 224)")
+        if len(self.size) != 2:
+            raise ConfigError(f"size={self.size!r} is not valid: expected (H, W) such as (224, 224)", "size")
+        self.channels = checks.choice("channels", self.channels, (1, 3))
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            v = (v,) if isinstance(v, (int, float)) else tuple(v)
+            v = tuple(checks.real(name, x, 0.0 if name == "std" else None, strict_min=name == "std") for x in v)
+            if len(v) not in (1, self.channels):
+                raise ConfigError(f"{name}={v!r} is not valid: give one value, or one per channel ({self.channels})",
+                                  name)
+            setattr(self, name, v)
+        self.resize = checks.choice("resize", self.resize, ("nearest", "bilinear", "bicubic"))
+        self.crop_fraction = checks.real("crop_fraction", self.crop_fraction, 0.0, 1.0, strict_min=True)
+        self.letterbox = checks.boolean("letterbox", self.letterbox)
+        self.pad_value = checks.real("pad_value", self.pad_value, 0.0, 1.0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -60,7 +77,7 @@ class Preprocess:
 
             return letterbox_geometry(h0, w0, self.size)[1:]
         if self.crop_fraction < 1.0:
-            raise ValueError("box geometry of a centre crop is not supported")
+            raise ConfigError("box geometry of a centre crop is not supported: use crop_fraction=1 for detection", "crop_fraction")
         return self.size[1] / w0, self.size[0] / h0, 0.0, 0.0
 
     def _letterbox(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +101,7 @@ class Preprocess:
             elif x.shape[1] == 1:
                 x = x.expand(-1, self.channels, -1, -1)
             else:
-                raise ValueError(f"cannot turn {x.shape[1]} channels into {self.channels}")
+                raise DataError(f"images with {x.shape[1]} channels cannot become {self.channels}-channel input")
         if self.letterbox:
             x = self._letterbox(x.float())
         elif tuple(x.shape[-2:]) != self.size:
@@ -100,7 +117,13 @@ class Preprocess:
         from PIL import Image
 
         if not isinstance(image, Image.Image):
-            image = Image.open(image)
+            path = image
+            try:
+                image = Image.open(path)
+                image.load()
+            except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated, corrupt or not an image
+                raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e}); remove or replace "
+                                "the file") from None
         image = image.convert("L" if self.channels == 1 else "RGB")
         resample = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.resize]
         if self.letterbox:
@@ -128,6 +151,14 @@ class Preprocess:
         return self.normalize(torch.from_numpy(np.ascontiguousarray(arr)))
 
 
+def _spec(preprocess):
+    """Image loaders need a Preprocess (size, mean, std): ConfigError otherwise."""
+    if not hasattr(preprocess, "image_to_tensor"):
+        raise ConfigError(f"preprocess must be an onnx2snn.zoo.Preprocess(size=(H, W), mean=..., std=...), got "
+                          f"{type(preprocess).__name__}", "preprocess")
+    return preprocess
+
+
 def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
 
@@ -136,7 +167,9 @@ class ImageFolder(torch.utils.data.Dataset):
     """``root/<class>/<image>`` (label = index of the sorted class name) or a flat folder (label -1)."""
 
     def __init__(self, root: str | os.PathLike, preprocess: Preprocess):
-        self.root, self.preprocess = Path(root), preprocess
+        self.root, self.preprocess = Path(root), _spec(preprocess)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: no such folder")
         classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
         if classes:
             self.classes = classes
@@ -145,7 +178,8 @@ class ImageFolder(torch.utils.data.Dataset):
             self.classes = []
             self.samples = [(p, -1) for p in sorted(self.root.iterdir()) if _is_image(p)]
         if not self.samples:
-            raise FileNotFoundError(f"no images under {self.root}")
+            raise DataError(f"{self.root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}"
+                            f"{' in its class folders' if classes else ''})")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -161,7 +195,13 @@ class NpzArrays(torch.utils.data.Dataset):
     With ``preprocess=None`` x is returned as stored (as float32, channel-first)."""
 
     def __init__(self, path: str | os.PathLike, preprocess: Preprocess | None = None):
-        with np.load(path) as data:
+        try:
+            data = np.load(path)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+        with data:
+            if "x" not in data:
+                raise DataError(f"{path}: the .npz has no array 'x' (it has {sorted(data.files)})")
             x = data["x"]
             self.y = data["y"].astype(np.int64) if "y" in data else np.full(len(x), -1, np.int64)
         if x.ndim == 3:
@@ -188,9 +228,13 @@ class CocoImages(torch.utils.data.Dataset):
     def __init__(self, json_path: str | os.PathLike, image_dir: str | os.PathLike | None, preprocess: Preprocess):
         self.json_path = Path(json_path)
         self.image_dir = Path(image_dir) if image_dir is not None else self.json_path.parent / "images"
-        self.preprocess = preprocess
-        self.coco = json.loads(self.json_path.read_text())
-        self.images = self.coco["images"]
+        self.preprocess = _spec(preprocess)
+        try:
+            self.coco = json.loads(self.json_path.read_text())
+            self.images = self.coco["images"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{self.json_path}: not a readable COCO json with an 'images' list "
+                            f"({type(e).__name__}: {e})") from None
         self.anns: dict[int, list[dict]] = {}
         for a in self.coco.get("annotations", []):
             self.anns.setdefault(int(a["image_id"]), []).append(a)
@@ -202,7 +246,14 @@ class CocoImages(torch.utils.data.Dataset):
         from PIL import Image
 
         info = self.images[i]
-        image = Image.open(self.image_dir / info["file_name"])
+        path = self.image_dir / info["file_name"]
+        try:
+            image = Image.open(path)
+            image.load()
+        except FileNotFoundError:
+            raise DataError(f"{path}: image listed in {self.json_path} not found") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e}); remove or replace it") from None
         w0, h0 = image.size
         x = self.preprocess.image_to_tensor(image)
         sy, sx = self.preprocess.size[0] / h0, self.preprocess.size[1] / w0
@@ -222,11 +273,14 @@ def open_dataset(source: str | os.PathLike, preprocess: Preprocess, image_dir=No
         return NpzArrays(p, preprocess)
     if p.suffix == ".json":
         return CocoImages(p, image_dir, preprocess)
-    raise ValueError(f"unknown data source {p} (want an image folder, .npz or COCO .json)")
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    raise DataError(f"{p}: unknown data source (want an image folder, .npz or COCO .json)")
 
 
 def load_batch(source, preprocess: Preprocess, limit: int | None = None, image_dir=None) -> torch.Tensor:
     """The first ``limit`` inputs of ``source`` stacked as float32 [N, C, H, W] (e.g. calibration data)."""
+    limit = checks.optional_integer("limit", limit, 1)
     ds = open_dataset(source, preprocess, image_dir)
     n = len(ds) if limit is None else min(limit, len(ds))
     return torch.stack([ds[i][0] for i in range(n)])

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ... import checks
 from .digits import _raw_digits, split_indices
 
 INK_THRESHOLD = 0.25
@@ -127,8 +128,8 @@ def make_scene(
 
 def make_scenes(n: int, split: str = "train", seed: int = 0, size: int = 64, **kwargs) -> list[Scene]:
     """``n`` deterministic scenes of ``split`` ("train" or "val"); kwargs go to :func:`make_scene`."""
-    if split not in SPLIT_SEED_OFFSET:
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    split = checks.choice("split", split, tuple(SPLIT_SEED_OFFSET))
+    n, seed, size = checks.integer("n", n, 0), checks.integer("seed", seed, 0), checks.integer("size", size, 8)
     sources = split_indices("train" if split == "train" else "test")
     rng = np.random.default_rng(seed + SPLIT_SEED_OFFSET[split])
     scenes = []
@@ -141,6 +142,7 @@ def make_scenes(n: int, split: str = "train", seed: int = 0, size: int = 64, **k
 
 def digit_scenes(split: str = "val", n: int | None = None, seed: int = 0, size: int = 64, **kwargs) -> list[Scene]:
     """The zoo's standard digit scenes: 4000 train or 500 val by default."""
+    split = checks.choice("split", split, tuple(DEFAULT_COUNTS))
     return make_scenes(DEFAULT_COUNTS[split] if n is None else n, split, seed=seed, size=size, **kwargs)
 
 
