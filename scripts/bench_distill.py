@@ -261,7 +261,16 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="2 epochs, 512 train / 200 val scenes, T=8 only")
+    ap.add_argument("--tables-from", type=Path, help="only write the tables and the plot of an earlier JSON")
     args = ap.parse_args()
+    if args.tables_from:
+        report = json.loads(args.tables_from.read_text())
+        text = tables(report)
+        print(text)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_distill.md").write_text(text)
+        plot(report, args.out / "bench_distill.png")
+        return
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

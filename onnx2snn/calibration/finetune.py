@@ -272,10 +272,12 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
             ``epoch -> iterable of (x, y)``, YOLO data with ``labels/``; ``y`` is whatever
             the loss takes.
         timesteps: the T the SNN will run; each neuron is modelled for exactly this T.
-        loss: ``"distill"`` or None (label-free: match the source network, see
-            :mod:`onnx2snn.calibration.distill`; the default, labels are not used),
+        loss: ``"distill"`` (label-free: match the source network, see
+            :mod:`onnx2snn.calibration.distill`; labels are not used),
             ``callable(outputs, targets) -> scalar`` (or ``(scalar, parts)``), a zoo loss /
-            preset name (``"tiny_yolo"``), or ``"cross_entropy"``.
+            preset name (``"tiny_yolo"``), or ``"cross_entropy"``. None (default):
+            distillation when the data has no labels or is YOLO-format data, else
+            cross-entropy on the labels.
         distill_weight: with a task loss, add this weight times the distillation loss
             (None / 0: task loss only).
         temperature: softmax temperature of the distillation term on classifier logits.
@@ -327,8 +329,8 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
         raise DataError("finetune needs train_data: inputs alone (a tensor, an image folder, YOLO data) for "
                         "distillation, or (x, y), a DataLoader of (x, y) batches, or a callable epoch -> iterable "
                         "of (x, y) for a task loss")
-    distill_only = loss in ("distill", None)
-    task_loss = None if distill_only else resolve_loss(loss)
+    if loss not in ("distill", None):
+        resolve_loss(loss)  # an unknown name fails before any work
     torch.manual_seed(seed)
     try:
         dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -345,6 +347,11 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     if first is None:
         raise DataError("training data: empty (no batches)")
     has_targets = first[1] is not None
+    from ..zoo.data.yolo_format import YoloDataset
+
+    # loss=None: distillation for inputs alone and for YOLO data (no default detection loss), else cross-entropy
+    distill_only = loss == "distill" or (loss is None and (not has_targets or isinstance(train_data, YoloDataset)))
+    task_loss = None if distill_only else resolve_loss(loss)
     if not distill_only and not has_targets:
         raise DataError("training data has no targets for the loss: pass (x, y), a DataLoader of (x, y) batches, a "
                         "callable epoch -> iterable of (x, y), labelled YOLO data, or use loss='distill' (no labels)")
