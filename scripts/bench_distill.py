@@ -245,6 +245,8 @@ def plot(r: dict, path: Path) -> None:
             ax.plot(sorted(pts), [pts[t] for t in sorted(pts)], style, label=f"{kind} (for T={m['trained_for']})")
         ax.axhline(d["ann"]["mAP50_95"], color="k", ls=":", label="ANN")
         ax.set(xscale="log", xlabel="T", ylabel="mAP@0.5:0.95", title=d["model"])
+        ax.set_xticks([int(t) for t in Ts], [str(t) for t in Ts])
+        ax.minorticks_off()
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
