@@ -292,8 +292,12 @@ def test_float_arrays_ignore_preprocess_with_a_warning(ctx):
 def test_memory_warning_before_the_run(ctx, monkeypatch):
     from onnx2snn import checks
 
+    from onnx2snn.snn.network import default_memory_budget
+
     per_step, state = ctx.snn.memory_per_sample()
     need = 8 * (state + per_step * ctx.snn.chunk_length(4, 8))
+    # the chunk budget also follows checks.available_memory: keep it (and the chunk) as measured
+    monkeypatch.setattr(ctx.snn, "max_memory", default_memory_budget("cpu"))
     monkeypatch.setattr(checks, "available_memory", lambda device="cpu": int(need * 1.5))
     with pytest.warns(Onnx2SnnWarning, match=r"T=4 steps on a batch of 8 \(\d+ steps at a time\) needs about"), torch.no_grad():
         out = ctx.snn(xt(ctx, 8), timesteps=4)

@@ -47,6 +47,7 @@ class SpikingNetwork(nn.Module):
         self._step_state: dict[str, Any] | None = None
         self.max_memory: int | None = None  # bytes for the core's chunks (None: default_memory_budget)
         self.time_window: tuple[int, int] | None = None  # (first step, steps) of the chunk running now
+        self._memory_per_sample: tuple[int, int] | None = None  # the core's estimate (its graph is fixed)
 
     # -- introspection --------------------------------------------------------------
     def spiking_modules(self) -> dict[str, SpikingModule]:
@@ -185,8 +186,10 @@ class SpikingNetwork(nn.Module):
     def memory_per_sample(self) -> tuple[int, int]:
         """(bytes per sample and timestep of a chunk, bytes per sample of carried state):
         an estimate of the core's peak (live tensors, plus each neuron's scratch) from the
-        tensor shapes recorded at import (float32)."""
-        return _core_memory(self.core, self.rewritten, set(self.spiking_modules()))
+        tensor shapes recorded at import (float32). Computed once: the core's graph is fixed."""
+        if self._memory_per_sample is None:
+            self._memory_per_sample = _core_memory(self.core, self.rewritten, set(self.spiking_modules()))
+        return self._memory_per_sample
 
     def chunk_length(self, T: int, batch: int, max_memory: int | None = None) -> int:
         """The longest chunk of time (<= T) whose estimated memory fits ``max_memory`` bytes."""
@@ -268,27 +271,16 @@ def default_memory_budget(device: "torch.device | str" = "cpu") -> int:
     of 4 steps as in one of 64). The state carried between chunks comes on top when it
     does not fit (two tensors per neuron: see :meth:`SpikingNetwork.memory_per_sample`)."""
     device = torch.device(device)
+    free = checks.available_memory(device)
+    if free is None:  # not told by the system: assume a modest machine
+        free = UNKNOWN_FREE_MEMORY
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
         return int(free // 2)
-    return int(min(_available_ram() // 4, CPU_BUDGET_CAP))
+    return int(min(free // 4, CPU_BUDGET_CAP))
 
 
 CPU_BUDGET_CAP = 256 << 20
-
-
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
+UNKNOWN_FREE_MEMORY = 4 << 30
 
 
 def _batch(inputs: Sequence[torch.Tensor]) -> int:
