@@ -20,7 +20,6 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 
 import onnx2snn
@@ -95,23 +94,11 @@ def nirtorch_check(path, x, y):
     try:
         import nir
         import nirtorch
-        from onnx2snn.deploy.nir_import import _module
+        from onnx2snn.deploy.nir_import import nirtorch_node_map
     except ImportError as e:
         return f"not installed ({e})"
 
-    class StepIF(torch.nn.Module):
-        def __init__(self, node):
-            super().__init__()
-            self.v0 = torch.as_tensor(np.asarray(node.metadata["v_init"], dtype=np.float32))
-
-        def forward(self, x, state=None):
-            v = (self.v0.expand_as(x).clone() if state is None else state) + x
-            z = (v >= 1).to(x)
-            return z, v - z
-
-    wrap = {t: (lambda n: _module("n", n, nir, "onnx2snn")) for t in
-            (nir.Conv2d, nir.Affine, nir.Scale, nir.Flatten, nir.AvgPool2d, nir.SumPool2d)}
-    gm = nirtorch.nir_to_torch(nir.read(path), {**wrap, nir.IF: StepIF})
+    gm = nirtorch.nir_to_torch(nir.read(path), nirtorch_node_map(nir))
     state, acc = None, 0
     with torch.no_grad():
         for _ in range(32):

@@ -245,26 +245,13 @@ def test_nir_spec_if_without_our_metadata():
 
 def test_nirtorch_reader_with_node_map(models, digits):
     """nirtorch's own graph executor, stepping one timestep per call, with a node map of
-    step-wise modules (a subtractive-reset IF written here): the same accuracy at T=32."""
+    step-wise modules (nir_import.nirtorch_node_map: a subtractive-reset IF): the same accuracy at T=32."""
     nirtorch = _nirtorch()
-    from onnx2snn.deploy.nir_import import _module
+    from onnx2snn.deploy.nir_import import nirtorch_node_map
 
     snn, folded, path = models[0]["digits_resnet"]
     x, y = digits[2][:N_TEST], digits[3][:N_TEST]
-
-    class StepIF(torch.nn.Module):
-        def __init__(self, node):
-            super().__init__()
-            self.v0 = torch.as_tensor(np.asarray(node.metadata["v_init"], dtype=np.float32))
-
-        def forward(self, x, state=None):
-            v = (self.v0.expand_as(x).clone() if state is None else state) + x
-            z = (v >= 1).to(x)
-            return z, v - z
-
-    wrap = {t: (lambda n, t=t: _module("n", n, nir, True)) for t in
-            (nir.Conv2d, nir.Affine, nir.Scale, nir.Flatten, nir.AvgPool2d, nir.SumPool2d)}
-    gm = nirtorch.nir_to_torch(nir.read(path), {**wrap, nir.IF: StepIF})
+    gm = nirtorch.nir_to_torch(nir.read(path), nirtorch_node_map(nir))
     state, acc = None, 0
     with torch.no_grad():
         for _ in range(32):

@@ -307,6 +307,31 @@ def import_nir(source: Any, dtype: torch.dtype = torch.float32) -> NIRNetwork:
     return net.to(dtype).eval().requires_grad_(False)  # an inference artifact: no autograd through the engine
 
 
+class StepIF(nn.Module):
+    """Our IF one timestep per call, as nirtorch's step-wise executor calls a node:
+    ``(spikes, v) = m(x, v)``; a unit spike when ``v >= v_threshold``, then ``v -=
+    v_threshold``, starting from the node's metadata ``v_init``."""
+
+    def __init__(self, node):
+        super().__init__()
+        self.v0 = torch.as_tensor(np.asarray(node.metadata["v_init"], dtype=np.float32))
+        self.thr = torch.as_tensor(np.asarray(node.v_threshold, dtype=np.float32))
+
+    def forward(self, x, state=None):
+        v = (self.v0.expand_as(x).clone() if state is None else state) + x
+        z = (v >= self.thr).to(x)
+        return z, v - z * self.thr
+
+
+def nirtorch_node_map(nir) -> dict:
+    """A node map for ``nirtorch.nir_to_torch`` (nirtorch >= 2.6) that runs a file written
+    by onnx2snn with its semantics: our layer modules and :class:`StepIF` (nirtorch's default
+    map leaves Affine biases unset and flattens the batch dim; see the README)."""
+    layer = (lambda node: _module("n", node, nir, "onnx2snn"))
+    return {**{t: layer for t in (nir.Conv2d, nir.Affine, nir.Scale, nir.Flatten, nir.AvgPool2d, nir.SumPool2d)},
+            nir.IF: StepIF}
+
+
 def _version_tuple(v: str) -> tuple[int, ...]:
     out = []
     for p in v.split(".")[:3]:
