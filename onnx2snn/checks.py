@@ -91,15 +91,15 @@ def boolean(param: str, value: Any) -> bool:
 def percentile(value: Any, param: str = "percentile") -> "float | str":
     """A percentile in (0, 100], or ``"max"``."""
     if isinstance(value, str):
-        if value == "max":
+        if value in ("max", "mse"):
             return value
         try:
             value = float(value)
         except ValueError:
-            raise _fail(param, value, "expected a number in (0, 100] such as 99.99, or 'max'") from None
+            raise _fail(param, value, "expected a number in (0, 100] such as 99.99, 'max' or 'mse'") from None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
             or not 0 < float(value) <= 100:
-        raise _fail(param, value, "expected a number in (0, 100] such as 99.99, or 'max'")
+        raise _fail(param, value, "expected a number in (0, 100] such as 99.99, 'max' or 'mse'")
     return float(value)
 
 

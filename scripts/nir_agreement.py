@@ -41,9 +41,9 @@ def build(out: str) -> dict:
     res = onnx2snn.export_zoo_model("digits_resnet", os.path.join(out, "digits_resnet.onnx"))
     vgg = onnx2snn.export_zoo_model("digits_vgg", os.path.join(out, "digits_vgg.onnx"))
     avg = onnx2snn.replace_maxpool(vgg, os.path.join(out, "digits_vgg_avg.onnx"))
-    twin = onnx2snn.finetune(avg, (xtr, ytr), timesteps=32, epochs=6, lr=3e-3, progress=False)
-    return {"digits_resnet": (res, onnx2snn.convert(res, xtr, signed_relu=False, progress=False)),
-            "digits_vgg": (vgg, onnx2snn.convert(twin, timesteps=32, signed_relu=False, progress=False))}
+    twin = onnx2snn.finetune(avg, (xtr, ytr), timesteps=32, epochs=6, lr=3e-3, levels=1, progress=False)
+    return {"digits_resnet": (res, onnx2snn.convert(res, xtr, signed_relu=False, levels=1, progress=False)),
+            "digits_vgg": (vgg, onnx2snn.convert(twin, timesteps=32, signed_relu=False, levels=1, progress=False))}
 
 
 def main_run(out: str) -> dict:

@@ -31,7 +31,7 @@ def converted(tmp_path_factory):
     for name in CASES:
         path = onnx2snn.export_zoo_model(name, str(tmp / f"{name}.onnx"))
         x = _inputs(name)
-        out[name] = (onnx2snn.convert(path, x, progress=False), x)
+        out[name] = (onnx2snn.convert(path, x, levels=1, progress=False), x)  # the binary-spike form
     return out
 
 

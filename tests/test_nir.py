@@ -34,11 +34,11 @@ def models(tmp_path_factory, digits):
     xtr, ytr, xte, yte = digits
     out = {}
     res = onnx2snn.export_zoo_model("digits_resnet", str(tmp / "digits_resnet.onnx"))
-    out["digits_resnet"] = onnx2snn.convert(res, xtr[:512], signed_relu=False, progress=False)
+    out["digits_resnet"] = onnx2snn.convert(res, xtr[:512], signed_relu=False, levels=1, progress=False)
     vgg = onnx2snn.export_zoo_model("digits_vgg", str(tmp / "digits_vgg.onnx"))
     avg = onnx2snn.replace_maxpool(vgg, str(tmp / "digits_vgg_avg.onnx"))
-    twin = onnx2snn.finetune(avg, (xtr, ytr), timesteps=32, epochs=2, lr=3e-3, progress=False)
-    out["digits_vgg"] = onnx2snn.convert(twin, timesteps=32, signed_relu=False, progress=False)
+    twin = onnx2snn.finetune(avg, (xtr, ytr), timesteps=32, epochs=2, lr=3e-3, levels=1, progress=False)
+    out["digits_vgg"] = onnx2snn.convert(twin, timesteps=32, signed_relu=False, levels=1, progress=False)
     files = {}
     for name, snn in out.items():
         files[name] = str(tmp / f"{name}.nir")
@@ -126,7 +126,7 @@ def test_sum_pooling_matches(models, digits):
 def test_float64_export_exact(models, digits):
     snn, _, _ = models[0]["digits_resnet"]
     x = digits[2][:16].double()
-    s64 = onnx2snn.convert(snn.ann, digits[0][:512], signed_relu=False, progress=False).double()
+    s64 = onnx2snn.convert(snn.ann, digits[0][:512], signed_relu=False, levels=1, progress=False).double()
     folded = onnx2snn.fold_thresholds(s64)
     path = models[1] / "resnet64.nir"
     onnx2snn.export_nir(folded, path, dtype="float64")
@@ -188,7 +188,7 @@ def test_refuses_detector_with_concat_and_upsampling(tmp_path):
     x = onnx2snn.zoo.scenes_to_tensors(scenes)
     x = x[0] if isinstance(x, tuple) else x
     path = onnx2snn.export_zoo_model("yolo_relu", str(tmp_path / "yolo_relu.onnx"))
-    snn = onnx2snn.convert(path, x, signed_relu=False, progress=False)
+    snn = onnx2snn.convert(path, x, signed_relu=False, levels=1, progress=False)
     with pytest.raises(onnx2snn.NIRExportError) as e:
         onnx2snn.export_nir(snn, tmp_path / "yolo.nir")
     by_op = {}
@@ -352,7 +352,7 @@ def test_concat_into_conv_split_per_block_and_calibrated_bias(tmp_path, digits):
     model = _CatNet().eval()
     x = digits[2][:24]
     src = onnx2snn.export_onnx(model, x[:1], str(tmp_path / "cat.onnx"))
-    snn = onnx2snn.convert(src, digits[0][:256], signed_relu=False, progress=False)
+    snn = onnx2snn.convert(src, digits[0][:256], signed_relu=False, levels=1, progress=False)
     onnx2snn.calibrate(snn, digits[0][:256], timesteps=8, progress=False)
     assert any(m.use_bias for m in snn.neurons().values())
     snn = snn.double()

@@ -284,7 +284,7 @@ def test_uint8_with_preprocess_equals_scaled_floats(ctx):
 
 def test_float_arrays_ignore_preprocess_with_a_warning(ctx):
     with pytest.warns(Onnx2SnnWarning, match="not applied to float arrays"):
-        snn = _convert(ctx, preprocess=onnx2snn.zoo.Preprocess(size=(16, 16), mean=(0.5,)))
+        snn = _convert(ctx, timesteps=4, preprocess=onnx2snn.zoo.Preprocess(size=(16, 16), mean=(0.5,)))
     for k, th in ctx.snn.thresholds.items():
         assert torch.equal(snn.thresholds[k], th)
 

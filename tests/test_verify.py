@@ -31,7 +31,7 @@ def cls(tmp_path_factory):
     path = str(export_zoo_model("digits_resnet", d / "digits_resnet.onnx"))
     xtr, _ = zoo.load_digits(16, "train")
     xte, yte = zoo.load_digits(16, "test")
-    snn = onnx2snn.convert(path, xtr[:384], timesteps=16, progress=False)
+    snn = onnx2snn.convert(path, xtr[:384], timesteps=16, levels=1, progress=False)  # binary spikes: events = nonzeros
     x, y = torch.as_tensor(xte[:N_TEST]), torch.as_tensor(yte[:N_TEST])
     report = onnx2snn.verify(snn, reference=path, data=(x, y), timesteps=TS, batch_size=BATCH, progress=False,
                              return_outputs=True)

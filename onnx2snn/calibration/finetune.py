@@ -32,8 +32,8 @@ from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
 from .data import check_fits, input_tensor, iter_batches
 from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
-from .quantized import QuantizedNeuron, check_noise
-from .thresholds import calibrate_thresholds
+from .quantized import DEFAULT_LEVELS, QuantizedNeuron, capped_levels, check_noise
+from .thresholds import DEFAULT_PERCENTILE, calibrate_thresholds
 
 DEFAULT_NOISE = "gaussian"
 DEFAULT_NOISE_SCALE = 0.25
@@ -209,7 +209,7 @@ def _set_module(gm: nn.Module, target: str, new: nn.Module) -> None:
 
 def insert_quantized(twin: fx.GraphModule, thresholds: Mapping[str, torch.Tensor], timesteps: int,
                      noise: str | None, noise_scale: float, per_channel: bool, v_init: float = 0.5,
-                     generator: torch.Generator | None = None) -> dict[str, QuantizedNeuron]:
+                     generator: torch.Generator | None = None, levels: int = 1) -> dict[str, QuantizedNeuron]:
     """Replace each core activation of ``twin`` (in place) by a :class:`QuantizedNeuron`."""
     neurons = {}
     for target, theta in thresholds.items():
@@ -220,11 +220,13 @@ def insert_quantized(twin: fx.GraphModule, thresholds: Mapping[str, torch.Tensor
         elif isinstance(act, nn.PReLU):
             raise Onnx2SnnError(f"{target}: fine-tuning PReLU (learned slopes) is not supported; "
                                 "replace it by LeakyReLU or ReLU")
-        theta = theta.clone()
+        theta, k = theta.clone(), levels
         if isinstance(act, (nn.ReLU6, nn.Hardtanh)):
-            theta = theta.clamp(max=6.0 if isinstance(act, nn.ReLU6) else float(act.max_val))
+            cap = 6.0 if isinstance(act, nn.ReLU6) else float(act.max_val)
+            theta = theta.clamp(max=cap)
+            k = capped_levels(levels, theta, cap)
         q = QuantizedNeuron(theta, timesteps, activation=act, alpha=alpha, v_init=v_init, noise=noise,
-                            noise_scale=noise_scale, per_channel=per_channel, generator=generator)
+                            noise_scale=noise_scale, per_channel=per_channel, generator=generator, levels=k)
         dev = next(twin.parameters()).device
         _set_module(twin, target, q.to(dev))
         neurons[target] = q
@@ -256,7 +258,8 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
              per_channel: bool = True, calibration_data: Any = None, batch_size: int = 64, seed: int = 0,
              progress: bool = True, device: "str | torch.device | None" = None,
              example_input: torch.Tensor | None = None, input_shape=None,
-             replace_activations: Mapping[str, str] | None = None, percentile: "float | str" = 99.99,
+             replace_activations: Mapping[str, str] | None = None, percentile: "float | str" = DEFAULT_PERCENTILE,
+             levels: int = DEFAULT_LEVELS,
              calibration_limit: int = 2048, weight_decay: float = 0.0, grad_clip: float | None = 10.0,
              preprocess=None, distributed: "bool | None" = None, distill_weight: float | None = None,
              temperature: float = DEFAULT_TEMPERATURE, feature_weight: float = 0.0,
@@ -289,8 +292,11 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
         noise: ``"gaussian"`` (default), ``"uniform"`` or None; ``noise_scale`` is its
             standard deviation in spikes (units of theta / T), added before rounding.
         per_channel: one trainable theta per channel (True) or per layer.
-        calibration_data: inputs for the initial thresholds (channel-wise p``percentile``,
-            as convert does); default: the first ``calibration_limit`` training inputs.
+        calibration_data: inputs for the initial thresholds (channel-wise, ``percentile`` as
+            convert takes it, ``"mse"`` for this T); default: the first ``calibration_limit``
+            training inputs.
+        levels: spikes a neuron may fire per step (as convert takes it); the neuron model
+            clips at ``levels * theta`` and convert uses the same by default.
         replace_activations: e.g. ``{"SiLU": "ReLU"}``, applied before fine-tuning
             (recorded on the twin so that convert and load repeat it). The distillation
             teacher keeps the original activations.
@@ -316,6 +322,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     per_channel, progress = checks.boolean("per_channel", per_channel), checks.boolean("progress", progress)
     batch_size, seed = checks.integer("batch_size", batch_size, 1), checks.integer("seed", seed, 0)
     percentile = checks.percentile(percentile)
+    levels = checks.integer("levels", levels, 1)
     calibration_limit = checks.integer("calibration_limit", calibration_limit, 1)
     weight_decay = checks.real("weight_decay", weight_decay, 0.0)
     grad_clip = checks.optional_real("grad_clip", grad_clip, 0.0, strict_min=True)
@@ -371,7 +378,8 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     calib = calibration_data if calibration_data is not None else first
     thresholds, _ = calibrate_thresholds(twin, calib, "channel" if per_channel else "layer", percentile,
                                          batch_size=max(batch_size, 64), preprocess=preprocess, progress=False,
-                                         limit=calibration_limit if calibration_data is not None else None)
+                                         limit=calibration_limit if calibration_data is not None else None,
+                                         timesteps=timesteps)
     dloss = student = teacher = None
     if use_distill:
         outs = spiking_outputs(twin)
@@ -386,7 +394,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     shard = init_distributed(distributed, dev)
     noise_gen = torch.Generator().manual_seed(seed + 1 + shard.rank)
     neurons = insert_quantized(twin, {t: thresholds[t] for t in targets}, timesteps, noise, noise_scale,
-                               per_channel, generator=noise_gen)
+                               per_channel, generator=noise_gen, levels=levels)
     if use_distill:
         student = probe(twin, [t.node for t in dloss.targets] + dloss.features, with_outputs=task_loss is not None)
     weight = 1.0 if distill_only else float(distill_weight or 0.0)
@@ -461,7 +469,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     twin.finetune_info = {"timesteps": int(timesteps), "epochs": int(epochs), "loss": kind,
                           "distill_weight": weight if use_distill else 0.0,
                           "temperature": float(temperature), "feature_weight": float(feature_weight),
-                          "distill_mode": distill_mode, "noise": noise,
+                          "distill_mode": distill_mode, "noise": noise, "levels": levels, "percentile": percentile,
                           "noise_scale": float(noise_scale), "per_channel": bool(per_channel), "lr": lr,
                           "seed": seed, "history": history, "seconds": round(time.time() - t0, 2),
                           "world_size": shard.world}
@@ -536,15 +544,18 @@ def _steps(data: Any, batch_size: int) -> int | None:
 
 
 def quantized_twin(twin: fx.GraphModule, timesteps: int, thresholds: Mapping[str, torch.Tensor] | None = None,
-                   per_channel: bool = True) -> fx.GraphModule:
+                   per_channel: bool = True, levels: int | None = None) -> fx.GraphModule:
     """A copy of ``twin`` with its activations replaced by noise-free single-step neurons
-    (thresholds from ``twin.learned_thresholds`` or ``thresholds``): what the T-step SNN
-    computes for constant input, e.g. to evaluate a fine-tuned model quickly."""
+    (thresholds from ``twin.learned_thresholds`` or ``thresholds``; ``levels`` spikes per step,
+    by default the fine-tuned ones): what the T-step SNN computes for constant input, e.g. to
+    evaluate a fine-tuned model quickly."""
     th = thresholds if thresholds is not None else getattr(twin, "learned_thresholds", None)
     if th is None:
         raise Onnx2SnnError("quantized_twin needs thresholds (a fine-tuned twin or thresholds=)")
     q = _copy_twin(twin)
-    insert_quantized(q, {t: th[t] for t in core_activations(q)}, timesteps, None, 0.0, per_channel)
+    if levels is None:
+        levels = (getattr(twin, "finetune_info", None) or {}).get("levels", DEFAULT_LEVELS)
+    insert_quantized(q, {t: th[t] for t in core_activations(q)}, timesteps, None, 0.0, per_channel, levels=levels)
     return q.eval()
 
 

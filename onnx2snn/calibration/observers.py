@@ -123,6 +123,28 @@ class StreamingHistogram:
         self.total = dist.all_reduce(self.total, "sum", shard)
         self.max = dist.all_reduce(self.max, "max", shard)
 
+    def mse_threshold(self, timesteps: int, levels: int = 1, v_init: float = 0.5, candidates: int = 48,
+                      refine: int = 24) -> torch.Tensor:
+        """Per-row threshold minimising the squared error of a ``timesteps``-step IF neuron
+        (:func:`neuron_error`) over this histogram: clipping the rare large values against
+        resolution for the many small ones, at the T the network will run. A geometric grid
+        from max / 2^10 to max (``candidates`` points), then ``refine`` points between the
+        best one's neighbours; a row with no positive value gets its max (0)."""
+        counts = self.counts.cpu().float()
+        width = self.upper / self.bins
+        top = self.max.clamp_min(1e-12)
+        logs = torch.linspace(-10.0, 0.0, candidates, dtype=torch.float64)
+        coarse = top.unsqueeze(1) * torch.pow(2.0, logs).unsqueeze(0)  # [R, K]
+        k = neuron_error(counts, width, coarse, timesteps, levels, v_init).argmin(1)
+        gap = float(logs[1] - logs[0])
+        lo = (logs[k] - gap).clamp(min=-10.0)
+        span = (logs[k] + gap).clamp(max=0.0) - lo
+        fine = lo.unsqueeze(1) + span.unsqueeze(1) * torch.linspace(0.0, 1.0, refine, dtype=torch.float64)
+        cand = top.unsqueeze(1) * torch.pow(2.0, fine)
+        err = neuron_error(counts, width, cand, timesteps, levels, v_init)
+        theta = cand.gather(1, err.argmin(1, keepdim=True)).squeeze(1)
+        return torch.where(self.max > 0, theta, self.max)
+
     def percentile(self, q: float) -> torch.Tensor:
         """Per-row ``q``-th percentile (0-100), linear inside the bin; never above max."""
         counts = self.counts.cpu().double()
@@ -135,6 +157,24 @@ class StreamingHistogram:
         frac = ((target - below) / inside).clamp(0, 1)
         width = self.upper / self.bins
         return torch.minimum((b.double() + frac) * width, self.max)
+
+
+def neuron_error(counts: torch.Tensor, width: torch.Tensor, theta: torch.Tensor, timesteps: int, levels: int = 1,
+                 v_init: float = 0.5) -> torch.Tensor:
+    """Expected squared error, per row and candidate, of what an IF neuron with threshold
+    ``theta`` represents after ``timesteps`` steps of a constant input (its rate times
+    theta: ``theta / T * clamp(floor(x * T / theta + v_init), 0, levels * T)``), against
+    the activation value itself, over a histogram.
+
+    ``counts``: [R, B] bin counts, ``width``: [R] bin widths (values at bin centres),
+    ``theta``: [R, K] candidate thresholds. Returns [R, K] (sum over the bins, unnormalised)."""
+    R, B = counts.shape
+    scale = theta / timesteps  # [R, K]: one spike's worth
+    u = (torch.arange(B, dtype=torch.float32) + 0.5).reshape(1, 1, B) \
+        * (width.unsqueeze(1) / scale).float().unsqueeze(2)  # [R, K, B]: bin centres in spikes
+    q = torch.clamp(torch.floor(u + v_init), 0, levels * timesteps)
+    err = torch.einsum("rkb,rb->rk", (q - u) ** 2, counts.float())
+    return err.double() * scale ** 2
 
 
 class ActivationObserver:
@@ -189,19 +229,28 @@ class ActivationObserver:
         self.channel.merge_ranks(shard)
         self._layer = None
 
-    def threshold(self, normalization: str = "channel", percentile: "float | str" = 99.99) -> torch.Tensor:
-        """Per-channel thresholds (a [C] tensor; all equal for layer-wise)."""
+    def threshold(self, normalization: str = "channel", percentile: "float | str" = 99.99,
+                  neuron: "dict | None" = None) -> torch.Tensor:
+        """Per-channel thresholds (a [C] tensor; all equal for layer-wise). ``percentile``
+        is a number, ``"max"``, or ``"mse"``: the threshold that minimises the neuron's
+        squared error at ``neuron = {"timesteps": T, "levels": K, "v_init": v}``."""
         if self.channel is None:
             raise RuntimeError(f"observer {self.name!r} saw no data")
         if normalization not in ("channel", "layer"):
             raise ValueError(f"normalization must be 'channel' or 'layer', not {normalization!r}")
-        hist = self.channel if normalization == "channel" else self.layer
-        theta = hist.max.clone() if percentile == "max" else hist.percentile(float(percentile))
+
+        def pick(hist: StreamingHistogram) -> torch.Tensor:
+            if percentile == "max":
+                return hist.max.clone()
+            if percentile == "mse":
+                return hist.mse_threshold(**(neuron or {"timesteps": 32}))
+            return hist.percentile(float(percentile))
+
+        theta = pick(self.channel if normalization == "channel" else self.layer)
         if normalization == "layer":
             theta = theta.expand(self.channel.counts.shape[0]).clone()
         else:
-            layer = self.layer.max if percentile == "max" else self.layer.percentile(float(percentile))
-            theta = torch.where(theta > 0, theta, layer.expand_as(theta))  # silent channels
+            theta = torch.where(theta > 0, theta, pick(self.layer).expand_as(theta))  # silent channels
         return theta.clamp_min(1e-6).float()
 
     def summary(self) -> dict:

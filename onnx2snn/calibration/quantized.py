@@ -27,6 +27,7 @@ from torch import nn
 from .. import checks
 
 NOISE_KINDS = (None, "gaussian", "uniform")
+DEFAULT_LEVELS = 2  # spikes per step: the second one takes the rare values above theta instead of clipping
 
 
 def _chan(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -41,11 +42,19 @@ def _floor_ste(z: torch.Tensor) -> torch.Tensor:
     return z + (torch.floor(z) - z).detach()
 
 
+def capped_levels(levels: int, theta: torch.Tensor, cap: float) -> int:
+    """Spikes per step allowed to the neuron of a capped activation (ReLU6, Hardtanh): at most
+    ``levels`` and never so many that ``levels * theta`` passes the cap (at least one)."""
+    return max(1, min(int(levels), int(float(cap) // float(theta.max()))))
+
+
 def if_counts(x: torch.Tensor, theta: torch.Tensor, timesteps: int, v_init: float = 0.5,
-              alpha: "float | torch.Tensor | None" = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+              alpha: "float | torch.Tensor | None" = None, noise: torch.Tensor | None = None,
+              levels: int = 1) -> torch.Tensor:
     """Signed spike counts of T steps of the IF (or IBT) neuron for constant input ``x``.
 
-    ``theta`` broadcasts against ``x``. Positive side: ``clamp(floor(T x / theta + v_init), 0, T)``.
+    ``theta`` broadcasts against ``x``. Positive side: ``clamp(floor(T x / theta + v_init), 0, levels T)``
+    (``levels``: spikes per step, multi-level firing; IBT neurons fire one).
     Negative side (IBT, threshold ``lam = theta / alpha``): the deficit below zero after t
     steps is ``d_t = t |x| - v_init theta``, so ``floor(d_T / lam)`` negative spikes, capped by
     one per step from the first step that fires, ``t0 = ceil((lam + v_init theta) / |x|)``.
@@ -55,7 +64,7 @@ def if_counts(x: torch.Tensor, theta: torch.Tensor, timesteps: int, v_init: floa
     z = x * T / theta + v_init
     if noise is not None:
         z = z + noise
-    pos = torch.clamp(_floor_ste(z), 0.0, T)
+    pos = torch.clamp(_floor_ste(z), 0.0, T * levels)
     if alpha is None:
         return pos
     lam = theta / alpha
@@ -83,7 +92,7 @@ class QuantizedNeuron(nn.Module):
 
     def __init__(self, theta: torch.Tensor, timesteps: int, activation: nn.Module, alpha: float | None = None,
                  v_init: float = 0.5, noise: str | None = "gaussian", noise_scale: float = 0.25,
-                 per_channel: bool = True, generator: torch.Generator | None = None):
+                 per_channel: bool = True, generator: torch.Generator | None = None, levels: int = 1):
         super().__init__()
         check_noise(noise, noise_scale)
         theta = theta.detach().float().reshape(-1)
@@ -98,10 +107,11 @@ class QuantizedNeuron(nn.Module):
         self.noise_on = False
         self.generator = generator
         self.channels = theta.numel()
+        self.levels = 1 if alpha is not None else int(levels)
 
     def extra_repr(self) -> str:
         kind = "IBT" if self.alpha is not None else "IF"
-        return f"{kind}, T={self.timesteps}, channels={self.theta.numel()}, noise={self.noise}({self.noise_scale:g})"
+        return f"{kind}, T={self.timesteps}, levels={self.levels}, channels={self.theta.numel()}, noise={self.noise}({self.noise_scale:g})"
 
     def _noise(self, x: torch.Tensor) -> torch.Tensor | None:
         if not (self.noise_on and self.noise and self.noise_scale > 0):
@@ -114,7 +124,7 @@ class QuantizedNeuron(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         th = _chan(self.theta.clamp_min(1e-6), x)
-        n = if_counts(x, th, self.timesteps, self.v_init, self.alpha, self._noise(x))
+        n = if_counts(x, th, self.timesteps, self.v_init, self.alpha, self._noise(x), self.levels)
         return n * th / self.timesteps
 
     def thresholds(self) -> torch.Tensor:
@@ -127,4 +137,4 @@ def check_noise(noise, noise_scale) -> None:
     checks.real("noise_scale", noise_scale, 0.0)
 
 
-__all__ = ["QuantizedNeuron", "if_counts", "NOISE_KINDS", "check_noise"]
+__all__ = ["DEFAULT_LEVELS", "QuantizedNeuron", "if_counts", "capped_levels", "NOISE_KINDS", "check_noise"]

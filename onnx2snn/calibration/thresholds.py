@@ -17,6 +17,7 @@ from .data import check_fits, check_preprocess, default_preprocess, iter_batches
 from .observers import calibrate_twin
 
 NORMALIZATIONS = ("channel", "layer")
+DEFAULT_PERCENTILE = "mse"  # per channel, the threshold with the least squared error at the T of the conversion
 
 
 def resolve_preprocess(data: Any, preprocess, input_shapes) -> Any:
@@ -54,10 +55,15 @@ def sample_batches(twin: fx.GraphModule, data: Any, batch_size: int, limit: int 
 
 
 def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
-                         percentile: "float | str" = 99.99, batch_size: int = 64, limit: int | None = None,
-                         preprocess=None, progress: bool = True, distributed: "bool | None" = None
-                         ) -> tuple[dict[str, torch.Tensor], dict]:
+                         percentile: "float | str" = DEFAULT_PERCENTILE, batch_size: int = 64, limit: int | None = None,
+                         preprocess=None, progress: bool = True, distributed: "bool | None" = None,
+                         timesteps: int = 32, v_init: float = 0.5) -> tuple[dict[str, torch.Tensor], dict]:
     """Per-channel thresholds for every activation in the spiking core, from sample data.
+
+    ``percentile``: a number in (0, 100], ``"max"``, or ``"mse"``: the threshold that
+    minimises the squared error of a neuron (initial potential ``v_init``) firing at most
+    one spike per step over ``timesteps`` steps, from the same histograms (see
+    :meth:`StreamingHistogram.mse_threshold`).
 
     Returns (activation module target -> [C] theta, target -> statistics summary).
     Under ``torchrun`` (or ``distributed=True``) each rank observes its share of the
@@ -82,9 +88,10 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     batches, total = sample_batches(twin, data, batch_size, limit, preprocess, shard=shard)
     obs = calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress and shard.rank == 0),
                          progress=False, shard=shard)
-    thresholds = {nodes[k].target: o.threshold(normalization, percentile) for k, o in obs.items()}
+    neuron = {"timesteps": checks.integer("timesteps", timesteps, 1), "levels": 1, "v_init": float(v_init)}
+    thresholds = {nodes[k].target: o.threshold(normalization, percentile, neuron) for k, o in obs.items()}
     stats = {nodes[k].target: o.summary() for k, o in obs.items()}
     return thresholds, stats
 
 
-__all__ = ["calibrate_thresholds", "sample_batches", "resolve_preprocess"]
+__all__ = ["DEFAULT_PERCENTILE", "calibrate_thresholds", "sample_batches", "resolve_preprocess"]

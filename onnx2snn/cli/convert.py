@@ -18,14 +18,15 @@ def add(sub) -> None:
                    help="default number of timesteps of the SNN")
     c.add_argument("--norm", choices=["channel", "layer"], default="channel",
                    help="one threshold per channel or per layer")
-    c.add_argument("--percentile", type=percentile, default=99.99,
-                   help="percentile of activations that sets thresholds, in (0, 100], or 'max'")
+    c.add_argument("--percentile", type=percentile, default="mse",
+                   help="how thresholds are set: 'mse' (least squared error of a neuron at -T steps), a percentile "
+                        "of activations in (0, 100], or 'max'")
     c.add_argument("--encoding", choices=["direct", "poisson"], default="direct",
                    help="input as analog current every step, or as Poisson spikes")
     c.add_argument("--no-signed", action="store_true",
                    help="neurons never take back spikes (default: signed IF / signed IBT, which take back over-firing)")
-    c.add_argument("--levels", type=positive_int("levels"), default=1,
-                   help="multi-level firing: up to this many spikes per step")
+    c.add_argument("--levels", type=positive_int("levels"), default=2,
+                   help="multi-level firing: up to this many spikes per step (1 for NIR / binary-spike hardware)")
     c.add_argument("--fold", action="store_true", help="save the binary-spike form (thresholds folded into weights)")
     c.add_argument("--replace", type=replacement, action="append", metavar="KIND=NEW",
                    help="replace activations with no spiking form, e.g. SiLU=ReLU (repeat or comma-separate for more)")

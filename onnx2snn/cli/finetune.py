@@ -28,8 +28,11 @@ def add(sub) -> None:
     f.add_argument("--batch-size", type=positive_int("batch_size"), default=32, help="images per step")
     f.add_argument("--limit", type=positive_int("calibration_limit"), default=512,
                    help="calibration images for the initial thresholds")
-    f.add_argument("--percentile", type=percentile, default=99.99,
-                   help="percentile of activations that sets the initial thresholds, in (0, 100], or 'max'")
+    f.add_argument("--percentile", type=percentile, default="mse",
+                   help="how the initial thresholds are set: 'mse' (least squared error at -T steps), a percentile "
+                        "in (0, 100], or 'max'")
+    f.add_argument("--levels", type=positive_int("levels"), default=2,
+                   help="spikes a neuron may fire per step (1 for NIR / binary-spike hardware)")
     add_preprocess_options(f)
     f.add_argument("--no-letterbox", action="store_true", help="stretch images to the input size instead of "
                                                                "letterboxing (default: letterbox, as Ultralytics)")
@@ -71,6 +74,7 @@ def run(args) -> int:
     ft = finetune(args.model, args.data, timesteps=args.timesteps, epochs=args.epochs, loss=args.loss,
                   distill_weight=args.distill_weight, replace_activations=replace, lr=args.lr,
                   batch_size=args.batch_size, calibration_limit=args.limit, percentile=args.percentile,
+                  levels=args.levels,
                   preprocess=pre, seed=args.seed, input_shape=args.input_shape, progress=not args.quiet)
     from ..distributed import is_main
 
