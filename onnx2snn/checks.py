@@ -24,7 +24,7 @@ CLI_NAMES = {
     "std": "--std", "channels": "--channels", "output": "-o/--output", "out": "--out", "tolerance": "--tolerance",
     "task": "--task", "postprocess": "--postprocess", "annotations": "--annotations", "reference": "--reference",
     "calibration_data": "--calib", "data": "--data", "calibrate_timesteps": "--calibrate-timesteps",
-    "checkpoints": "--timesteps",
+    "checkpoints": "--timesteps", "rate_weight": "--rate-weight", "distill_weight": "--distill-weight",
 }
 
 # how messages tell Python users to pass a preprocessing spec (the CLI shows its options instead)

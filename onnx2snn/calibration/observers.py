@@ -167,14 +167,19 @@ def neuron_error(counts: torch.Tensor, width: torch.Tensor, theta: torch.Tensor,
     the activation value itself, over a histogram.
 
     ``counts``: [R, B] bin counts, ``width``: [R] bin widths (values at bin centres),
-    ``theta``: [R, K] candidate thresholds. Returns [R, K] (sum over the bins, unnormalised)."""
+    ``theta``: [R, K] candidate thresholds. Returns [R, K] (sum over the bins, unnormalised).
+    Rows are done a few at a time (bounded memory: about 2^22 values per block)."""
     R, B = counts.shape
+    K = theta.shape[1]
     scale = theta / timesteps  # [R, K]: one spike's worth
-    u = (torch.arange(B, dtype=torch.float32) + 0.5).reshape(1, 1, B) \
-        * (width.unsqueeze(1) / scale).float().unsqueeze(2)  # [R, K, B]: bin centres in spikes
-    q = torch.clamp(torch.floor(u + v_init), 0, levels * timesteps)
-    err = torch.einsum("rkb,rb->rk", (q - u) ** 2, counts.float())
-    return err.double() * scale ** 2
+    centres = (torch.arange(B, dtype=torch.float32) + 0.5).reshape(1, 1, B)
+    err = torch.empty(R, K, dtype=torch.float64)
+    step = max(1, (1 << 22) // (K * B))
+    for i in range(0, R, step):
+        u = centres * (width[i:i + step].unsqueeze(1) / scale[i:i + step]).float().unsqueeze(2)  # bin centres in spikes
+        q = torch.clamp(torch.floor(u + v_init), 0, levels * timesteps)
+        err[i:i + step] = torch.einsum("rkb,rb->rk", (q - u).square_(), counts[i:i + step].float()).double()
+    return err * scale ** 2
 
 
 class ActivationObserver:

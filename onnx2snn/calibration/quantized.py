@@ -108,6 +108,8 @@ class QuantizedNeuron(nn.Module):
         self.generator = generator
         self.channels = theta.numel()
         self.levels = 1 if alpha is not None else int(levels)
+        self.track_spikes = False  # keep the last call's spike count (with its gradient) for a rate penalty
+        self.spikes: tuple[torch.Tensor, int] | None = None
 
     def extra_repr(self) -> str:
         kind = "IBT" if self.alpha is not None else "IF"
@@ -125,6 +127,8 @@ class QuantizedNeuron(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         th = _chan(self.theta.clamp_min(1e-6), x)
         n = if_counts(x, th, self.timesteps, self.v_init, self.alpha, self._noise(x), self.levels)
+        if self.track_spikes:  # spikes fired in T steps over all elements, and the number of neuron-steps
+            self.spikes = (n.abs().sum(), n.numel() * self.timesteps)
         return n * th / self.timesteps
 
     def thresholds(self) -> torch.Tensor:

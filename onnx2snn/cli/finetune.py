@@ -20,6 +20,8 @@ def add(sub) -> None:
     f.add_argument("--epochs", type=positive_int("epochs"), default=4, help="passes over the training images")
     f.add_argument("--loss", default="distill", help="'distill' (label-free, from the source model), or a zoo loss "
                                                      "/ preset name with labelled data")
+    f.add_argument("--rate-weight", type=real("rate_weight", 0.0), default=0.0,
+                   help="weight of a spike-rate penalty: fewer spikes (less energy) for some accuracy (0: off)")
     f.add_argument("--distill-weight", type=real("distill_weight", 0.0),
                    help="with a task loss: add this times the distillation loss")
     f.add_argument("--replace", type=replacement, action="append", metavar="KIND=NEW",
@@ -73,6 +75,7 @@ def run(args) -> int:
 
     ft = finetune(args.model, args.data, timesteps=args.timesteps, epochs=args.epochs, loss=args.loss,
                   distill_weight=args.distill_weight, replace_activations=replace, lr=args.lr,
+                  rate_weight=args.rate_weight,
                   batch_size=args.batch_size, calibration_limit=args.limit, percentile=args.percentile,
                   levels=args.levels,
                   preprocess=pre, seed=args.seed, input_shape=args.input_shape, progress=not args.quiet)
