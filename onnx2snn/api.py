@@ -43,7 +43,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             (default: per channel, the threshold with the least squared error between the
             activation and what a neuron firing one spike per step represents in ``timesteps``
             steps: rare large values clipped against resolution for the many small ones;
-            yolov8_relu at T = 4 / 8: 96.6 / 99.4 % of the ANN's mAP@0.5 against 87.8 / 98.0 %
+            yolov8_relu at T = 4 / 8: 95.8 / 99.0 % of the ANN's mAP@0.5 against 87.8 / 98.0 %
             with the 99.99th percentile, see scripts/bench_thresholds.py), a percentile in
             (0, 100] of the activation values, or ``"max"``.
         replace_activations: e.g. ``{"SiLU": "ReLU"}`` for activations with no spiking form
