@@ -1,4 +1,5 @@
-"""Helpers shared by the zoo training scripts: seeding, saving weights + metrics json."""
+"""Helpers shared by the zoo training and benchmark scripts: seeding, saving weights + metrics
+json, writing a benchmark's table / JSON / plot."""
 from __future__ import annotations
 
 import json
@@ -29,3 +30,14 @@ def save(model: torch.nn.Module, name: str, metrics: dict, settings: dict, out_d
     (out_dir / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
     size_kb = (out_dir / f"{name}.pt").stat().st_size / 1024
     print(f"saved {out_dir / name}.pt ({size_kb:.0f} KiB): {metrics}")
+
+
+def write_outputs(out_dir: Path, name: str, text: str, report: dict, plot) -> None:
+    """Print the tables and write <name>.md, <name>.json (every number) and <name>.png
+    (``plot(report, path)``) into ``out_dir``."""
+    print(text)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.md").write_text(text)
+    with open(out_dir / f"{name}.json", "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    plot(report, out_dir / f"{name}.png")

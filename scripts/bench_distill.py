@@ -32,6 +32,8 @@ import onnx2snn  # noqa: E402
 from onnx2snn import zoo  # noqa: E402
 from onnx2snn.graph.source import to_twin  # noqa: E402
 from onnx2snn.table import format_table  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _train_common import write_outputs  # noqa: E402
 
 DETECTORS = ("tiny_yolo", "yolo_relu", "yolov8_relu", "yolov8_silu")
 TARGET_T = {"tiny_yolo": 8, "yolo_relu": 4, "yolov8_relu": 4, "yolov8_silu": 8}  # the T of the targets
@@ -293,11 +295,7 @@ def main() -> None:
     report["load_at_end"] = load()
     text = tables(report) + f"\nrun time {report['seconds']:.0f} s on {args.threads} thread(s); load average " \
                             f"{report['load_at_start']} at start, {report['load_at_end']} at end\n"
-    print(text)
-    (args.out / "bench_distill.md").write_text(text)
-    with open(args.out / "bench_distill.json", "w") as f:
-        json.dump(report, f, indent=1, default=str)
-    plot(report, args.out / "bench_distill.png")
+    write_outputs(args.out, "bench_distill", text, report, plot)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from onnx2snn.calibration.finetune import core_activations  # noqa: E402
 from onnx2snn.onnx_io import run_onnxruntime  # noqa: E402
 from onnx2snn.export import export_zoo_model  # noqa: E402
 from onnx2snn.table import format_table  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _train_common import write_outputs  # noqa: E402
 
 
 def acc(model, x, y, T=None) -> float:
@@ -388,11 +390,7 @@ def main() -> None:
         report["timing"] = timing(epochs=1 if args.quick else 2)
     report["seconds"] = round(time.time() - t0, 1)
     text = tables(report) + f"\nrun time {report['seconds']:.0f} s on {args.threads} thread(s)\n"
-    print(text)
-    (args.out / "bench_few_steps.md").write_text(text)
-    with open(args.out / "bench_few_steps.json", "w") as f:
-        json.dump(report, f, indent=1, default=str)
-    plot(report, args.out / "bench_few_steps.png")
+    write_outputs(args.out, "bench_few_steps", text, report, plot)
 
 
 if __name__ == "__main__":

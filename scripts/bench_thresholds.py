@@ -11,7 +11,6 @@ Usage: python scripts/bench_thresholds.py [--out bench-out] [--models ...] [--n-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ from onnx2snn import zoo  # noqa: E402
 from onnx2snn.graph.source import to_twin  # noqa: E402
 from onnx2snn.table import format_table  # noqa: E402
 from bench_distill import energy_ratio, evaluate_at  # noqa: E402
+from _train_common import write_outputs  # noqa: E402
 
 METHODS = {"p99.99, 1 spike/step (old default)": dict(percentile=99.99, levels=1),
            "mse, 1 spike/step": dict(percentile="mse", levels=1),
@@ -141,11 +141,7 @@ def main() -> None:
                                 else classifier(name, args.out, args.timesteps))
     report["seconds"] = round(time.time() - t0, 1)
     text = tables(report) + f"\nrun time {report['seconds']:.0f} s on {args.threads} thread(s)\n"
-    print(text)
-    (args.out / "bench_thresholds.md").write_text(text)
-    with open(args.out / "bench_thresholds.json", "w") as f:
-        json.dump(report, f, indent=1, default=str)
-    plot(report, args.out / "bench_thresholds.png")
+    write_outputs(args.out, "bench_thresholds", text, report, plot)
 
 
 if __name__ == "__main__":
