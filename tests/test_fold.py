@@ -77,3 +77,21 @@ def test_folded_save_load(converted, tmp_path):
     assert again.config.get("folded") and all(bool((t == 1).all()) for t in again.thresholds.values())
     with torch.no_grad():
         assert torch.equal(folded(x, timesteps=8), again(x, timesteps=8))
+
+
+def test_folded_multi_level_equals_weighted(tmp_path):
+    """With the default levels=2 the folded form fires integer spikes of up to 2 per step and
+    still gives the weighted form's outputs."""
+    path = onnx2snn.export_zoo_model("digits_resnet", str(tmp_path / "digits_resnet.onnx"))
+    x = _inputs("digits_resnet")
+    snn = onnx2snn.convert(path, x, timesteps=4, progress=False).double()
+    folded = onnx2snn.fold_thresholds(snn)
+    spikes = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: spikes.append(o)) for m in folded.neurons().values()]
+    with torch.no_grad():
+        want, got = snn(x.double(), timesteps=4), folded(x.double(), timesteps=4)
+    for h in hooks:
+        h.remove()
+    values = set(torch.unique(torch.cat([s.flatten() for s in spikes])).tolist())
+    assert values <= {-2.0, -1.0, 0.0, 1.0, 2.0} and 2.0 in values
+    assert float((want - got).abs().max()) <= 1e-5 * max(1.0, float(want.abs().max()))
