@@ -9,7 +9,7 @@ import torch
 from . import checks
 from .calibration.correction import calibrate
 from .calibration.data import check_preprocess
-from .calibration.quantized import DEFAULT_LEVELS
+from .calibration.quantized import finetuned_levels
 from .calibration.thresholds import DEFAULT_PERCENTILE, NORMALIZATIONS, calibrate_thresholds
 from .errors import ConfigError, DataError
 from .graph.analysis import analyze
@@ -20,9 +20,11 @@ ENCODINGS = ("direct", "poisson")
 
 
 def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, normalization: str = "channel",
-            percentile: "float | str" = DEFAULT_PERCENTILE, example_input: torch.Tensor | None = None, input_shape=None,
+            percentile: "float | str" = DEFAULT_PERCENTILE, example_input: torch.Tensor | None = None,
+            input_shape=None,
             replace_activations: Mapping[str, str] | None = None, encoding: str = "direct",
-            v_init: float = 0.5, signed_relu: bool = True, signed_ibt: bool = True, levels: int | None = None, batch_size: int = 64,
+            v_init: float = 0.5, signed_relu: bool = True, signed_ibt: bool = True, levels: int | None = None,
+            batch_size: int = 64,
             calibration_limit: int | None = None,
             preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None,
             distributed: "bool | None" = None) -> SpikingNetwork:
@@ -102,8 +104,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     if levels is None:
-        levels = (getattr(twin, "finetune_info", None) or {}).get("levels", DEFAULT_LEVELS) if learned is not None \
-            else DEFAULT_LEVELS
+        levels = finetuned_levels(twin)
     if learned is not None:
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
     else:

@@ -24,6 +24,18 @@ def _tuple(y):
     return y if isinstance(y, tuple) else (y,)
 
 
+def _with_spikes(folded, run):
+    """``run()``'s result and every spike tensor the folded network's neurons emitted."""
+    spikes = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: spikes.append(o)) for m in folded.neurons().values()]
+    try:
+        with torch.no_grad():
+            return run(), spikes
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fold")
@@ -43,13 +55,9 @@ def test_folded_equals_weighted(converted, name):
     assert all(bool((t == 1).all()) for t in folded.thresholds.values())
     scales = [m for m in folded.rewritten.modules() if isinstance(m, ChannelScale)]
     assert len(scales) == CASES[name]
-    spikes = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: spikes.append(o)) for m in folded.neurons().values()]
     with torch.no_grad():
         want = snn.run_timesteps(x.double(), checkpoints=[4, 16])
-        got = folded.run_timesteps(x.double(), checkpoints=[4, 16])
-    for h in hooks:
-        h.remove()
+    got, spikes = _with_spikes(folded, lambda: folded.run_timesteps(x.double(), checkpoints=[4, 16]))
     assert spikes and all(set(torch.unique(s).tolist()) <= {-1.0, 0.0, 1.0} for s in spikes)
     for w, g in zip(want, got):
         for a, b in zip(_tuple(w), _tuple(g)):
@@ -86,12 +94,9 @@ def test_folded_multi_level_equals_weighted(tmp_path):
     x = _inputs("digits_resnet")
     snn = onnx2snn.convert(path, x, timesteps=4, progress=False).double()
     folded = onnx2snn.fold_thresholds(snn)
-    spikes = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: spikes.append(o)) for m in folded.neurons().values()]
     with torch.no_grad():
-        want, got = snn(x.double(), timesteps=4), folded(x.double(), timesteps=4)
-    for h in hooks:
-        h.remove()
+        want = snn(x.double(), timesteps=4)
+    got, spikes = _with_spikes(folded, lambda: folded(x.double(), timesteps=4))
     values = set(torch.unique(torch.cat([s.flatten() for s in spikes])).tolist())
     assert values <= {-2.0, -1.0, 0.0, 1.0, 2.0} and 2.0 in values
     assert float((want - got).abs().max()) <= 1e-5 * max(1.0, float(want.abs().max()))

@@ -32,7 +32,7 @@ from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
 from .data import check_fits, input_tensor, iter_batches
 from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
-from .quantized import DEFAULT_LEVELS, QuantizedNeuron, capped_levels, check_noise
+from .quantized import DEFAULT_LEVELS, QuantizedNeuron, cap_neuron, check_noise, finetuned_levels
 from .thresholds import DEFAULT_PERCENTILE, calibrate_thresholds
 
 DEFAULT_NOISE = "gaussian"
@@ -220,11 +220,7 @@ def insert_quantized(twin: fx.GraphModule, thresholds: Mapping[str, torch.Tensor
         elif isinstance(act, nn.PReLU):
             raise Onnx2SnnError(f"{target}: fine-tuning PReLU (learned slopes) is not supported; "
                                 "replace it by LeakyReLU or ReLU")
-        theta, k = theta.clone(), levels
-        if isinstance(act, (nn.ReLU6, nn.Hardtanh)):
-            cap = 6.0 if isinstance(act, nn.ReLU6) else float(act.max_val)
-            theta = theta.clamp(max=cap)
-            k = capped_levels(levels, theta, cap)
+        theta, k = cap_neuron(act, theta.clone(), levels)
         q = QuantizedNeuron(theta, timesteps, activation=act, alpha=alpha, v_init=v_init, noise=noise,
                             noise_scale=noise_scale, per_channel=per_channel, generator=generator, levels=k)
         dev = next(twin.parameters()).device
@@ -479,7 +475,8 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     twin.finetune_info = {"timesteps": int(timesteps), "epochs": int(epochs), "loss": kind,
                           "distill_weight": weight if use_distill else 0.0,
                           "temperature": float(temperature), "feature_weight": float(feature_weight),
-                          "distill_mode": distill_mode, "rate_weight": float(rate_weight), "noise": noise, "levels": levels, "percentile": percentile,
+                          "distill_mode": distill_mode, "rate_weight": float(rate_weight), "noise": noise,
+                          "levels": levels, "percentile": percentile,
                           "noise_scale": float(noise_scale), "per_channel": bool(per_channel), "lr": lr,
                           "seed": seed, "history": history, "seconds": round(time.time() - t0, 2),
                           "world_size": shard.world}
@@ -570,7 +567,7 @@ def quantized_twin(twin: fx.GraphModule, timesteps: int, thresholds: Mapping[str
         raise Onnx2SnnError("quantized_twin needs thresholds (a fine-tuned twin or thresholds=)")
     q = _copy_twin(twin)
     if levels is None:
-        levels = (getattr(twin, "finetune_info", None) or {}).get("levels", DEFAULT_LEVELS)
+        levels = finetuned_levels(twin)
     insert_quantized(q, {t: th[t] for t in core_activations(q)}, timesteps, None, 0.0, per_channel, levels=levels)
     return q.eval()
 

@@ -42,10 +42,20 @@ def _floor_ste(z: torch.Tensor) -> torch.Tensor:
     return z + (torch.floor(z) - z).detach()
 
 
-def capped_levels(levels: int, theta: torch.Tensor, cap: float) -> int:
-    """Spikes per step allowed to the neuron of a capped activation (ReLU6, Hardtanh): at most
-    ``levels`` and never so many that ``levels * theta`` passes the cap (at least one)."""
-    return max(1, min(int(levels), int(float(cap) // float(theta.max()))))
+def cap_neuron(act: nn.Module, theta: torch.Tensor, levels: int) -> tuple[torch.Tensor, int]:
+    """Theta and spikes per step for the neuron of ``act``. A capped activation (ReLU6 and
+    the other Hardtanh) gets theta clipped to its cap and never so many spikes per step that
+    ``levels * theta`` passes the cap (at least one); any other keeps both."""
+    if not isinstance(act, nn.Hardtanh):
+        return theta, levels
+    cap = float(act.max_val)
+    theta = theta.clamp(max=cap)
+    return theta, max(1, min(int(levels), int(cap // float(theta.max()))))
+
+
+def finetuned_levels(twin: nn.Module) -> int:
+    """The spikes per step a twin was fine-tuned with (:func:`onnx2snn.finetune`), else the default."""
+    return (getattr(twin, "finetune_info", None) or {}).get("levels", DEFAULT_LEVELS)
 
 
 def if_counts(x: torch.Tensor, theta: torch.Tensor, timesteps: int, v_init: float = 0.5,
@@ -113,7 +123,8 @@ class QuantizedNeuron(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "IBT" if self.alpha is not None else "IF"
-        return f"{kind}, T={self.timesteps}, levels={self.levels}, channels={self.theta.numel()}, noise={self.noise}({self.noise_scale:g})"
+        return (f"{kind}, T={self.timesteps}, levels={self.levels}, channels={self.theta.numel()}, "
+                f"noise={self.noise}({self.noise_scale:g})")
 
     def _noise(self, x: torch.Tensor) -> torch.Tensor | None:
         if not (self.noise_on and self.noise and self.noise_scale > 0):
@@ -141,4 +152,5 @@ def check_noise(noise, noise_scale) -> None:
     checks.real("noise_scale", noise_scale, 0.0)
 
 
-__all__ = ["DEFAULT_LEVELS", "QuantizedNeuron", "if_counts", "capped_levels", "NOISE_KINDS", "check_noise"]
+__all__ = ["DEFAULT_LEVELS", "QuantizedNeuron", "if_counts", "cap_neuron", "finetuned_levels", "NOISE_KINDS",
+           "check_noise"]

@@ -20,7 +20,7 @@ from torch import nn
 from .. import checks
 from ..errors import NonSpikingActivationError, Onnx2SnnError
 from . import guard
-from ..calibration.quantized import capped_levels
+from ..calibration.quantized import cap_neuron
 from ..graph.analysis import analyze
 from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule
 from .partition import extract
@@ -361,12 +361,8 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
             alpha = float(act.negative_slope)
         elif isinstance(act, nn.PReLU):
             alpha = act.weight.detach().clone()
-        theta = thresholds[node.target].clone()
-        cap = 6.0 if isinstance(act, nn.ReLU6) else act.max_val if isinstance(act, nn.Hardtanh) else None
         levels = config.get("levels", 1) if alpha is None else 1
-        if cap is not None:
-            theta = theta.clamp(max=cap)
-            levels = capped_levels(levels, theta, cap)
+        theta, levels = cap_neuron(act, thresholds[node.target].clone(), levels)
         neuron = IFNeuron(theta, alpha=alpha, v_init=config.get("v_init", 0.5),
                           signed=config.get("signed_relu", False) if alpha is None else config.get("signed_ibt", False),
                           activation=copy.deepcopy(act), levels=levels)
