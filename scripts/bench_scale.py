@@ -205,12 +205,12 @@ def child(task: str, args: dict) -> dict:
             twin = onnx2snn.replace_activations(twin, {"SiLU": "ReLU"})
         n, bs = args["images"], args["calib_batch"]
 
-        def batches():
+        def calibration_batches():
             g = torch.Generator().manual_seed(1)
             for i in range(0, n, bs):
                 yield torch.rand(min(bs, n - i), 3, size, size, generator=g)
 
-        _, dt, peak, abs_peak = _peak_of(lambda: calibrate_thresholds(twin, batches(), progress=False))
+        _, dt, peak, abs_peak = _peak_of(lambda: calibrate_thresholds(twin, calibration_batches(), progress=False))
         return {"images": n, "batch": bs, "seconds": dt, "images_per_s": n / dt, "peak_mib": peak,
                 "process_peak_mib": abs_peak}
     if task == "conversion":

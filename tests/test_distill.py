@@ -5,10 +5,8 @@ Bounds were measured on 2 shared CPU threads and carry slack; see each test.
 """
 import json
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import onnx2snn
 from onnx2snn import zoo

@@ -55,7 +55,7 @@ def _record(neurons):
 
 @pytest.mark.parametrize("name", ["digits_resnet", "digits_vgg"])
 def test_roundtrip_same_spikes_and_outputs(models, digits, name):
-    (snn, folded, path), _ = models[0][name], None
+    _, folded, path = models[0][name]
     x, y = digits[2][:N_TEST], digits[3][:N_TEST]
     net = onnx2snn.import_nir(path)
     ts = list(range(1, 65))

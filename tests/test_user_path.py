@@ -497,7 +497,7 @@ def test_cli_verify_other_model_warns_in_one_line(ctx, capsys, tmp_path):
     rc, err, stdout = cli(capsys, "verify", ctx.snn_path, "--reference", ctx.other, "--data", ctx.dir / "calib.npz",
                           "-T", "1,2", "--quiet", "--no-layers", "--out", tmp_path / "r")
     assert rc == 0
-    assert err == [f"onnx2snn verify: warning: verify: the reference is not the ONNX model this SNN was converted "
+    assert err == ["onnx2snn verify: warning: verify: the reference is not the ONNX model this SNN was converted "
                    "from (its graph differs): the report compares against another network. Leave out --reference "
                    "to use the source stored in the SNN"]
     assert "**Warning**" in (tmp_path / "r" / "report.md").read_text()

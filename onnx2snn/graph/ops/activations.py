@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import functional as OF
-from ..builder import ConversionFailure, NodeContext
+from ..builder import NodeContext
 from ..registry import register
 
 
