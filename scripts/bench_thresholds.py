@@ -1,6 +1,6 @@
 """Post-training thresholds: the 99.99th percentile with one spike per step (the old
-defaults) against the least-squared-error threshold ("mse") with one spike per step and with
-a second spike for the rare values above theta (levels=2: the defaults).
+defaults) against the least-squared-error threshold ("mse") of a neuron firing one spike per
+step and of one firing up to two (levels=2, theta searched for it: the defaults).
 
 Each model is converted for each T (512 calibration inputs) and scored at that T: share of
 the ANN's mAP@0.5 / mAP@0.5:0.95 on digit-scene val for the detectors, top-1 on the digits

@@ -5,7 +5,7 @@ with SiLU -> ReLU) scored on the bench's 300 val scenes at 2 / 4 / 8 / 16 steps,
 ANN's mAP@0.5 / mAP@0.5:0.95, with the fine-tuning time and the energy ratio vs the ANN at T.
 
 Usage: python scripts/distill_long.py --model yolov8_silu -T 8 --n-train 4096 --epochs 6
-       [--rate-weight 0.2] [--out result.json]   (results: docs/examples/distill/long_*.json)
+       [--rate-weight 0.2] [--out result.json] [--save distilled.snn.pt]   (results: docs/examples/distill/long_*.json)
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--rate-weight", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="JSON file (default: long_<model>_<n>x<epochs>.json)")
+    ap.add_argument("--save", help="also save the distilled SNN here (onnx2snn.load reads it back)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     preset = zoo.get_preset(args.model)
@@ -57,6 +58,8 @@ def main() -> None:
                            replace_activations=replace, rate_weight=args.rate_weight, progress=False)
     secs, cpu = time.time() - t0, time.process_time() - c0
     snn = onnx2snn.convert(ft, timesteps=T, progress=False)
+    if args.save:
+        snn.save(args.save)
     per_t = evaluate_at(snn, dec, val, sorted({2, 4, 8, 16, T}))
     res = {"model": args.model, "n_train": args.n_train, "epochs": args.epochs, "T": T, "rate_weight": args.rate_weight,
            "ann": ann, "plain_of_ann": share(plain_at_t), "distill_of_ann": {t: share(m) for t, m in per_t.items()},

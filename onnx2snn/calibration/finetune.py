@@ -379,7 +379,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     thresholds, _ = calibrate_thresholds(twin, calib, "channel" if per_channel else "layer", percentile,
                                          batch_size=max(batch_size, 64), preprocess=preprocess, progress=False,
                                          limit=calibration_limit if calibration_data is not None else None,
-                                         timesteps=timesteps)
+                                         timesteps=timesteps, levels=levels)
     dloss = student = teacher = None
     if use_distill:
         outs = spiking_outputs(twin)

@@ -15,6 +15,7 @@ from ..errors import ConfigError, DataError, Onnx2SnnError
 from ..graph.analysis import analyze
 from .data import check_fits, check_preprocess, default_preprocess, iter_batches, peek, progress_samples, sample_count
 from .observers import calibrate_twin
+from .quantized import search_levels
 
 NORMALIZATIONS = ("channel", "layer")
 DEFAULT_PERCENTILE = "mse"  # per channel, the threshold with the least squared error at the T of the conversion
@@ -57,13 +58,13 @@ def sample_batches(twin: fx.GraphModule, data: Any, batch_size: int, limit: int 
 def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
                          percentile: "float | str" = DEFAULT_PERCENTILE, batch_size: int = 64, limit: int | None = None,
                          preprocess=None, progress: bool = True, distributed: "bool | None" = None,
-                         timesteps: int = 32, v_init: float = 0.5) -> tuple[dict[str, torch.Tensor], dict]:
+                         timesteps: int = 32, v_init: float = 0.5, levels: int = 1) -> tuple[dict[str, torch.Tensor], dict]:
     """Per-channel thresholds for every activation in the spiking core, from sample data.
 
     ``percentile``: a number in (0, 100], ``"max"``, or ``"mse"``: the threshold that
     minimises the squared error of a neuron (initial potential ``v_init``) firing at most
-    one spike per step over ``timesteps`` steps, from the same histograms (see
-    :meth:`StreamingHistogram.mse_threshold`).
+    ``levels`` spikes per step (IBT and capped neurons: one, see :func:`search_levels`) over
+    ``timesteps`` steps, from the same histograms (see :meth:`StreamingHistogram.mse_threshold`).
 
     Returns (activation module target -> [C] theta, target -> statistics summary).
     Under ``torchrun`` (or ``distributed=True``) each rank observes its share of the
@@ -88,8 +89,13 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     batches, total = sample_batches(twin, data, batch_size, limit, preprocess, shard=shard)
     obs = calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress and shard.rank == 0),
                          progress=False, shard=shard)
-    neuron = {"timesteps": checks.integer("timesteps", timesteps, 1), "levels": 1, "v_init": float(v_init)}
-    thresholds = {nodes[k].target: o.threshold(normalization, percentile, neuron) for k, o in obs.items()}
+    timesteps, levels = checks.integer("timesteps", timesteps, 1), checks.integer("levels", levels, 1)
+
+    def neuron(target: str) -> dict:
+        return {"timesteps": timesteps, "levels": search_levels(twin.get_submodule(target), levels),
+                "v_init": float(v_init)}
+    thresholds = {nodes[k].target: o.threshold(normalization, percentile, neuron(nodes[k].target))
+                  for k, o in obs.items()}
     stats = {nodes[k].target: o.summary() for k, o in obs.items()}
     return thresholds, stats
 
