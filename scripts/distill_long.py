@@ -38,6 +38,9 @@ def main() -> None:
     ap.add_argument("--out", help="JSON file (default: long_<model>_<n>x<epochs>.json)")
     ap.add_argument("--save", help="also save the distilled SNN here (onnx2snn.load reads it back)")
     args = ap.parse_args()
+    for flag, target in (("--out", args.out), ("--save", args.save)):  # fail now, not after the training
+        if target and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+            ap.error(f"{flag} {target}: the folder {os.path.dirname(os.path.abspath(target))} does not exist")
     torch.set_num_threads(args.threads)
     preset = zoo.get_preset(args.model)
     dec, T = zoo.get_decoder(preset.decoder), args.timesteps
