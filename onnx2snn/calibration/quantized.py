@@ -163,5 +163,5 @@ def check_noise(noise, noise_scale) -> None:
     checks.real("noise_scale", noise_scale, 0.0)
 
 
-__all__ = ["DEFAULT_LEVELS", "QuantizedNeuron", "if_counts", "cap_neuron", "finetuned_levels", "search_levels", "NOISE_KINDS",
-           "check_noise"]
+__all__ = ["DEFAULT_LEVELS", "QuantizedNeuron", "if_counts", "cap_neuron", "finetuned_levels", "search_levels",
+           "NOISE_KINDS", "check_noise"]

@@ -58,7 +58,8 @@ def sample_batches(twin: fx.GraphModule, data: Any, batch_size: int, limit: int 
 def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
                          percentile: "float | str" = DEFAULT_PERCENTILE, batch_size: int = 64, limit: int | None = None,
                          preprocess=None, progress: bool = True, distributed: "bool | None" = None,
-                         timesteps: int = 32, v_init: float = 0.5, levels: int = 1) -> tuple[dict[str, torch.Tensor], dict]:
+                         timesteps: int = 32, v_init: float = 0.5,
+                         levels: int = 1) -> tuple[dict[str, torch.Tensor], dict]:
     """Per-channel thresholds for every activation in the spiking core, from sample data.
 
     ``percentile``: a number in (0, 100], ``"max"``, or ``"mse"``: the threshold that
