@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import onnx2snn  # noqa: E402
-from onnx2snn import zoo  # noqa: E402
+from onnx2snn import checks, zoo  # noqa: E402
+from onnx2snn.errors import ConfigError  # noqa: E402
 from onnx2snn.graph.source import to_twin  # noqa: E402
 from bench_distill import energy_ratio, evaluate_at  # noqa: E402
 
@@ -39,8 +40,11 @@ def main() -> None:
     ap.add_argument("--save", help="also save the distilled SNN here (onnx2snn.load reads it back)")
     args = ap.parse_args()
     for flag, target in (("--out", args.out), ("--save", args.save)):  # fail now, not after the training
-        if target and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
-            ap.error(f"{flag} {target}: the folder {os.path.dirname(os.path.abspath(target))} does not exist")
+        if target:
+            try:
+                checks.writable_file(flag, target)
+            except ConfigError as e:
+                ap.error(str(e))
     torch.set_num_threads(args.threads)
     preset = zoo.get_preset(args.model)
     dec, T = zoo.get_decoder(preset.decoder), args.timesteps

@@ -53,15 +53,19 @@ def cap_neuron(act: nn.Module, theta: torch.Tensor, levels: int) -> tuple[torch.
     return theta, max(1, min(int(levels), int(cap // float(theta.max()))))
 
 
+def spikes_per_step(act: nn.Module, levels: int) -> int:
+    """Spikes per step the neuron of ``act`` may fire before any cap (:func:`cap_neuron`):
+    ``levels`` for an IF neuron, one for an IBT neuron (LeakyReLU / PReLU)."""
+    return 1 if isinstance(act, (nn.LeakyReLU, nn.PReLU)) else int(levels)
+
+
 def search_levels(act: nn.Module, levels: int) -> int:
     """Spikes per step the threshold search (``percentile="mse"``) assumes for the neuron of
-    ``act``: ``levels`` for a ReLU (IF) neuron, so that theta is chosen for the neuron that
-    will run (yolov8_relu at T = 4: 98.2 against 95.8 % of the ANN's mAP@0.5 when searched
-    for one spike); one for IBT neurons (LeakyReLU / PReLU fire one per step) and capped
-    ones (ReLU6 / Hardtanh: theta is clipped to the cap, see :func:`cap_neuron`)."""
-    if isinstance(act, (nn.LeakyReLU, nn.PReLU, nn.Hardtanh)):
-        return 1
-    return int(levels)
+    ``act``: those it may fire (:func:`spikes_per_step`), so that theta is chosen for the
+    neuron that will run (yolov8_relu at T = 4: 98.2 against 95.8 % of the ANN's mAP@0.5 when
+    searched for one spike); one for capped ones (ReLU6 / Hardtanh: theta is clipped to the
+    cap, see :func:`cap_neuron`)."""
+    return 1 if isinstance(act, nn.Hardtanh) else spikes_per_step(act, levels)
 
 
 def finetuned_levels(twin: nn.Module) -> int:
@@ -164,4 +168,4 @@ def check_noise(noise, noise_scale) -> None:
 
 
 __all__ = ["DEFAULT_LEVELS", "QuantizedNeuron", "if_counts", "cap_neuron", "finetuned_levels", "search_levels",
-           "NOISE_KINDS", "check_noise"]
+           "spikes_per_step", "NOISE_KINDS", "check_noise"]
