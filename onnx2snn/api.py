@@ -27,7 +27,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             batch_size: int = 64,
             calibration_limit: int | None = None,
             preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None,
-            distributed: "bool | None" = None) -> SpikingNetwork:
+            distributed: "bool | None" = None, mse_tolerance: float = 0.0) -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
     Args:
@@ -62,8 +62,10 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         signed_ibt: the same take-back for LeakyReLU/PReLU (IBT) neurons, in both
             directions (default; tiny-YOLO mAP@0.5 at T=4 / 8: 0.696 / 0.803 against
             0.533 / 0.723 without).
-        levels: multi-level firing: ReLU neurons may fire up to this many spikes per
-            step (1 = ordinary binary spikes, as NIR and most hardware take them). Default
+        levels: multi-level firing: neurons may fire up to this many spikes per step (ReLU
+            and, on the positive side, LeakyReLU / PReLU; 1 = ordinary binary spikes, as NIR
+            and most hardware take them; tiny-YOLO at T=8: 97.0 against 88.6 % of the ANN's
+            mAP@0.5 with 2 against 1). Default
             None: a fine-tuned twin's levels, else 2: the second spike takes the values above
             theta instead of clipping them, and ``"mse"`` thresholds are searched for that
             neuron (finer steps, about 30 % more spikes than 1).
@@ -72,6 +74,10 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         distributed: under ``torchrun`` (default None: when it started this process) or with
             True, each rank observes its share of the calibration batches and the statistics are
             merged exactly: every rank builds the SNN one process builds.
+        mse_tolerance: with ``percentile="mse"``, take per channel the largest theta whose
+            squared error is at most ``1 + mse_tolerance`` times the least: fewer spikes for a
+            little error (yolov8_relu at T=8, 0.25: 99.7 / 97.8 % of the ANN's mAP@0.5 /
+            mAP@0.5:0.95 at 0.38x the ANN's energy against 99.6 / 98.4 % at 0.41x; default 0).
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.
@@ -85,6 +91,10 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     v_init = checks.real("v_init", v_init, -1.0, 2.0)
     signed_relu, signed_ibt = checks.boolean("signed_relu", signed_relu), checks.boolean("signed_ibt", signed_ibt)
     levels = None if levels is None else checks.integer("levels", levels, 1)
+    mse_tolerance = checks.real("mse_tolerance", mse_tolerance, 0.0)
+    if mse_tolerance and percentile != "mse":
+        raise ConfigError(f"mse_tolerance applies to percentile='mse' (the least-squared-error search), "
+                          f"not percentile={percentile!r}", "mse_tolerance")
     batch_size = checks.integer("batch_size", batch_size, 1)
     calibration_limit = checks.optional_integer("calibration_limit", calibration_limit, 1)
     calibrate_timesteps = checks.optional_integer("calibrate_timesteps", calibrate_timesteps, 1)
@@ -112,10 +122,12 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     else:
         thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
                                                  calibration_limit, preprocess, progress, distributed=distributed,
-                                                 timesteps=timesteps, v_init=v_init, levels=levels)
+                                                 timesteps=timesteps, v_init=v_init, levels=levels,
+                                                 mse_tolerance=mse_tolerance)
     config = {"timesteps": timesteps, "normalization": normalization, "percentile": percentile,
               "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
-              "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": levels, "seed": seed}
+              "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": levels, "ibt_levels": levels, "seed": seed,
+              "mse_tolerance": mse_tolerance}
     snn = build_spiking(twin, thresholds, config)
     snn.calibration_stats = stats
     if calibrate_timesteps:

@@ -22,6 +22,7 @@ CLI_NAMES = {
     "limit": "--limit", "calibration_limit": "--limit", "normalization": "--norm", "encoding": "--encoding",
     "epochs": "--epochs", "lr": "--lr", "preprocess": "--size/--mean/--std", "size": "--size", "mean": "--mean",
     "std": "--std", "channels": "--channels", "output": "-o/--output", "out": "--out", "tolerance": "--tolerance",
+    "mse_tolerance": "--mse-tolerance",
     "task": "--task", "postprocess": "--postprocess", "annotations": "--annotations", "reference": "--reference",
     "calibration_data": "--calib", "data": "--data", "calibrate_timesteps": "--calibrate-timesteps",
     "checkpoints": "--timesteps", "rate_weight": "--rate-weight", "distill_weight": "--distill-weight",

@@ -1,6 +1,7 @@
 """Post-training thresholds: the 99.99th percentile with one spike per step (the old
 defaults) against the least-squared-error threshold ("mse") of a neuron firing one spike per
-step and of one firing up to two (levels=2, theta searched for it: the defaults).
+step and of one firing up to two (levels=2, theta searched for it: the defaults), and the same
+with ``mse_tolerance=0.25`` (the largest theta within 25 % of the least error: fewer spikes).
 
 Each model is converted for each T (512 calibration inputs) and scored at that T: share of
 the ANN's mAP@0.5 / mAP@0.5:0.95 on digit-scene val for the detectors, top-1 on the digits
@@ -29,7 +30,8 @@ from _train_common import write_outputs  # noqa: E402
 
 METHODS = {"p99.99, 1 spike/step (old default)": dict(percentile=99.99, levels=1),
            "mse, 1 spike/step": dict(percentile="mse", levels=1),
-           "mse, levels=2 (default)": dict(percentile="mse", levels=2)}
+           "mse, levels=2 (default)": dict(percentile="mse", levels=2),
+           "mse, levels=2, mse_tolerance=0.25": dict(percentile="mse", levels=2, mse_tolerance=0.25)}
 POST = {"tiny_yolo_decode": "tiny-yolo", "yolo_relu_decode": "yolo_relu", "decode_ultralytics": "yolov8"}
 
 

@@ -72,6 +72,30 @@ def test_save_load_round_trip(tmp_path, digits, resnet_onnx):
         onnx2snn.load(bad)
 
 
+def test_ibt_levels_saved_and_older_files_keep_one_spike(tmp_path):
+    """LeakyReLU (IBT) neurons fire up to ``levels`` spikes per step like IF ones; the file says
+    so (config "ibt_levels"), and a file from before (no such key: its IBT neurons fired one
+    per step) loads with one, the neuron it was saved with, not silently a different one."""
+    import json
+
+    path = export_zoo_model("tiny_yolo", tmp_path / "tiny_yolo.onnx")
+    x = onnx2snn.zoo.scenes_to_tensors(onnx2snn.zoo.digit_scenes("val", 8))[0]
+    snn = onnx2snn.convert(path, x, timesteps=4, progress=False)
+    assert {m.levels for m in snn.neurons().values()} == {2} and all(m.alpha for m in snn.neurons().values())
+    f = snn.save(tmp_path / "new.snn.pt")
+    again = onnx2snn.load(f)
+    assert {m.levels for m in again.neurons().values()} == {2}
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(again(x[:2]), snn(x[:2])))
+    blob = torch.load(f, weights_only=True)
+    config = json.loads(blob["config"])
+    del config["ibt_levels"]
+    blob["config"] = json.dumps(config)
+    torch.save(blob, tmp_path / "old.snn.pt")
+    old = onnx2snn.load(tmp_path / "old.snn.pt")
+    assert {m.levels for m in old.neurons().values()} == {1}
+
+
 def _train_leaky(xtr, ytr):
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.LeakyReLU(0.1), nn.MaxPool2d(2),

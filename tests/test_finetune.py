@@ -28,25 +28,29 @@ def accuracy(model, x, y) -> float:
 
 
 # -- the theorem: one step of the model == T steps of the neuron, for constant input ----------
+@pytest.mark.parametrize("levels", [1, 2, 3])
 @pytest.mark.parametrize("alpha", [None, 0.1, 0.25])
 @pytest.mark.parametrize("T", [1, 2, 3, 4, 8, 16, 32])
-def test_single_step_model_equals_T_steps_exactly(T, alpha):
+def test_single_step_model_equals_T_steps_exactly(T, alpha, levels):
+    """IF and IBT neurons (multi-level too) for constant input: the single-step model's
+    output equals the mean of T steps of the spiking neuron bit for bit."""
     theta = torch.tensor([1.0, 2.0, 0.5, 4.0])
     grid = (torch.arange(-2400, 2400).float() / 64).reshape(1, 1, -1).expand(1, 4, -1)  # hits every tie
     rand = torch.randn(1, 4, 4000, generator=torch.Generator().manual_seed(T)) * 3
     for x in (grid.contiguous(), rand):
-        neuron = IFNeuron(theta, alpha=alpha)
+        neuron = IFNeuron(theta, alpha=alpha, levels=levels)
         neuron.T = T
         spikes = neuron(x.unsqueeze(0).expand(T, *x.shape).reshape(T * x.shape[0], *x.shape[1:]))
         mean = spikes.reshape(T, *x.shape).mean(0)
-        q = QuantizedNeuron(theta, T, nn.ReLU() if alpha is None else nn.LeakyReLU(alpha), alpha=alpha, noise=None)
+        q = QuantizedNeuron(theta, T, nn.ReLU() if alpha is None else nn.LeakyReLU(alpha), alpha=alpha, noise=None,
+                            levels=levels)
         with torch.no_grad():
             single = q(x)
         assert torch.equal(single, mean), (T, alpha, int((single != mean).sum()))
-    # the model is x quantized to T levels of theta/T (round half up), clipped to [0, theta]
+    # the model is x quantized to T levels of theta/T (round half up), clipped to [0, levels theta]
     if alpha is None:
         th = theta.reshape(1, -1, 1)
-        expect = torch.clamp(torch.floor(grid * T / th + 0.5), 0, T) * th / T
+        expect = torch.clamp(torch.floor(grid * T / th + 0.5), 0, levels * T) * th / T
         assert torch.equal(q(grid.contiguous()).detach(), expect)
 
 

@@ -112,21 +112,22 @@ def test_constant_input_rate_and_multilevel():
         assert (mean - want).abs().max() <= 1 / T + 1e-12, K
 
 
+@pytest.mark.parametrize("levels", [1, 2])
 @pytest.mark.parametrize("alpha", [0.1, 0.25])
-def test_signed_ibt_constant_input_equals_ibt(alpha):
+def test_signed_ibt_constant_input_equals_ibt(alpha, levels):
     """For constant input the take-back never triggers: signed IBT counts what IBT counts
     (so the single-step model of fine-tuning holds for it too); for a varying input it
     does take back."""
     T = 32
     x = torch.linspace(-3, 2, 81).double().reshape(1, 1, 81, 1).expand(T, 1, 81, 1).clone()
     theta = torch.ones(1).double()
-    plain = run_multi(IFNeuron(theta, alpha=alpha).double(), x)
-    signed = run_multi(IFNeuron(theta, alpha=alpha, signed=True).double(), x)
+    plain = run_multi(IFNeuron(theta, alpha=alpha, levels=levels).double(), x)
+    signed = run_multi(IFNeuron(theta, alpha=alpha, signed=True, levels=levels).double(), x)
     assert torch.equal(plain.sum(0), signed.sum(0))
     g = torch.Generator().manual_seed(0)
     xv = torch.randn(T, 4, 1, 8, 8, generator=g).double()
-    n_plain = run_multi(IFNeuron(theta, alpha=alpha).double(), xv)
-    n_signed = run_multi(IFNeuron(theta, alpha=alpha, signed=True).double(), xv)
+    n_plain = run_multi(IFNeuron(theta, alpha=alpha, levels=levels).double(), xv)
+    n_signed = run_multi(IFNeuron(theta, alpha=alpha, signed=True, levels=levels).double(), xv)
     assert not torch.equal(n_plain, n_signed)
     # the take-back keeps the output closer to LeakyReLU of the mean input
     want = torch.nn.functional.leaky_relu(xv.mean(0), alpha)
@@ -153,8 +154,6 @@ def test_state_dict_roundtrip_keeps_bias_and_v_init():
 def test_bad_levels():
     with pytest.raises(ValueError, match="levels"):
         IFNeuron(torch.ones(2), levels=0)
-    with pytest.raises(ValueError, match="not IBT"):
-        IFNeuron(torch.ones(2), alpha=0.1, levels=2)
 
 
 def test_compiled_kernel_equals_eager():

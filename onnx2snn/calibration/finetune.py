@@ -32,8 +32,7 @@ from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
 from .data import check_fits, input_tensor, iter_batches
 from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
-from .quantized import (DEFAULT_LEVELS, QuantizedNeuron, cap_neuron, check_noise, finetuned_levels,
-                        spikes_per_step)
+from .quantized import DEFAULT_LEVELS, QuantizedNeuron, cap_neuron, check_noise, finetuned_levels
 from .thresholds import DEFAULT_PERCENTILE, calibrate_thresholds
 
 DEFAULT_NOISE = "gaussian"
@@ -221,7 +220,7 @@ def insert_quantized(twin: fx.GraphModule, thresholds: Mapping[str, torch.Tensor
         elif isinstance(act, nn.PReLU):
             raise Onnx2SnnError(f"{target}: fine-tuning PReLU (learned slopes) is not supported; "
                                 "replace it by LeakyReLU or ReLU")
-        theta, k = cap_neuron(act, theta.clone(), spikes_per_step(act, levels))
+        theta, k = cap_neuron(act, theta.clone(), levels)
         q = QuantizedNeuron(theta, timesteps, activation=act, alpha=alpha, v_init=v_init, noise=noise,
                             noise_scale=noise_scale, per_channel=per_channel, generator=generator, levels=k)
         dev = next(twin.parameters()).device

@@ -123,26 +123,43 @@ class StreamingHistogram:
         self.total = dist.all_reduce(self.total, "sum", shard)
         self.max = dist.all_reduce(self.max, "max", shard)
 
-    def mse_threshold(self, timesteps: int, levels: int = 1, v_init: float = 0.5, candidates: int = 48,
-                      refine: int = 24) -> torch.Tensor:
+    def mse_threshold(self, timesteps: int, levels: int = 1, v_init: float = 0.5, tolerance: float = 0.0,
+                      candidates: int = 48, refine: int = 24) -> torch.Tensor:
         """Per-row threshold minimising the squared error of a ``timesteps``-step IF neuron
         (:func:`neuron_error`) over this histogram: clipping the rare large values against
         resolution for the many small ones, at the T the network will run. A geometric grid
         from max / 2^10 to max (``candidates`` points), then ``refine`` points between the
-        best one's neighbours; a row with no positive value gets its max (0)."""
+        best one's neighbours; a row with no positive value gets its max (0).
+
+        ``tolerance`` > 0 trades accuracy for spikes: the largest threshold (fewer spikes)
+        whose error is at most ``1 + tolerance`` times the least, searched the same way (the
+        largest grid point within the bound, then ``refine`` points up to the next one)."""
         counts = self.counts.cpu().float()
         width = self.upper / self.bins
         top = self.max.clamp_min(1e-12)
         logs = torch.linspace(-10.0, 0.0, candidates, dtype=torch.float64)
         coarse = top.unsqueeze(1) * torch.pow(2.0, logs).unsqueeze(0)  # [R, K]
-        k = neuron_error(counts, width, coarse, timesteps, levels, v_init).argmin(1)
+        coarse_err = neuron_error(counts, width, coarse, timesteps, levels, v_init)
+        k = coarse_err.argmin(1)
         gap = float(logs[1] - logs[0])
         lo = (logs[k] - gap).clamp(min=-10.0)
         span = (logs[k] + gap).clamp(max=0.0) - lo
-        fine = lo.unsqueeze(1) + span.unsqueeze(1) * torch.linspace(0.0, 1.0, refine, dtype=torch.float64)
+        steps = torch.linspace(0.0, 1.0, refine, dtype=torch.float64)
+        fine = lo.unsqueeze(1) + span.unsqueeze(1) * steps
         cand = top.unsqueeze(1) * torch.pow(2.0, fine)
         err = neuron_error(counts, width, cand, timesteps, levels, v_init)
         theta = cand.gather(1, err.argmin(1, keepdim=True)).squeeze(1)
+        if tolerance > 0:
+            bound = err.min(1, keepdim=True).values * (1.0 + tolerance)
+            # the largest grid point within the bound (none: a row whose coarse minimum is above
+            # it keeps the refined best), then refine points up to the next grid point
+            j = torch.where(coarse_err <= bound, torch.arange(candidates).unsqueeze(0), -1).max(1).values
+            fine = (logs[j.clamp_min(0)].unsqueeze(1) + gap * steps).clamp(max=0.0)
+            cand = top.unsqueeze(1) * torch.pow(2.0, fine)
+            ok = neuron_error(counts, width, cand, timesteps, levels, v_init) <= bound
+            i = torch.where(ok, torch.arange(refine).unsqueeze(0), -1).max(1).values
+            wide = cand.gather(1, i.clamp_min(0).unsqueeze(1)).squeeze(1)
+            theta = torch.where((j >= 0) & (i >= 0), torch.maximum(theta, wide), theta)
         return torch.where(self.max > 0, theta, self.max)
 
     def percentile(self, q: float) -> torch.Tensor:
@@ -238,7 +255,8 @@ class ActivationObserver:
                   neuron: "dict | None" = None) -> torch.Tensor:
         """Per-channel thresholds (a [C] tensor; all equal for layer-wise). ``percentile``
         is a number, ``"max"``, or ``"mse"``: the threshold that minimises the neuron's
-        squared error at ``neuron = {"timesteps": T, "levels": K, "v_init": v}``."""
+        squared error at ``neuron = {"timesteps": T, "levels": K, "v_init": v, "tolerance": e}``
+        (see :meth:`StreamingHistogram.mse_threshold`)."""
         if self.channel is None:
             raise RuntimeError(f"observer {self.name!r} saw no data")
         if normalization not in ("channel", "layer"):

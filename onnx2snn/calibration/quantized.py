@@ -53,19 +53,13 @@ def cap_neuron(act: nn.Module, theta: torch.Tensor, levels: int) -> tuple[torch.
     return theta, max(1, min(int(levels), int(cap // float(theta.max()))))
 
 
-def spikes_per_step(act: nn.Module, levels: int) -> int:
-    """Spikes per step the neuron of ``act`` may fire before any cap (:func:`cap_neuron`):
-    ``levels`` for an IF neuron, one for an IBT neuron (LeakyReLU / PReLU)."""
-    return 1 if isinstance(act, (nn.LeakyReLU, nn.PReLU)) else int(levels)
-
-
 def search_levels(act: nn.Module, levels: int) -> int:
     """Spikes per step the threshold search (``percentile="mse"``) assumes for the neuron of
-    ``act``: those it may fire (:func:`spikes_per_step`), so that theta is chosen for the
-    neuron that will run (yolov8_relu at T = 4: 98.2 against 95.8 % of the ANN's mAP@0.5 when
-    searched for one spike); one for capped ones (ReLU6 / Hardtanh: theta is clipped to the
-    cap, see :func:`cap_neuron`)."""
-    return 1 if isinstance(act, nn.Hardtanh) else spikes_per_step(act, levels)
+    ``act``: the ``levels`` it may fire (IF and IBT neurons alike), so that theta is chosen for
+    the neuron that will run (yolov8_relu at T = 4: 98.2 against 95.8 % of the ANN's mAP@0.5
+    when searched for one spike); one for capped ones (ReLU6 / Hardtanh: theta is clipped to
+    the cap, see :func:`cap_neuron`)."""
+    return 1 if isinstance(act, nn.Hardtanh) else int(levels)
 
 
 def finetuned_levels(twin: nn.Module) -> int:
@@ -79,7 +73,7 @@ def if_counts(x: torch.Tensor, theta: torch.Tensor, timesteps: int, v_init: floa
     """Signed spike counts of T steps of the IF (or IBT) neuron for constant input ``x``.
 
     ``theta`` broadcasts against ``x``. Positive side: ``clamp(floor(T x / theta + v_init), 0, levels T)``
-    (``levels``: spikes per step, multi-level firing; IBT neurons fire one).
+    (``levels``: spikes per step, multi-level firing, IBT neurons too; their negative side fires one).
     Negative side (IBT, threshold ``lam = theta / alpha``): the deficit below zero after t
     steps is ``d_t = t |x| - v_init theta``, so ``floor(d_T / lam)`` negative spikes, capped by
     one per step from the first step that fires, ``t0 = ceil((lam + v_init theta) / |x|)``.
@@ -132,7 +126,7 @@ class QuantizedNeuron(nn.Module):
         self.noise_on = False
         self.generator = generator
         self.channels = theta.numel()
-        self.levels = 1 if alpha is not None else int(levels)
+        self.levels = int(levels)
         self.track_spikes = False  # keep the last call's spike count (with its gradient) for a rate penalty
         self.spikes: tuple[torch.Tensor, int] | None = None
 
@@ -168,4 +162,4 @@ def check_noise(noise, noise_scale) -> None:
 
 
 __all__ = ["DEFAULT_LEVELS", "QuantizedNeuron", "if_counts", "cap_neuron", "finetuned_levels", "search_levels",
-           "spikes_per_step", "NOISE_KINDS", "check_noise"]
+           "NOISE_KINDS", "check_noise"]

@@ -59,13 +59,15 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
                          percentile: "float | str" = DEFAULT_PERCENTILE, batch_size: int = 64, limit: int | None = None,
                          preprocess=None, progress: bool = True, distributed: "bool | None" = None,
                          timesteps: int = 32, v_init: float = 0.5,
-                         levels: int = 1) -> tuple[dict[str, torch.Tensor], dict]:
+                         levels: int = 1, mse_tolerance: float = 0.0) -> tuple[dict[str, torch.Tensor], dict]:
     """Per-channel thresholds for every activation in the spiking core, from sample data.
 
     ``percentile``: a number in (0, 100], ``"max"``, or ``"mse"``: the threshold that
     minimises the squared error of a neuron (initial potential ``v_init``) firing at most
-    ``levels`` spikes per step (IBT and capped neurons: one, see :func:`search_levels`) over
-    ``timesteps`` steps, from the same histograms (see :meth:`StreamingHistogram.mse_threshold`).
+    ``levels`` spikes per step (capped neurons: one, see :func:`search_levels`) over
+    ``timesteps`` steps, from the same histograms (see :meth:`StreamingHistogram.mse_threshold`);
+    ``mse_tolerance`` > 0 takes the largest threshold whose error is within that fraction of the
+    least (fewer spikes for a little error).
 
     Returns (activation module target -> [C] theta, target -> statistics summary).
     Under ``torchrun`` (or ``distributed=True``) each rank observes its share of the
@@ -91,10 +93,11 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     obs = calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress and shard.rank == 0),
                          progress=False, shard=shard)
     timesteps, levels = checks.integer("timesteps", timesteps, 1), checks.integer("levels", levels, 1)
+    mse_tolerance = checks.real("mse_tolerance", mse_tolerance, 0.0)
 
     def neuron(target: str) -> dict:
         return {"timesteps": timesteps, "levels": search_levels(twin.get_submodule(target), levels),
-                "v_init": float(v_init)}
+                "v_init": float(v_init), "tolerance": mse_tolerance}
     thresholds = {nodes[k].target: o.threshold(normalization, percentile, neuron(nodes[k].target))
                   for k, o in obs.items()}
     stats = {nodes[k].target: o.summary() for k, o in obs.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .common import (add_preprocess_options, existing, merged, parser, percentile, positive_int,
-                     preprocess_from_args, replacement, shape)
+                     preprocess_from_args, real, replacement, shape)
 
 
 def add(sub) -> None:
@@ -21,6 +21,9 @@ def add(sub) -> None:
     c.add_argument("--percentile", type=percentile, default="mse",
                    help="how thresholds are set: 'mse' (least squared error of a neuron at -T steps), a percentile "
                         "of activations in (0, 100], or 'max'")
+    c.add_argument("--mse-tolerance", type=real("mse_tolerance", 0.0), default=0.0,
+                   help="with 'mse': the largest threshold whose error is within this fraction of the least "
+                        "(fewer spikes; e.g. 0.25)")
     c.add_argument("--encoding", choices=["direct", "poisson"], default="direct",
                    help="input as analog current every step, or as Poisson spikes")
     c.add_argument("--no-signed", action="store_true",
@@ -55,7 +58,7 @@ def run(args) -> int:
                   input_shape=args.input_shape, replace_activations=merged(args.replace), encoding=args.encoding,
                   calibration_limit=args.limit, batch_size=args.batch_size, preprocess=pre, progress=not args.quiet,
                   signed_relu=not args.no_signed, signed_ibt=not args.no_signed, levels=args.levels,
-                  calibrate_timesteps=args.calibrate_timesteps)
+                  calibrate_timesteps=args.calibrate_timesteps, mse_tolerance=args.mse_tolerance)
     from ..distributed import is_main
 
     if not is_main():  # under torchrun: every rank calibrated its share, rank 0 writes

@@ -20,7 +20,7 @@ from torch import nn
 from .. import checks
 from ..errors import NonSpikingActivationError, Onnx2SnnError
 from . import guard
-from ..calibration.quantized import cap_neuron, spikes_per_step
+from ..calibration.quantized import cap_neuron
 from ..graph.analysis import analyze
 from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule
 from .partition import extract
@@ -361,7 +361,9 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
             alpha = float(act.negative_slope)
         elif isinstance(act, nn.PReLU):
             alpha = act.weight.detach().clone()
-        theta, levels = cap_neuron(act, thresholds[node.target].clone(), spikes_per_step(act, config.get("levels", 1)))
+        # IBT neurons fire "ibt_levels" (files saved before it existed: one spike per step)
+        levels = config.get("levels", 1) if alpha is None else config.get("ibt_levels", 1)
+        theta, levels = cap_neuron(act, thresholds[node.target].clone(), levels)
         neuron = IFNeuron(theta, alpha=alpha, v_init=config.get("v_init", 0.5),
                           signed=config.get("signed_relu", False) if alpha is None else config.get("signed_ibt", False),
                           activation=copy.deepcopy(act), levels=levels)

@@ -122,7 +122,9 @@ class IFNeuron(SpikingModule):
     ``signed=True`` (ReLU) adds negative spikes that take back over-firing: -theta when
     ``v < 0`` and the neuron has net spikes to give back. With ``alpha`` too (signed IBT)
     it works both ways: a positive spike is taken back when ``v < 0``, a negative one
-    (+theta, ``v -= theta / alpha``) when ``v > 0``.
+    (+theta, ``v -= theta / alpha``) when ``v > 0``. With ``levels=K`` an IBT neuron fires up
+    to K positive spikes in a step and gives back up to K, as the IF neuron; the negative
+    side (alpha times the rate) fires one per step.
 
     ``bias`` (per channel, zero by default) is added to the input every step; with a
     per-channel ``v_init`` it is what post-conversion calibration adjusts.
@@ -150,8 +152,6 @@ class IFNeuron(SpikingModule):
         self.levels = int(levels)
         if self.levels < 1:
             raise ValueError(f"levels (spikes per step) must be >= 1, got {levels}")
-        if self.levels > 1 and self.alpha:
-            raise ValueError("multi-level firing (levels > 1) is for IF neurons (ReLU), not IBT ones")
         self.use_bias = False
         self.compiled = False  # fused multi-step kernel via torch.compile (SpikingNetwork.compile)
         self.activation = activation if activation is not None else (
@@ -281,19 +281,24 @@ class IFNeuron(SpikingModule):
             st = self.state = {"v": torch.zeros_like(x) + v0 * th, "n": torch.zeros_like(x)}
         v = st["v"] + x
         lo = th / _per_channel(self.alpha_t, x).to(x)
+        k = self.levels
+        f = torch.floor(v / th).clamp_(max=k)  # positive spikes this step if it fires up (up to k)
+        below = -(v <= -lo).to(x)  # one negative spike when v is at or below -theta / alpha
         if not self.signed:
-            pos = (v >= th).to(x)
-            neg = (v <= -lo).to(x)
-            st["v"] = v - pos * th + neg * lo
-            return pos * th - neg * th
-        # signed IBT: a spike of the other sign takes back one already sent (n = net count)
+            d = torch.where(v >= th, f, below)
+            st["v"] = v - torch.where(d > 0, d * th, d * lo)
+            return d * th
+        # signed IBT: a spike of the other sign takes back one already sent (n = net count):
+        # with positive net spikes it gives back up to min(n, k) while v < 0 (f < 0), with
+        # negative ones a positive spike (worth lo) takes one back while v > 0
         n = st["n"]
-        up = ((v >= th) & (n >= 0)) | ((v > 0) & (n < 0))
-        down = ((v < 0) & (n > 0)) | ((v <= -lo) & (n <= 0))
-        upf, downf = up.to(x), down.to(x)
-        st["v"] = v - upf * torch.where(n >= 0, th, lo) + downf * torch.where(n > 0, th, lo)
-        st["n"] = n + upf - downf
-        return (upf - downf) * th
+        d_pos = torch.maximum(f, -n.clamp(max=k))
+        d_zero = torch.where(v >= th, f, below)
+        d_neg = torch.where(v > 0, torch.ones_like(v), below)
+        d = torch.where(n > 0, d_pos, torch.where(n == 0, d_zero, d_neg))
+        st["v"] = v - torch.where((n > 0) | ((n == 0) & (d > 0)), d * th, d * lo)
+        st["n"] = n + d
+        return d * th
 
     def rate(self, x: torch.Tensor) -> torch.Tensor:
         """The ideal rate function: the original activation."""

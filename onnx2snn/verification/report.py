@@ -180,7 +180,8 @@ class VerifyReport:
                 format_table(["layer", "op", "input", "spikes from", "ANN MACs", f"SynOps T={T}",
                               "input events / element / step"], rows), "",
                 f"Energy: {c['accumulate_pj']} pJ per accumulate (SynOp), {c['multiply_accumulate_pj']} pJ per "
-                f"multiply-accumulate ({c['process']}). Layers on the analog input count as MACs at every step; "
+                f"multiply-accumulate ({c['process']}). Layers on the analog input count as MACs once (computed once, "
+                "the same input at every step); "
                 "the adds, pools, upsamplings and concatenations between neurons and layers are not counted; "
                 "coincident spikes merged by an add count as one event."]
         out += [f"Note: {n}" for n in o["notes"]]
