@@ -10,7 +10,7 @@ from . import checks
 from .calibration.correction import calibrate
 from .calibration.data import check_preprocess
 from .calibration.quantized import finetuned_levels
-from .calibration.thresholds import DEFAULT_PERCENTILE, NORMALIZATIONS, calibrate_thresholds
+from .calibration.thresholds import DEFAULT_PERCENTILE, NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
 from .errors import ConfigError, DataError
 from .graph.analysis import analyze
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
@@ -91,10 +91,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     v_init = checks.real("v_init", v_init, -1.0, 2.0)
     signed_relu, signed_ibt = checks.boolean("signed_relu", signed_relu), checks.boolean("signed_ibt", signed_ibt)
     levels = None if levels is None else checks.integer("levels", levels, 1)
-    mse_tolerance = checks.real("mse_tolerance", mse_tolerance, 0.0)
-    if mse_tolerance and percentile != "mse":
-        raise ConfigError(f"mse_tolerance applies to percentile='mse' (the least-squared-error search), "
-                          f"not percentile={percentile!r}", "mse_tolerance")
+    mse_tolerance = check_mse_tolerance(mse_tolerance, percentile)
     batch_size = checks.integer("batch_size", batch_size, 1)
     calibration_limit = checks.optional_integer("calibration_limit", calibration_limit, 1)
     calibrate_timesteps = checks.optional_integer("calibrate_timesteps", calibrate_timesteps, 1)

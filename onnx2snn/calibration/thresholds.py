@@ -55,6 +55,16 @@ def sample_batches(twin: fx.GraphModule, data: Any, batch_size: int, limit: int 
     return batches, total
 
 
+def check_mse_tolerance(mse_tolerance: Any, percentile: "float | str") -> float:
+    """``mse_tolerance`` as a float >= 0; a nonzero one only with ``percentile="mse"`` (the
+    least-squared-error search it widens), an error otherwise rather than ignored."""
+    mse_tolerance = checks.real("mse_tolerance", mse_tolerance, 0.0)
+    if mse_tolerance and percentile != "mse":
+        raise ConfigError(f"mse_tolerance applies to percentile='mse' (the least-squared-error search), "
+                          f"not percentile={percentile!r}", "mse_tolerance")
+    return mse_tolerance
+
+
 def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
                          percentile: "float | str" = DEFAULT_PERCENTILE, batch_size: int = 64, limit: int | None = None,
                          preprocess=None, progress: bool = True, distributed: "bool | None" = None,
@@ -81,6 +91,8 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     batch_size = checks.integer("batch_size", batch_size, 1)
     limit = checks.optional_integer("limit", limit, 1)
     progress = checks.boolean("progress", progress)
+    timesteps, levels = checks.integer("timesteps", timesteps, 1), checks.integer("levels", levels, 1)
+    mse_tolerance = check_mse_tolerance(mse_tolerance, percentile)  # all checked before the data pass
     analysis = analyze(twin)
     nodes = {n.name: n for n in twin.graph.nodes}
     names = [a.name for a in analysis.activations() if a.part == "core"]
@@ -92,8 +104,6 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     batches, total = sample_batches(twin, data, batch_size, limit, preprocess, shard=shard)
     obs = calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress and shard.rank == 0),
                          progress=False, shard=shard)
-    timesteps, levels = checks.integer("timesteps", timesteps, 1), checks.integer("levels", levels, 1)
-    mse_tolerance = checks.real("mse_tolerance", mse_tolerance, 0.0)
 
     def neuron(target: str) -> dict:
         return {"timesteps": timesteps, "levels": search_levels(twin.get_submodule(target), levels),
@@ -104,4 +114,4 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     return thresholds, stats
 
 
-__all__ = ["DEFAULT_PERCENTILE", "calibrate_thresholds", "sample_batches", "resolve_preprocess"]
+__all__ = ["DEFAULT_PERCENTILE", "calibrate_thresholds", "check_mse_tolerance", "sample_batches", "resolve_preprocess"]

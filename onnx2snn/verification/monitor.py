@@ -389,6 +389,7 @@ METHOD = ("Per sample. ANN MACs of a layer = sum over its input elements of thei
           "[input != 0] * fan-out: each event entering the layer costs one accumulate per synapse. Weight-free ops "
           "between neurons and layers (add, pooling, upsample, concat) are not counted; coincident spikes merged "
           "by an add count once. Layers before the first neuron see the analog input, the same at every step: "
-          "the engine computes them once (static prefix), MACs once. Post-processing layers: MACs once. Energy = 0.9 pJ x SynOps + 4.6 pJ x MACs; ANN = 4.6 pJ x MACs.")
+          "the engine computes them once (static prefix), MACs once. Post-processing layers: MACs once. "
+          "Energy = 0.9 pJ x SynOps + 4.6 pJ x MACs; ANN = 4.6 pJ x MACs.")
 
 __all__ = ["LayerMonitor", "fanout_map", "ENERGY_AC_PJ", "ENERGY_MAC_PJ", "METHOD"]
