@@ -12,7 +12,7 @@ from .calibration.data import check_preprocess
 from .calibration.quantized import finetuned_levels
 from .calibration.thresholds import DEFAULT_PERCENTILE, NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
 from .errors import ConfigError, DataError
-from .graph.analysis import analyze
+from .graph.analysis import analyze, prepare_averaged
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
 
@@ -107,10 +107,11 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     torch.manual_seed(seed)
     twin = to_twin(source, example_input, input_shape)
     replace_activations = replace_activations or getattr(twin, "replaced_activations", None)
-    if replace_activations and twin is source:  # never change the caller's twin (it may be a teacher)
+    if twin is source:  # never change the caller's twin (it may be a teacher)
         twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replace_activations)
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
+    twin = prepare_averaged(twin)  # spikes back after time-averaged ops, before weight layers
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     if levels is None:
         levels = finetuned_levels(twin)

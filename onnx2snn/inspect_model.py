@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from . import onnx_io
-from .graph.analysis import analyze
+from .graph.analysis import FORMS, analyze, prepare_averaged
 from .graph.importer import import_onnx
 from .errors import UnsupportedOpError
 from .table import format_table
@@ -34,9 +34,14 @@ def inspect_onnx(path, input_shape=None) -> dict[str, Any]:
     a = analyze(twin)
     info["parameters"] = sum(p.numel() for p in twin.parameters())
     info["activations"] = [
-        {"node": n.name, "kind": n.kind, "neuron": n.neuron or "-", "part": n.part, "shape": n.shape,
+        {"node": n.name, "kind": n.kind or n.op, "neuron": n.neuron or "-", "part": n.part, "shape": n.shape,
          "onnx_node": n.onnx_node}
-        for n in a.activations()]
+        for n in a.nodes if n.role == "activation" or (n.role == "averaged" and n.kind)]
+    if not a.non_convertible:  # how every node runs once converted (with the re-encoding neurons in place)
+        full = analyze(prepare_averaged(twin))
+        info["nodes"] = [{"node": n.name, "op": n.kind or n.op, "form": n.form, "onnx_node": n.onnx_node}
+                         for n in full.nodes if n.form not in ("input", "output", "constant")]
+        info["forms"] = dict(Counter(n["form"] for n in info["nodes"]))
     info["parts"] = {p: [n.name for n in a.part(p)] for p in ("core", "readout", "post")}
     info["non_convertible"] = {k: v for k, v in a.non_convertible.items()}
     reasons = {}
@@ -73,6 +78,17 @@ def render(info: dict[str, Any]) -> str:
                             [[a["node"], a["kind"], a["neuron"], a["part"], a["shape"]]
                              for a in info["activations"]]))
     out.append("")
+    if info.get("nodes"):
+        out.append("## How each node runs in the SNN")
+        out.append(format_table(["form", "nodes", "meaning"], [[f, info["forms"][f], FORMS[f]] for f in FORMS
+                                                               if f in info["forms"]]))
+        out.append("")
+        special = [n for n in info["nodes"] if n["form"] in ("time-averaged", "analog per step")]
+        if special:
+            out.append("Not spike-driven inside the spiking core (float work at every step):")
+            out.append(format_table(["node", "op", "form", "ONNX node"],
+                                    [[n["node"], n["op"], n["form"], n["onnx_node"]] for n in special]))
+            out.append("")
     parts = info["parts"]
     out.append("## Spiking / post-processing split")
     out.append(f"spiking core: {len(parts['core'])} nodes (run for T steps)")

@@ -16,11 +16,13 @@ def test_tiny_yolo_activations_are_leaky_and_all_spiking(exported):
     assert {n.op for n in a.part("readout")} == {"Conv2d"}  # the two head convs
 
 
-def test_yolov8_split_and_non_convertible(exported):
+def test_yolov8_split_and_silu_time_averaged(exported):
     a = analyze(onnx2snn.import_onnx(exported("yolov8_like")))
     post_ops = {n.op for n in a.part("post")}
     assert {"Sigmoid", "Softmax"} <= post_ops
-    assert list(a.non_convertible) == ["SiLU"] and len(a.non_convertible["SiLU"]) == 35
+    assert not a.non_convertible  # SiLU: time-averaged operators, no blocker
+    silu = [n for n in a.nodes if n.kind == "SiLU"]
+    assert len(silu) == 35 and all(n.role == "averaged" and n.part == "core" for n in silu)
     assert {n.op for n in a.part("readout")} >= {"Conv2d", "cat"}
 
 
@@ -35,11 +37,14 @@ def test_inspect_cli_tables_and_json(exported, capsys):
     assert main(["inspect", path]) == 0
     out = capsys.readouterr().out
     assert "signed IBT neuron" not in out or "PReLU" in out
-    assert "Cannot be converted to spiking" in out and "Tanh" in out
+    assert "time-averaged Tanh" in out and "How each node runs in the SNN" in out
     assert main(["inspect", path, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["onnx_op_counts"]["ConvTranspose"] == 1
-    assert set(info["non_convertible"]) >= {"Tanh", "Sigmoid", "HardSwish"}
+    assert not info["non_convertible"]
+    forms = {n["op"]: n["form"] for n in info["nodes"]}
+    assert {forms[k] for k in ("Tanh", "HardSwish")} == {"time-averaged"}
+    assert info["forms"]["neuron"] >= 1 and info["forms"]["spike-driven"] >= 1
 
 
 def test_inspect_cli_reports_bad_file(tmp_path, capsys):
@@ -59,47 +64,74 @@ def _mobilenet_v3_path(onnx_dir):
 
 
 def test_every_blocker_is_named_at_once_before_calibration(onnx_dir, capsys, monkeypatch):
-    """MobileNetV3: the non-spiking activations AND the squeeze-excitation products, in one
-    inspect table and in one convert error raised before any calibration data is read."""
+    """Ops with no time-averaged form (a comparison, a cast of its booleans) inside the spiking
+    part: all named in one inspect table and in one convert error, before any calibration."""
     import pytest
+    import torch
+    from torch import nn
 
-    path = _mobilenet_v3_path(onnx_dir)
+    from onnx2snn import api
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(64, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.c1(x))
+            h = h * (h > 0.5).float()
+            return self.fc(torch.relu(self.c2(h)).flatten(1))
+
+    path = onnx2snn.export_onnx(Masked().eval(), torch.rand(1, 1, 4, 4), str(onnx_dir / "masked.onnx"))
     assert main(["inspect", path, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     kinds = {b["kind"]: b for b in info["blockers"]}
-    assert {"HardSwish", "HardSigmoid", "mul"} <= set(kinds)
-    assert "squeeze-excitation" in kinds["mul"]["reason"] and "--replace" in kinds["HardSwish"]["way_out"]
-    assert main(["inspect", path]) == 0
-    table = capsys.readouterr().out
-    assert "HardSwish" in table and "squeeze-excitation" in table
-
-    import torch
-    from onnx2snn import api
-
-    def no_calibration(*a, **k):
-        raise AssertionError("calibration started before the blockers were reported")
-
-    monkeypatch.setattr(api, "calibrate_thresholds", no_calibration)
-    data = torch.rand(4, 3, 32, 32)
-    with pytest.raises(onnx2snn.NonSpikingActivationError) as e:
-        onnx2snn.convert(path, data, timesteps=4)
-    assert set(e.value.nodes) == {"HardSwish", "HardSigmoid"} and set(e.value.ops) == {"mul"}
-    assert "squeeze-excitation" in str(e.value)
-    # after replacing the activations, the products remain: named before calibration too
-    with pytest.raises(onnx2snn.NonSpikingActivationError) as e:
-        onnx2snn.convert(path, data, timesteps=4, replace_activations={"HardSwish": "ReLU", "HardSigmoid": "ReLU"})
-    assert e.value.nodes == {} and set(e.value.ops) == {"mul"}
+    assert "gt" in kinds and "integers" in kinds["gt"]["reason"] and len(kinds) >= 2
+    monkeypatch.setattr(api, "calibrate_thresholds", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("calibration started before the blockers were reported")))
+    with pytest.raises(onnx2snn.Onnx2SnnError) as e:
+        onnx2snn.convert(path, torch.rand(4, 1, 4, 4), timesteps=4)
+    assert set(kinds) <= set(e.value.ops) and "gt" in str(e.value)
 
 
-def test_transformer_blockers(onnx_dir):
+def test_mobilenet_v3_gates_are_time_averaged(onnx_dir, capsys):
+    """MobileNetV3: HardSwish, HardSigmoid and the squeeze-excitation products run as
+    time-averaged operators; inspect shows each node's form."""
+    path = _mobilenet_v3_path(onnx_dir)
+    assert main(["inspect", path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert not info["blockers"]
+    forms = {}
+    for n in info["nodes"]:
+        forms.setdefault(n["op"], set()).add(n["form"])
+    assert forms["HardSwish"] <= {"time-averaged", "static"} and forms["mul"] == {"time-averaged"}
+    assert forms["HardSigmoid"] == {"time-averaged"} and "neuron" in forms["re-encode"]
+
+
+def test_transformer_converts_with_time_averaged_ops(onnx_dir):
     """ViT: GELU (written with Erf by the exporter), softmax attention, LayerNorm, products of
-    two computed tensors: all listed."""
+    two computed tensors: no blocker; the SNN's analog mode equals the twin at batch 3 and its
+    spiking output approaches it as T grows."""
     import torch
     from test_importer import _tv_small
 
     path = str(onnx_dir / "vit_blockers.onnx")
     onnx2snn.export_onnx(_tv_small("vit"), torch.randn(1, 3, 32, 32), path)
-    acts, ops, reasons = analyze(onnx2snn.import_onnx(path)).blockers()
-    assert {"GELU", "Softmax"} <= set(acts)
-    assert {"matmul", "LayerNorm"} <= set(ops)
-    assert "no spiking form" in reasons["LayerNorm"]
+    twin = onnx2snn.import_onnx(path)
+    a = analyze(twin)
+    assert not a.non_convertible
+    roles = {}
+    for n in a.nodes:
+        roles.setdefault(n.kind or n.op, set()).add(n.role)
+    assert all("averaged" in roles[k] for k in ("LayerNorm", "matmul", "Softmax", "GELU")), roles
+    torch.manual_seed(0)
+    x = torch.randn(24, 3, 32, 32)
+    snn = onnx2snn.convert(path, x, timesteps=8, progress=False)
+    with torch.no_grad():
+        ref = twin(x[:3])
+        snn.set_analog(True)
+        assert (snn(x[:3]) - ref).abs().max() <= 1e-4
+        snn.set_analog(False)
+        outs = snn.run_timesteps(x[:3], checkpoints=[2, 8, 32])
+    err = [float((o - ref).norm() / ref.norm()) for o in outs]
+    assert err[2] < err[1] < err[0] and err[2] < 0.35, err

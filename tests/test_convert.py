@@ -149,9 +149,17 @@ def test_calibration_data_forms(tmp_path, digits, resnet_onnx):
         onnx2snn.convert(resnet_onnx, tmp_path / "noy.npz", progress=False)
 
 
-def test_silu_raises_with_the_way_out(exported):
-    with pytest.raises(onnx2snn.NonSpikingActivationError, match=r'replace_activations=\{"SiLU": "ReLU"\}.*fine-tune'):
-        onnx2snn.convert(exported("yolov8_like"), torch.randn(4, 3, 64, 64), progress=False)
+def test_silu_converts_time_averaged_or_replaced(exported):
+    """SiLU runs as a time-averaged operator by default (analog mode = the twin); replacing it
+    by ReLU (for a fully spike-driven network, then fine-tune) still works."""
+    x = torch.randn(4, 3, 64, 64)
+    snn = onnx2snn.convert(exported("yolov8_like"), x, timesteps=4, progress=False)
+    assert len(snn.averaged_ops()) > 0 and any(m.two_sided for m in snn.neurons().values())
+    twin = onnx2snn.import_onnx(exported("yolov8_like"))
+    with torch.no_grad():
+        snn.set_analog(True)
+        assert (snn(x[:2]) - twin(x[:2])).abs().max() <= 1e-4
+        snn.set_analog(False)
     snn = onnx2snn.convert(exported("yolov8_like"), torch.randn(4, 3, 64, 64), replace_activations={"SiLU": "ReLU"},
                            timesteps=4, progress=False)
     with torch.no_grad():

@@ -155,8 +155,9 @@ def test_silu_model_replace_finetune_convert(digits, tmp_path):
     path = onnx2snn.export_onnx(model, xtr[:1], str(tmp_path / "silu.onnx"))
     ann = accuracy(onnx2snn.import_onnx(path), xte, yte)
     assert ann > 95.0
-    with pytest.raises(NonSpikingActivationError, match="SiLU"):
-        onnx2snn.convert(path, xtr, timesteps=8, progress=False)
+    post = onnx2snn.convert(path, xtr, timesteps=8, progress=False)  # SiLU time-averaged, no training
+    acc_post = accuracy(post, xte, yte)
+    assert acc_post >= ann - 1.5, (acc_post, ann)
     ft = onnx2snn.finetune(path, (xtr, ytr), timesteps=8, epochs=2, replace_activations={"SiLU": "ReLU"},
                            loss="cross_entropy",
                            progress=False)

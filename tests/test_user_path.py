@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 import onnx2snn
-from onnx2snn import ConfigError, DataError, InvalidModelError, NonSpikingActivationError, ShapeError
+from onnx2snn import ConfigError, DataError, InvalidModelError, ShapeError
 from onnx2snn.calibration.data import progress_samples, sample_count
 from onnx2snn.cli import build_parser, main
 from onnx2snn.errors import Onnx2SnnWarning
@@ -129,8 +129,6 @@ API_CASES = [
     ("input_shape with a 0", lambda c: _convert(c, input_shape=(1, 0, 16, 16)), ConfigError, r"input_shape="),
     ("preprocess of a wrong type", lambda c: _convert(c, preprocess={"size": 16}), ConfigError,
      r"preprocess must be an onnx2snn.zoo.Preprocess"),
-    ("SiLU model, no replacement", lambda c: _convert(c, source=c.silu), NonSpikingActivationError,
-     r'replace_activations=\{"SiLU": "ReLU"\}'),
     ("dynamic dims, no input_shape", lambda c: _convert(c, source=c.dynamic), onnx2snn.DynamicShapeError,
      r"dynamic dimension 2.*input_shape="),
     ("model file missing", lambda c: _convert(c, source=str(c.dir / "nope.onnx")), InvalidModelError,
@@ -440,8 +438,6 @@ def test_cli_battery(ctx, capsys, monkeypatch, case, argv, message):
 
 
 CLI_API_CASES = [  # errors raised by the API, printed under the CLI's option names
-    ("SiLU model without --replace", ["convert", "{silu}", "--calib", "{npz}", "--quiet", "-o", "{dir}/s.snn.pt"],
-     "--replace SiLU=ReLU", "replace_activations"),
     ("dynamic dims without --input-shape", ["convert", "{dynamic}", "--calib", "{npz}", "--quiet",
                                             "-o", "{dir}/d.snn.pt"], "--input-shape", "input_shape="),
     ("uint8 .npz without preprocessing", ["convert", "{onnx}", "--calib", "{npz8}", "--quiet", "-o", "{dir}/u.snn.pt"],

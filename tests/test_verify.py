@@ -140,7 +140,9 @@ def test_synops_and_energy(cls):
         cls.snn(cls.x[:4], timesteps=8)
     h.remove()
     assert calls == [4]
-    assert ops["constants"] == {"accumulate_pj": 0.9, "multiply_accumulate_pj": 4.6, "process": ops["constants"]["process"]}
+    assert ops["constants"] == {"accumulate_pj": 0.9, "multiply_accumulate_pj": 4.6, "float_op_pj": 3.7,
+                                "process": ops["constants"]["process"]}
+    assert ops["ann_nonspiking_flops"] == 0 and all(ops["snn"][t]["nonspiking_flops"] == 0 for t in TS)
 
 
 def test_report_table_json_plot_summary(cls, tmp_path):

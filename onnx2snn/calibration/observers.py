@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed as dist
 from ..distributed import ALONE, Shard
+from ..graph.averaged import Reencode
 
 
 def _range_above(values: torch.Tensor) -> torch.Tensor:
@@ -299,7 +300,10 @@ def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Ite
         node = nodes[name]
         mod = twin.get_submodule(node.target)
         obs = observers[name]
-        handles.append(mod.register_forward_pre_hook(lambda m, args, obs=obs: obs.observe(args[0])))
+        if isinstance(mod, Reencode):  # a two-sided neuron: its error is symmetric, observe |x|
+            handles.append(mod.register_forward_pre_hook(lambda m, args, obs=obs: obs.observe(args[0].abs())))
+        else:
+            handles.append(mod.register_forward_pre_hook(lambda m, args, obs=obs: obs.observe(args[0])))
     dev = torch.device(device) if device is not None else next(twin.parameters()).device
     try:
         with torch.no_grad():

@@ -3,7 +3,9 @@
 Roles: ``activation`` (with a kind and the neuron it becomes), ``weighted`` (conv,
 linear, BN), ``linear`` (weight-free but linear or affine: add, concat, reshape,
 average pool, upsample, scaling by constants), ``maxpool`` (has an exact spiking form),
-``nonlinear`` (anything else: products of two tensors, exp, softmax, ...).
+``averaged`` (a nonlinear op inside the spiking part that runs as a time-averaged operator:
+SiLU, GELU, Softmax, LayerNorm, products of two computed tensors, ...; see
+:mod:`onnx2snn.graph.averaged`), ``nonlinear`` (anything else).
 
 The split:
 - *spiking core*: every node that feeds, directly or not, a hidden activation, and
@@ -27,6 +29,7 @@ from torch import nn
 
 from ..errors import NonSpikingActivationError
 from . import functional as OF
+from .averaged import Reencode, has_averaged_form, insert_reencoders
 
 # activation kinds that sit between layers (a neuron takes their place) ...
 _HIDDEN = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.GELU,
@@ -56,6 +59,17 @@ _PRODUCT = ("product of two computed tensors (a gate such as squeeze-excitation,
             "rate-exact spiking form")
 
 
+FORMS = {
+    "static": "before the first neuron: computed once (direct encoding), MACs / FLOPs once",
+    "neuron": "a spiking neuron",
+    "spike-driven": "reads spike events (weight layers: one accumulate per event and synapse)",
+    "time-averaged": "a time-averaged operator: float work at every step",
+    "analog per step": "a weight layer reading an analog value at every step: MACs per step",
+    "readout": "runs once on the time-averaged spikes (membrane-potential readout)",
+    "post-processing": "runs once on the averaged outputs, non-spiking",
+}
+
+
 @dataclass
 class NodeInfo:
     name: str
@@ -65,6 +79,7 @@ class NodeInfo:
     neuron: str = ""   # what it becomes in the SNN ("" when not an activation)
     reason: str = ""   # why it cannot be spiking, when that is so
     part: str = ""     # core | readout | post | input | output | constant
+    form: str = ""     # how it runs in the SNN: see FORMS
     shape: tuple | None = None
     params: int = 0
     onnx_node: str = ""
@@ -107,6 +122,8 @@ class GraphAnalysis:
 
 def activation_kind(m: nn.Module) -> tuple[str, str, str]:
     """(kind, neuron it becomes, reason it cannot) for an activation module."""
+    if isinstance(m, Reencode):
+        return "re-encode", "two-sided signed IF neuron", ""
     if isinstance(m, nn.ReLU):
         return "ReLU", "IF neuron", ""
     if isinstance(m, nn.LeakyReLU):
@@ -147,7 +164,7 @@ def _classify(gm: fx.GraphModule, n: fx.Node) -> NodeInfo:
         m = gm.get_submodule(n.target)
         info.op = type(m).__name__
         info.params = sum(p.numel() for p in m.parameters())
-        if isinstance(m, _HIDDEN + _OUTPUT_LIKE):
+        if isinstance(m, _HIDDEN + _OUTPUT_LIKE + (Reencode,)):
             info.role = "activation"
             info.kind, info.neuron, info.reason = activation_kind(m)
         elif isinstance(m, _WEIGHTED):
@@ -191,7 +208,7 @@ def analyze(gm: fx.GraphModule) -> GraphAnalysis:
     nodes = list(gm.graph.nodes)
     infos = {n: _classify(gm, n) for n in nodes}
     hidden = {n for n in nodes if infos[n].role == "activation" and (
-        isinstance(gm.get_submodule(n.target), _HIDDEN) or _feeds_hidden(n, gm, infos))}
+        isinstance(gm.get_submodule(n.target), _HIDDEN + (Reencode,)) or _feeds_hidden(n, gm, infos))}
 
     # core: hidden activations and everything upstream of them
     core: set[fx.Node] = set()
@@ -222,14 +239,97 @@ def analyze(gm: fx.GraphModule) -> GraphAnalysis:
     non_convertible: dict[str, list[str]] = {}
     for n in core:
         info = infos[n]
-        if info.role == "activation" and not info.neuron:
-            non_convertible.setdefault(info.kind, []).append(n.name)
-        elif info.role == "nonlinear":
-            info.reason = info.reason or f"{info.op} has no spiking form"
-            non_convertible.setdefault(info.op, []).append(n.name)
+        if (info.role == "activation" and not info.neuron) or info.role == "nonlinear":
+            ok, why = has_averaged_form(gm, n)
+            if ok:
+                info.role, info.reason = "averaged", ""
+                info.neuron = f"time-averaged {info.kind or info.op}"
+                continue
+            info.reason = why or info.reason or f"{info.op} has no spiking form"
+            non_convertible.setdefault(info.kind or info.op, []).append(n.name)
     for v in non_convertible.values():
         v.sort(key=lambda name: [i.name for i in infos.values()].index(name))
+    _forms(nodes, infos, core)
     return GraphAnalysis(nodes=[infos[n] for n in nodes], non_convertible=non_convertible)
+
+
+def _forms(nodes: list[fx.Node], infos: dict, core: set) -> None:
+    """Set each node's ``form`` (see :data:`FORMS`), assuming direct encoding: core nodes with
+    no neuron upstream are static; a weight layer of the core reads spikes unless a path
+    through weight-free ops reaches an analog value computed at every step."""
+    dynamic: set[fx.Node] = set()
+    for n in nodes:
+        info = infos[n]
+        if n in core and (info.role == "activation" or any(a in dynamic for a in n.all_input_nodes)):
+            dynamic.add(n)
+    for n in nodes:
+        info = infos[n]
+        if info.part in ("input", "constant", "output"):
+            info.form = info.part
+        elif info.part == "post":
+            info.form = "post-processing"
+        elif info.part == "readout":
+            info.form = "readout"
+        elif n not in dynamic:
+            info.form = "static"
+        elif info.role == "activation":
+            info.form = "neuron"
+        elif info.role == "averaged":
+            info.form = "time-averaged"
+        elif info.role == "weighted" and reads_analog(n, infos, dynamic):
+            info.form = "analog per step"
+        else:
+            info.form = "spike-driven"
+
+
+def reads_analog(n: fx.Node, infos: dict, dynamic: set) -> bool:
+    """Whether a weight layer's input, traced back through weight-free ops, reaches a value
+    computed at every step that is not spikes (a weight layer's or a time-averaged op's output)."""
+    seen, stack = set(), list(n.all_input_nodes)
+    while stack:
+        a = stack.pop()
+        if a in seen or a not in dynamic:
+            continue
+        seen.add(a)
+        role = infos[a].role
+        if role in ("weighted", "averaged", "nonlinear"):
+            return True
+        if role in ("linear", "maxpool"):
+            stack.extend(a.all_input_nodes)
+    return False
+
+
+def weight_reach(gm: fx.GraphModule, analysis: "GraphAnalysis") -> dict[str, bool]:
+    """For every time-averaged node: whether its output reaches a weight layer through
+    weight-free ops (then it needs re-encoding into spikes)."""
+    info = analysis.by_name()
+    nodes = {n.name: n for n in gm.graph.nodes}
+    out = {}
+    for a in analysis.nodes:
+        if a.role != "averaged":
+            continue
+        found, seen, stack = False, set(), list(nodes[a.name].users)
+        while stack and not found:
+            u = stack.pop()
+            if u in seen or u.op == "output":
+                continue
+            seen.add(u)
+            role = info[u.name].role
+            found = role == "weighted"
+            if role in ("linear", "maxpool"):
+                stack.extend(u.users)
+        out[a.name] = found
+    return out
+
+
+def prepare_averaged(gm: fx.GraphModule) -> fx.GraphModule:
+    """The twin with a :class:`Reencode` point after every time-averaged op whose output
+    reaches a weight layer (in place; a twin with none or with them already is unchanged)."""
+    analysis = analyze(gm)
+    averaged = {a.name for a in analysis.nodes if a.role == "averaged"}
+    if not averaged:
+        return gm
+    return insert_reencoders(gm, averaged, weight_reach(gm, analysis))
 
 
 def _feeds_hidden(n: fx.Node, gm: fx.GraphModule, infos) -> bool:

@@ -22,6 +22,8 @@ from ..errors import NonSpikingActivationError, Onnx2SnnError
 from . import guard
 from ..calibration.quantized import cap_neuron
 from ..graph.analysis import analyze
+from ..graph.averaged import Reencode
+from .averaged import TimeAveraged, averaged_node
 from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule
 from .partition import extract
 
@@ -56,6 +58,10 @@ class SpikingNetwork(nn.Module):
 
     def neurons(self) -> dict[str, IFNeuron]:
         return {n: m for n, m in self.rewritten.named_modules() if isinstance(m, IFNeuron)}
+
+    def averaged_ops(self) -> dict[str, TimeAveraged]:
+        """The time-averaged operators of the spiking core (see :mod:`onnx2snn.snn.averaged`)."""
+        return {n: m for n, m in self.rewritten.named_modules() if isinstance(m, TimeAveraged)}
 
     @property
     def thresholds(self) -> dict[str, torch.Tensor]:
@@ -334,8 +340,10 @@ def _core_memory(core: fx.GraphModule, full: fx.GraphModule, spiking: set[str]) 
 
 
 def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], config: dict[str, Any]) -> SpikingNetwork:
-    """Rewrite the twin (activations -> neurons, max-pools -> spiking max-pools) and cut it
-    into prefix / core / head."""
+    """Rewrite the twin (activations -> neurons, max-pools -> spiking max-pools, the other
+    nonlinear ops after a neuron -> time-averaged operators) and cut it into prefix / core /
+    head. Time-averaged ops must have their re-encoding points already
+    (:func:`onnx2snn.graph.analysis.prepare_averaged`: convert and load do it)."""
     analysis = analyze(twin)
     info = analysis.by_name()
     bad = {k: v for k, v in analysis.non_convertible.items()}
@@ -363,16 +371,26 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
             alpha = act.weight.detach().clone()
         # IBT neurons fire "ibt_levels" (files saved before it existed: one spike per step)
         levels = config.get("levels", 1) if alpha is None else config.get("ibt_levels", 1)
+        if node.target not in thresholds:
+            raise Onnx2SnnError(f"no threshold for the neuron at {node.target!r} (node {a.name}): the thresholds "
+                                "were computed for another graph; convert again")
         theta, levels = cap_neuron(act, thresholds[node.target].clone(), levels)
+        two_sided = isinstance(act, Reencode)
         neuron = IFNeuron(theta, alpha=alpha, v_init=config.get("v_init", 0.5),
                           signed=config.get("signed_relu", False) if alpha is None else config.get("signed_ibt", False),
-                          activation=copy.deepcopy(act), levels=levels)
+                          activation=nn.Identity() if two_sided else copy.deepcopy(act), levels=levels,
+                          two_sided=two_sided)
         _replace_module(g, node.target, neuron)
         neuron_names.add(a.name)
     for a in analysis.nodes:
         if a.part == "core" and a.role == "maxpool" and nodes[a.name].op == "call_module":
             node = nodes[a.name]
             _replace_module(g, node.target, SpikingMaxPool(g.get_submodule(node.target)))
+    dynamic = dynamic_nodes(list(g.graph.nodes), core_names, neuron_names, config.get("encoding") == "poisson")
+    for a in analysis.nodes:
+        node = nodes[a.name]
+        if a.role == "averaged" and node in dynamic:
+            averaged_node(g, node, dynamic, node.target if node.op == "call_module" else f"averaged_{a.name}")
     g.recompile()
     return partition(twin, g, core_names, neuron_names, config)
 
@@ -380,16 +398,8 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
 def partition(twin: fx.GraphModule, g: fx.GraphModule, core_names: set[str], neuron_names: set[str],
               config: dict[str, Any]) -> SpikingNetwork:
     """Cut the rewritten graph ``g`` into static prefix / spiking core / averaged head."""
-    # dynamic = downstream of a neuron (or of the input, with rate coding), inside the core
     order = list(g.graph.nodes)
-    dynamic: set[fx.Node] = set()
-    poisson_enc = config.get("encoding") == "poisson"
-    for n in order:
-        if n.name not in core_names:
-            continue
-        if n.name in neuron_names or any(a in dynamic for a in n.all_input_nodes) or \
-                (poisson_enc and any(a.op == "placeholder" for a in n.all_input_nodes)):
-            dynamic.add(n)
+    dynamic = dynamic_nodes(order, core_names, neuron_names, config.get("encoding") == "poisson")
     placeholders = [n for n in order if n.op == "placeholder"]
     out_node = [n for n in order if n.op == "output"][0]
     static = [n for n in order if n.op not in ("placeholder", "output", "get_attr") and n not in dynamic
@@ -419,6 +429,20 @@ def partition(twin: fx.GraphModule, g: fx.GraphModule, core_names: set[str], neu
               "core_in": [n.name for n in core_in], "core_out": [n.name for n in core_out],
               "head_in": [n.name for n in head_in]}
     return SpikingNetwork(twin, g, prefix, core, head_gm, wiring, config)
+
+
+def dynamic_nodes(order: list[fx.Node], core_names: set[str], neuron_names: set[str],
+                  poisson: bool = False) -> set[fx.Node]:
+    """The nodes that change from step to step: inside the core, downstream of a neuron (or
+    of the input, with rate coding)."""
+    dynamic: set[fx.Node] = set()
+    for n in order:
+        if n.name not in core_names:
+            continue
+        if n.name in neuron_names or any(a in dynamic for a in n.all_input_nodes) or \
+                (poisson and any(a.op == "placeholder" for a in n.all_input_nodes)):
+            dynamic.add(n)
+    return dynamic
 
 
 def _replace_module(gm: fx.GraphModule, target: str, new: nn.Module) -> None:

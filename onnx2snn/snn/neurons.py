@@ -126,6 +126,12 @@ class IFNeuron(SpikingModule):
     to K positive spikes in a step and gives back up to K, as the IF neuron; the negative
     side (alpha times the rate) fires one per step.
 
+    ``two_sided=True`` (with ``signed``): the neuron that re-encodes a time-averaged operator's
+    analog output, which may be negative: the count follows ``floor(u_t)`` down as well as up
+    (spikes of -theta below zero, no floor at zero), so its mean is ``x`` rounded to steps
+    of ``theta / t`` and clipped to ``[-levels theta, levels theta]``; its rate function is the
+    identity.
+
     ``bias`` (per channel, zero by default) is added to the input every step; with a
     per-channel ``v_init`` it is what post-conversion calibration adjusts.
 
@@ -139,7 +145,7 @@ class IFNeuron(SpikingModule):
 
     def __init__(self, theta: torch.Tensor, alpha: "float | torch.Tensor | None" = None,
                  v_init: "float | torch.Tensor" = 0.5, signed: bool = False, activation: nn.Module | None = None,
-                 levels: int = 1):
+                 levels: int = 1, two_sided: bool = False):
         super().__init__()
         self.register_buffer("theta", theta.detach().clone().float())
         self.register_buffer("bias", torch.zeros_like(self.theta))
@@ -148,7 +154,8 @@ class IFNeuron(SpikingModule):
         if alpha is not None:
             self.register_buffer("alpha_t", torch.as_tensor(alpha, dtype=torch.float32).reshape(-1))
             self.alpha = True
-        self.signed = bool(signed)
+        self.two_sided = bool(two_sided)
+        self.signed = bool(signed) or self.two_sided
         self.levels = int(levels)
         if self.levels < 1:
             raise ValueError(f"levels (spikes per step) must be >= 1, got {levels}")
@@ -159,7 +166,7 @@ class IFNeuron(SpikingModule):
         self.state: dict[str, torch.Tensor] | None = None
 
     def extra_repr(self) -> str:
-        kind = "IBT" if self.alpha else "signed IF" if self.signed else "IF"
+        kind = "IBT" if self.alpha else "two-sided IF" if self.two_sided else "signed IF" if self.signed else "IF"
         lv = f", levels={self.levels}" if self.levels > 1 else ""
         v0 = f"{float(self.v_init):g}" if self.v_init.numel() == 1 else "per-channel"
         return f"{kind}, channels={self.theta.numel()}, v_init={v0}{lv}"
@@ -213,7 +220,7 @@ class IFNeuron(SpikingModule):
             else:
                 st["u"].copy_(u[-1])
         u.floor_()  # F_t
-        if self.signed:
+        if self.signed and not self.two_sided:
             u.clamp_(min=0)
         # spikes of step t: d_t = clamp(F_t - n_{t-1}, -K or 0, K), n_t = n_{t-1} + d_t (integers
         # in float: exact, the same as clamping F_t to [n - K, n + K] and differencing)
@@ -236,7 +243,7 @@ class IFNeuron(SpikingModule):
             if t:
                 acc.addcdiv_(xs[t], th)  # acc + x_t / theta, as the cumulative sum does it
             d = torch.floor(acc, out=out[t])
-            if self.signed:
+            if self.signed and not self.two_sided:
                 d.clamp_(min=0)
             n.add_(d.sub_(n).clamp_(lo, k))
             d.mul_(th)
@@ -268,7 +275,7 @@ class IFNeuron(SpikingModule):
         else:
             st["u"] = u = u + st["u"]
         f, k, prev = torch.floor(u), self.levels, st["n"]
-        n = torch.clamp(f.clamp_(min=0), min=prev - k, max=prev + k) if self.signed else \
+        n = torch.clamp(f if self.two_sided else f.clamp_(min=0), min=prev - k, max=prev + k) if self.signed else \
             torch.clamp(f, min=prev, max=prev + k)
         s = (n - st["n"]).mul_(th)
         st["n"] = n
@@ -304,6 +311,15 @@ class IFNeuron(SpikingModule):
         """The ideal rate function: the original activation."""
         return self.activation(x)
 
+    def clip_range(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lowest, highest) mean output the neuron can give, broadcast like ``like`` (a
+        batch): ``levels * theta`` above; below, 0 (IF), ``-theta`` (IBT: one negative spike
+        per step) or ``-levels * theta`` (two-sided)."""
+        th = _per_channel(self.theta, like).to(like)
+        hi = th * self.levels
+        lo = -hi if self.two_sided else -th if self.alpha else torch.zeros_like(th)
+        return lo, hi
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.analog:
             return self.rate(x)
@@ -320,7 +336,7 @@ class IFNeuron(SpikingModule):
             xs = xs + _per_channel(self.bias, ref).to(x)
         if not multi:
             s = self._step_plain(xs, th, v0) if self.plain else self._step_potential(xs, th, v0)
-        elif self.plain and self.compiled:
+        elif self.plain and self.compiled and not self.two_sided:
             s = self._compiled_multi(xs, th, v0)
         elif self.plain:
             s = self._counts_multi(xs, th, v0)

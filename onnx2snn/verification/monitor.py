@@ -2,9 +2,13 @@
 
 For every neuron (named by its module target) at every checkpoint T:
 
-- relative error ``||mean_{t<=T} s_t - a|| / ||a||`` over the data set, where ``s_t``
-  are its spikes and ``a`` the output of the activation it replaced, taken from the
-  ANN twin (``snn.ann``) run on the same batch;
+- relative error ``||mean_{t<=T} s_t - r|| / ||a||`` over the data set, where ``s_t`` are
+  its spikes, ``a`` the output of the activation it replaced, taken from the ANN twin
+  (``snn.ann``) run on the same batch, and ``r`` what the neuron is built to compute: its
+  ideal rate function, ``a`` clipped to the range the neuron can represent (``levels *
+  theta`` above; 0, ``-theta`` or ``-levels * theta`` below). It is the spiking error and
+  falls with T; the clipping itself is reported apart, as ``clip_error`` = ``||r - a|| /
+  ||a||`` (a conversion choice, the same at every T);
 - firing rate: spikes (either sign; a multi-level output ``k * theta`` counts k) per
   neuron per step.
 
@@ -25,6 +29,15 @@ For every weighted layer (conv, linear, batch norm) the cost of one inference:
   same element and step; a readout layer, which the engine runs once on time-averaged
   spikes, is charged for its per-step input, recomputed from the spiking core's
   per-step outputs.
+- A weight layer of the spiking core whose input is not spikes (it reads a weight layer's or a
+  time-averaged operator's output through weight-free ops: ``analog per step``) costs its
+  MACs at every step.
+- Non-spiking float work (:mod:`onnx2snn.verification.flops`): every time-averaged operator
+  computes its op on the running averages at every step, plus 2 FLOPs per input element
+  (running sum, division by t) and 2 per output element (times t, difference); those before
+  the first neuron run once. The ANN is charged its own work for the same ops, once.
+  Post-processing ops run once in both and are left out of both. ``nonspiking_flops`` per
+  sample and T, at ``ENERGY_FLOP_PJ`` each.
 - Layers before the first neuron (direct encoding) see the same analog input at every step:
   the engine computes them once (its static prefix) and feeds the result to the first
   neurons as a constant current, so their MACs count once, as in the field's estimates
@@ -48,9 +61,11 @@ from torch import nn
 from ..graph.analysis import analyze
 from ..snn.neurons import _per_channel
 from ..snn.partition import extract
+from .flops import count_flops
 
 ENERGY_AC_PJ = 0.9   # one 32-bit float accumulate, 45 nm (Horowitz, ISSCC 2014)
 ENERGY_MAC_PJ = 4.6  # one 32-bit float multiply-accumulate, 45 nm
+ENERGY_FLOP_PJ = 3.7  # one 32-bit float operation of a non-spiking op, at the cost of a multiply, 45 nm
 
 
 def fanout_map(module: nn.Module, sample_shape: Sequence[int]) -> torch.Tensor:
@@ -97,8 +112,15 @@ class LayerMonitor:
             if a.role != "weighted":
                 continue
             t = targets[a.name]
-            self.weighted[t] = ("analog" if t in in_prefix else "spiking" if t in in_core
-                                else "readout" if a.part == "readout" else "post")
+            self.weighted[t] = ("analog" if t in in_prefix else
+                                "analog per step" if t in in_core and a.form == "analog per step" else
+                                "spiking" if t in in_core else "readout" if a.part == "readout" else "post")
+        # non-spiking ops outside post-processing: FLOPs per sample, measured on the first batch
+        self.float_ops = {a.name: a.form for a in info.nodes
+                          if a.role in ("averaged", "nonlinear") and a.part in ("core", "readout")}
+        self.flops: dict[str, float] | None = None
+        self.overhead: dict[str, float] = {}
+        self._counting = False
         self.op = {t: type(ann.get_submodule(t)).__name__ for t in self.weighted}
         self.kind = {n: m.extra_repr().split(",")[0] for n, m in self.neurons.items()}
         self.sources = self._sources()
@@ -107,6 +129,9 @@ class LayerMonitor:
         unfolded = getattr(snn, "unfolded_from", None)
         self.scale = {n: unfolded.neurons()[n].theta.detach().clone() if unfolded is not None and
                       n in unfolded.neurons() else None for n in self.neurons}
+        self.ranged = {n: unfolded.neurons()[n] if unfolded is not None and n in unfolded.neurons() else m
+                       for n, m in self.neurons.items()}  # the neuron whose theta sets the range
+        self.clip = {n: 0.0 for n in self.neurons}
         # layers reading a multi-level neuron directly: a k * theta output is k events
         self.graded = {}
         for n in snn.rewritten.graph.nodes:
@@ -194,6 +219,8 @@ class LayerMonitor:
     def attached(self):
         handles = []
         ann = self.snn.ann
+        if self.float_ops:
+            handles.append(ann.register_forward_pre_hook(self._count_flops))
         for name in self.neurons:
             handles.append(ann.get_submodule(name).register_forward_hook(self._twin_act(name)))
         for t in self.weighted:
@@ -216,14 +243,25 @@ class LayerMonitor:
             self._static.clear()
             self._run_acc.clear()
 
+    def _count_flops(self, mod, inputs):
+        """FLOPs per sample of every non-spiking op (once, on the first batch's first sample)."""
+        if self.flops is not None or self._counting:
+            return
+        self._counting = True
+        try:
+            self.flops, self.overhead = _node_flops(self.snn.ann, [x[:1] for x in inputs], set(self.float_ops))
+        finally:
+            self._counting = False
+
     def _twin_act(self, name):
         def hook(mod, inp, out):
-            self._acts[name] = out.detach()
+            if not self._counting:
+                self._acts[name] = out.detach()
         return hook
 
     def _twin_weighted(self, t):
         def hook(mod, inp, out):
-            if t not in self.fan:
+            if t not in self.fan and not self._counting:
                 shape = tuple(inp[0].shape[1:])
                 self.fan[t] = fanout_map(mod, shape)
                 self.macs[t] = float(self.fan[t].sum())
@@ -287,20 +325,25 @@ class LayerMonitor:
             if lam is not None:
                 out = out * _per_channel(lam, out).to(out)
             s = out.reshape(T, out.shape[0] // T, -1)
+            lo, hi = self.ranged[name].clip_range(a)
+            r = torch.minimum(torch.maximum(a, lo), hi).reshape(s.shape[1], -1).to(s.dtype)
             a = a.reshape(s.shape[1], -1).to(s.dtype)
             acc = self._run_acc.get(name) if t0 > 0 else None
             acc = torch.zeros_like(a) if acc is None else acc
             for t in range(T):
                 acc += s[t]
                 if t0 + t + 1 in cps:
-                    e = float(((acc / (t0 + t + 1) - a) ** 2).sum(dtype=torch.float64))
+                    e = float(((acc / (t0 + t + 1) - r) ** 2).sum(dtype=torch.float64))
                     self.err[name][t0 + t + 1] += e
                     self._batch.setdefault(name, {"err": {}, "ref": 0.0})["err"][t0 + t + 1] = e
             self._run_acc[name] = acc
             if t0 == 0:
-                r = float((a ** 2).sum(dtype=torch.float64))
-                self.ref[name] += r
-                self._batch.setdefault(name, {"err": {}, "ref": 0.0})["ref"] = r
+                ref = float((a ** 2).sum(dtype=torch.float64))
+                clip = float(((r - a) ** 2).sum(dtype=torch.float64))
+                self.ref[name] += ref
+                self.clip[name] += clip
+                b = self._batch.setdefault(name, {"err": {}, "ref": 0.0})
+                b["ref"], b["clip"] = ref, clip
         return hook
 
     def batch_done(self, n: int, index: int | None = None) -> None:
@@ -332,11 +375,16 @@ class LayerMonitor:
         terms = dist.gather_batches(self._terms, shard)
         self.err = {n: {t: 0.0 for t in self.checkpoints} for n in self.neurons}
         self.ref = {n: 0.0 for n in self.neurons}
+        self.clip = {n: 0.0 for n in self.neurons}
         for batch in terms:
             for name, b in batch.items():
                 for t, e in b["err"].items():
                     self.err[name][t] += e
                 self.ref[name] += b["ref"]
+                self.clip[name] += b.get("clip", 0.0)
+        flops = [r for r in dist.all_gather((self.flops, self.overhead), shard) if r[0] is not None]
+        if flops:
+            self.flops, self.overhead = flops[0]
 
     # -- results -----------------------------------------------------------------------
     def results(self) -> dict:
@@ -352,6 +400,7 @@ class LayerMonitor:
                 "spikes_per_sample": {t: float(cum[t - 1]) / N for t in cps},
                 "rel_error": {t: math.sqrt(self.err[name][t] / self.ref[name]) if self.ref[name] > 0 else
                               (0.0 if self.err[name][t] == 0 else float("inf")) for t in cps},
+                "clip_error": math.sqrt(self.clip[name] / self.ref[name]) if self.ref[name] > 0 else 0.0,
             })
         weighted = []
         for t, kind in self.weighted.items():
@@ -365,20 +414,32 @@ class LayerMonitor:
         ann_macs = sum(self.macs.values())
         analog = sum(self.macs.get(t, 0.0) for t, k in self.weighted.items() if k == "analog")
         post = sum(self.macs.get(t, 0.0) for t, k in self.weighted.items() if k == "post")
+        per_step = sum(self.macs.get(t, 0.0) for t, k in self.weighted.items() if k == "analog per step")
+        flops = self.flops or {}
+        ann_flops = sum(flops.values())
+        once = sum(f for n, f in flops.items() if self.float_ops.get(n) != "time-averaged")
+        stepped = sum(f + self.overhead.get(n, 0.0) for n, f in flops.items()
+                      if self.float_ops.get(n) == "time-averaged")
+        float_ops = [{"name": n, "form": self.float_ops[n], "flops": f, "overhead_per_step": self.overhead.get(n, 0.0)}
+                     for n, f in flops.items()]
         totals = {}
         for c in cps:
             syn = sum(r["synops"][c] for r in weighted if "synops" in r)
-            mac = analog + post  # the static prefix and post-processing run once, whatever T
-            totals[c] = {"synops": syn, "macs": mac, "synops_over_ann_macs": syn / ann_macs if ann_macs else 0.0,
-                         "energy_pj": ENERGY_AC_PJ * syn + ENERGY_MAC_PJ * mac}
-        ann_pj = ENERGY_MAC_PJ * ann_macs
+            mac = analog + post + c * per_step  # the static prefix and post-processing run once, whatever T
+            nsf = once + c * stepped
+            totals[c] = {"synops": syn, "macs": mac, "nonspiking_flops": nsf,
+                         "synops_over_ann_macs": syn / ann_macs if ann_macs else 0.0,
+                         "energy_pj": ENERGY_AC_PJ * syn + ENERGY_MAC_PJ * mac + ENERGY_FLOP_PJ * nsf}
+        ann_pj = ENERGY_MAC_PJ * ann_macs + ENERGY_FLOP_PJ * ann_flops
         for c in cps:
             totals[c]["energy_ratio_vs_ann"] = totals[c]["energy_pj"] / ann_pj if ann_pj else 0.0
         return {
             "neurons": layers, "weighted": weighted,
-            "ops": {"ann_macs": ann_macs, "ann_energy_pj": ann_pj, "analog_macs": analog,
-                    "post_macs": post, "snn": totals,
+            "float_ops": float_ops,
+            "ops": {"ann_macs": ann_macs, "ann_nonspiking_flops": ann_flops, "ann_energy_pj": ann_pj,
+                    "analog_macs": analog, "post_macs": post, "analog_per_step_macs": per_step, "snn": totals,
                     "constants": {"accumulate_pj": ENERGY_AC_PJ, "multiply_accumulate_pj": ENERGY_MAC_PJ,
+                                  "float_op_pj": ENERGY_FLOP_PJ,
                                   "process": "45 nm, 32-bit float (Horowitz, ISSCC 2014)"},
                     "method": METHOD, "notes": list(self.notes)},
         }
@@ -390,6 +451,35 @@ METHOD = ("Per sample. ANN MACs of a layer = sum over its input elements of thei
           "between neurons and layers (add, pooling, upsample, concat) are not counted; coincident spikes merged "
           "by an add count once. Layers before the first neuron see the analog input, the same at every step: "
           "the engine computes them once (static prefix), MACs once. Post-processing layers: MACs once. "
-          "Energy = 0.9 pJ x SynOps + 4.6 pJ x MACs; ANN = 4.6 pJ x MACs.")
+          "Weight layers of the spiking core reading analog values (not spikes): MACs at every step. "
+          "Non-spiking float work: each time-averaged operator runs its op at every step (matrix products "
+          "2 FLOPs per multiply-add, composite kernels a fixed count per element, other ops 1 per output "
+          "element) plus 2 FLOPs per input and 2 per output element for the compensation; those before the "
+          "first neuron run once; the ANN is charged the same ops once; post-processing ops are left out of both. "
+          "Energy = 0.9 pJ x SynOps + 4.6 pJ x MACs + 3.7 pJ x non-spiking FLOPs; "
+          "ANN = 4.6 pJ x MACs + 3.7 pJ x its FLOPs of the same ops.")
 
-__all__ = ["LayerMonitor", "fanout_map", "ENERGY_AC_PJ", "ENERGY_MAC_PJ", "METHOD"]
+def _node_flops(gm: fx.GraphModule, inputs: list[torch.Tensor], names: set[str]) -> tuple[dict, dict]:
+    """FLOPs of the named nodes of ``gm`` for these inputs (one sample), and the compensation
+    work a time-averaged operator adds per step: 2 per element of each computed input, 2 per
+    output element."""
+    flops: dict[str, float] = {}
+    overhead: dict[str, float] = {}
+
+    class Counting(fx.Interpreter):
+        def run_node(self, n):
+            if n.name not in names:
+                return super().run_node(n)
+            out = {}
+            flops[n.name] = count_flops(lambda: out.setdefault("y", super(Counting, self).run_node(n)))
+            y = out["y"]
+            ins = sum(a.numel() for a in self.map_nodes_to_values(n.args, n) if isinstance(a, torch.Tensor)) \
+                if isinstance(n.args, tuple) else 0
+            overhead[n.name] = 2.0 * ins + 2.0 * (y.numel() if isinstance(y, torch.Tensor) else 0)
+            return y
+    with torch.no_grad():
+        Counting(gm).run(*inputs)
+    return flops, overhead
+
+
+__all__ = ["LayerMonitor", "fanout_map", "ENERGY_AC_PJ", "ENERGY_MAC_PJ", "ENERGY_FLOP_PJ", "METHOD"]

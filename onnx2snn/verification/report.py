@@ -128,16 +128,19 @@ class VerifyReport:
         ops = self.layers["ops"] if self.layers else None
         headers = ["model"] + [METRIC_NAMES[k] for k in keys]
         if ops:
-            headers += ["SynOps / sample", "MACs / sample", "energy (uJ)", "energy vs ANN"]
+            headers += ["SynOps / sample", "MACs / sample", "non-spiking FLOPs / sample", "energy (uJ)",
+                        "energy vs ANN"]
         rows = [["reference (onnxruntime)"] + [_fmt(k, ref.get(k)) if k not in ("agreement", "rel_l2") else "-"
                                                 for k in keys]]
         if ops:
-            rows[0] += ["-", _big(ops["ann_macs"]), f"{ops['ann_energy_pj'] / 1e6:.4g}", "1"]
+            rows[0] += ["-", _big(ops["ann_macs"]), _big(ops.get("ann_nonspiking_flops", 0.0)),
+                        f"{ops['ann_energy_pj'] / 1e6:.4g}", "1"]
         for t in self.timesteps:
             row = [f"SNN T={t}"] + [_fmt(k, snn[t].get(k)) for k in keys]
             if ops:
                 o = ops["snn"][t]
-                row += [_big(o["synops"]), _big(o["macs"]), f"{o['energy_pj'] / 1e6:.4g}",
+                row += [_big(o["synops"]), _big(o["macs"]), _big(o.get("nonspiking_flops", 0.0)),
+                        f"{o['energy_pj'] / 1e6:.4g}",
                         f"{o['energy_ratio_vs_ann']:.3g}"]
             rows.append(row)
         s = self.summary
@@ -162,17 +165,21 @@ class VerifyReport:
         T = self.timesteps[-1]
         cols = _pick(self.timesteps, 6)
         rows = [[n["name"], n["kind"], n["neurons"], f"{n['firing_rate'][T]:.4f}"]
-                + [f"{n['rel_error'][t]:.4f}" for t in cols] for n in L["neurons"]]
-        out = [f"### Neurons: firing rate (spikes per neuron per step, T={T}) and relative error of the "
-               "time-averaged output vs the ANN twin's activation",
-               format_table(["neuron", "kind", "neurons", f"rate T={T}"] + [f"err T={t}" for t in cols], rows)]
+                + [f"{n['rel_error'][t]:.4f}" for t in cols] + [f"{n.get('clip_error', 0.0):.4f}"]
+                for n in L["neurons"]]
+        out = [f"### Neurons: firing rate (spikes per neuron per step, T={T}), spiking error (time-averaged "
+               "output vs the neuron's ideal rate function: the twin's activation clipped to what the neuron can "
+               "represent; falls with T) and clipping (ideal rate function vs the twin's activation, any T), "
+               "both relative to the activation's norm",
+               format_table(["neuron", "kind", "neurons", f"rate T={T}"] + [f"err T={t}" for t in cols] + ["clip"],
+                            rows)]
         rows = []
         for w in L["weighted"]:
             row = [w["name"], w["op"], w["input"], ", ".join(w["sources"]) or "-", _big(w["macs"])]
             if "synops" in w:
                 row += [_big(w["synops"][T]), f"{w['input_density'][T]:.4f}"]
             else:
-                row += [f"{_big(w['macs'] * (T if w['input'] == 'analog' else 1))} MACs", "-"]
+                row += [f"{_big(w['macs'] * (T if w['input'] == 'analog per step' else 1))} MACs", "-"]
             rows.append(row)
         o = L["ops"]
         c = o["constants"]
@@ -183,7 +190,15 @@ class VerifyReport:
                 f"multiply-accumulate ({c['process']}). Layers on the analog input count as MACs once (computed once, "
                 "the same input at every step); "
                 "the adds, pools, upsamplings and concatenations between neurons and layers are not counted; "
-                "coincident spikes merged by an add count as one event."]
+                "coincident spikes merged by an add count as one event. Layers of the spiking core reading analog "
+                "values count their MACs at every step."]
+        if L.get("float_ops"):
+            rows = [[f["name"], f["form"], _big(f["flops"]),
+                     _big(f["overhead_per_step"]) if f["form"] == "time-averaged" else "-",
+                     _big((f["flops"] + f["overhead_per_step"]) * T if f["form"] == "time-averaged" else f["flops"])]
+                    for f in L["float_ops"]]
+            out += ["", f"### Non-spiking float work per sample (FLOPs; {c.get('float_op_pj', 0)} pJ each)",
+                    format_table(["op", "form", "FLOPs of the op", "compensation / step", f"total at T={T}"], rows)]
         out += [f"Note: {n}" for n in o["notes"]]
         return out
 

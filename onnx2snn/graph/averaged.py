@@ -1,0 +1,94 @@
+"""Which nonlinear ops of the spiking part run as time-averaged operators, and where spikes
+come back before weights.
+
+An op that is neither a neuron nor linear (SiLU, GELU, HardSwish, sigmoid gates, Softmax,
+LayerNorm and the other norms, a product of two computed tensors) does not commute with
+averaging over time. It can still run exactly in the SNN as a *time-averaged operator*: at
+step t it outputs ``y_t = t f(S_t / t) - (t-1) f(S_{t-1} / (t-1))`` (``S_t`` the running
+sum of its inputs), so the running average of its output is ``f`` of the running average
+of its input at every step (:mod:`onnx2snn.snn.averaged`). Its output is analog; before
+it reaches a weight layer a :class:`Reencode` point turns it back into spikes (a signed,
+two-sided neuron with per-channel thresholds, calibrated like the others).
+
+This module only decides and marks: :func:`has_averaged_form` says whether a node can run
+so, :func:`insert_reencoders` adds the :class:`Reencode` points (identity modules in the
+twin: the twin still equals the source) that calibration observes and conversion turns
+into neurons.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from . import functional as OF
+
+# functions whose output is not a float tensor of a fixed shape (comparisons, logic, indices,
+# integer arithmetic, shapes): an average of them over time means nothing
+_NO_AVERAGE = {torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.logical_and, torch.logical_or,
+               torch.logical_xor, torch.logical_not, torch.bitwise_and, torch.bitwise_or, torch.bitwise_xor,
+               torch.bitwise_not, torch.isnan, torch.isinf, torch.isneginf, torch.isposinf, torch.argmax,
+               torch.argmin, torch.nonzero, torch.zeros_like, torch.ones_like, OF.arg_last, OF.int_div,
+               torch.bitwise_left_shift, torch.bitwise_right_shift, operator.eq, operator.lt, operator.gt,
+               operator.floordiv, operator.mod, torch.fmod, torch.remainder, torch.topk, torch.sort}
+_NO_AVERAGE_METHODS = {"size", "dim", "to", "type", "int", "long", "bool", "item", "tolist"}
+_NO_AVERAGE_MODULES: tuple[type, ...] = (nn.Dropout,)
+
+
+def has_averaged_form(gm: fx.GraphModule, n: fx.Node) -> tuple[bool, str]:
+    """(whether node ``n`` can run as a time-averaged operator, why not when it cannot)."""
+    if n.op == "call_module":
+        m = gm.get_submodule(n.target)
+        if isinstance(m, _NO_AVERAGE_MODULES):
+            return False, f"{type(m).__name__} has no time-averaged form"
+        return True, ""
+    if n.op == "call_method":
+        if n.target in _NO_AVERAGE_METHODS:
+            return False, f".{n.target}() gives a shape, dtype or Python value, not an activation to average"
+        return True, ""
+    if n.op == "call_function":
+        name = getattr(n.target, "__name__", str(n.target))
+        if n.target in _NO_AVERAGE:
+            return False, f"{name} gives indices, booleans or integers: no time-averaged form"
+        shape = n.meta.get("shape")
+        if shape is not None and any(not isinstance(d, int) for d in shape[1:]):
+            return False, f"{name} has a data-dependent output shape {list(shape)}: no time-averaged form"
+        return True, ""
+    return False, "not an op"
+
+
+class Reencode(nn.Identity):
+    """A point where a time-averaged operator's analog output becomes spikes again before a
+    weight layer. The identity in the twin (so the twin equals the source); calibration
+    observes its input, conversion puts a two-sided signed neuron in its place."""
+
+
+REENCODE_PREFIX = "reencode_"
+
+
+def insert_reencoders(gm: fx.GraphModule, averaged: set[str], weight_reach: dict[str, bool]) -> fx.GraphModule:
+    """Add a :class:`Reencode` after every time-averaged node named in ``averaged`` whose
+    output reaches a weight layer through weight-free ops (``weight_reach[name]``); its users
+    read the re-encoded spikes, except other time-averaged ops, which keep the exact analog
+    value. In place (returns ``gm``); a twin that has them already is left as it is."""
+    if any(isinstance(m, Reencode) for m in gm.modules()):
+        return gm
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name in [n.name for n in gm.graph.nodes if n.name in averaged and weight_reach.get(n.name)]:
+        node = nodes[name]
+        target = REENCODE_PREFIX + name
+        gm.add_submodule(target, Reencode())
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_module(target, (node,))
+        new.meta.update({k: v for k, v in node.meta.items() if k in ("shape", "onnx_node")})
+        for u in list(node.users):
+            if u is not new and u.name not in averaged:
+                u.replace_input_with(node, new)
+    gm.recompile()
+    return gm
+
+
+__all__ = ["has_averaged_form", "Reencode", "insert_reencoders", "REENCODE_PREFIX"]

@@ -1,0 +1,152 @@
+"""Time-averaged operators: any op ``f`` run so that its running output average equals ``f``
+of its running input averages, exactly, at every step.
+
+With ``S_t`` the running sum of an input (each input its own), step t outputs
+
+    y_t = t f(S_t / t) - (t-1) f(S_{t-1} / (t-1))
+
+(expectation compensation, ECMT), so ``sum_{k<=t} y_k = t f(S_t / t)``. For a product of two
+time-varying tensors ``f(a, b) = a b`` this is the exact update of the product of their sums,
+``A_t B_t / t - A_{t-1} B_{t-1} / (t-1)``; for a softmax, a LayerNorm, a SiLU it is the op
+itself on the averages. The op is exact; the error of the SNN lives in the neurons before
+it. Its output is analog (not spikes): a neuron re-encodes it before the next weight layer
+(see :mod:`onnx2snn.graph.averaged`).
+
+The engine runs a chunk of ``n`` steps at once: the running sums over the chunk, ``f`` once
+on the ``[n*B, ...]`` averages (batched like every other layer), then the differences; the
+state carried between chunks (and steps, in step mode) is the sums, the last
+``t f(S_t / t)`` and t. Its float work per step is counted by verify (``nonspiking_flops``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..errors import Onnx2SnnError
+from .neurons import SpikingModule, cumsum_time
+
+
+class _Slot:
+    """Where the i-th tensor input goes in a call's arguments."""
+
+    def __init__(self, i: int):
+        self.i = i
+
+    def __repr__(self) -> str:
+        return f"<input {self.i}>"
+
+
+def _fill(tree: Any, vals: list) -> Any:
+    if isinstance(tree, _Slot):
+        return vals[tree.i]
+    if isinstance(tree, tuple):
+        return tuple(_fill(t, vals) for t in tree)
+    if isinstance(tree, list):
+        return [_fill(t, vals) for t in tree]
+    if isinstance(tree, dict):
+        return {k: _fill(v, vals) for k, v in tree.items()}
+    return tree
+
+
+class TimeAveraged(SpikingModule):
+    """``f(*args, **kwargs)`` as a time-averaged operator.
+
+    ``fn``: a module or function; ``args`` / ``kwargs``: its arguments, with :class:`_Slot`
+    where the forward's tensor inputs go; ``kinds``: per input, ``"dynamic"`` (changes from step
+    to step: averaged), ``"static"`` (the same at every step, e.g. from the static prefix: used
+    as it is) or ``"constant"`` (a weight: not folded with time). Analog mode: ``f`` itself.
+    """
+
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict, kinds: list[str], name: str = ""):
+        super().__init__()
+        self.fn = fn  # a module is registered as a submodule (its weights move with the network)
+        self.args, self.kwargs, self.kinds = args, kwargs, list(kinds)
+        self.op_name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.state: dict[str, Any] | None = None
+
+    def extra_repr(self) -> str:
+        return f"{self.op_name}, inputs={self.kinds}"
+
+    def reset(self) -> None:
+        super().reset()
+        self.state = None
+
+    def call(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """``f`` on these inputs (the op as the twin computes it)."""
+        y = self.fn(*_fill(self.args, list(inputs)), **_fill(self.kwargs, list(inputs)))
+        if not isinstance(y, torch.Tensor):
+            raise Onnx2SnnError(f"time-averaged {self.op_name} returned {type(y).__name__}, not a tensor: it has "
+                                "no time-averaged form")
+        return y
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.analog:
+            return self.call(*inputs)
+        with torch.no_grad():
+            return self._steps(list(inputs))
+
+    def _steps(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        n = 1 if self.step_mode else self.T
+        st = self.state if (self.carry or self.step_mode) else None
+        t0 = 0 if st is None else st["t"]
+        dyn = [i for i, k in enumerate(self.kinds) if k == "dynamic"]
+        ref = inputs[dyn[0]] if dyn else inputs[0]
+        B = ref.shape[0] // n
+        t = torch.arange(t0 + 1, t0 + n + 1, dtype=ref.dtype, device=ref.device)
+        means = list(inputs)
+        sums = {}
+        for i in dyn:
+            x = inputs[i].reshape((n, B) + tuple(inputs[i].shape[1:]))
+            cum = cumsum_time(x, init=None if st is None else st["sums"][i])
+            sums[i] = cum[-1].clone()
+            tt = t.reshape((n,) + (1,) * (cum.dim() - 1))
+            means[i] = (cum / tt).reshape(inputs[i].shape)
+        g = self.call(*means)
+        g = g.reshape((n, B) + tuple(g.shape[1:]))
+        g = g * t.reshape((n,) + (1,) * (g.dim() - 1))  # t f(S_t / t)
+        out = torch.empty_like(g)
+        if st is None:
+            out[0] = g[0]
+        else:
+            torch.sub(g[0], st["g"], out=out[0])
+        torch.sub(g[1:], g[:-1], out=out[1:])
+        if self.carry or self.step_mode:
+            self.state = {"t": t0 + n, "sums": sums, "g": g[-1].clone()}
+        return out.reshape((n * B,) + tuple(out.shape[2:]))
+
+
+def averaged_node(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node], name: str) -> TimeAveraged:
+    """Turn fx ``node`` of ``gm`` into a call of a new :class:`TimeAveraged` module at ``name``
+    (in place): its tensor arguments become the module's inputs, the rest stays in the call."""
+    if node.op == "call_module":
+        fn = gm.get_submodule(node.target)
+    elif node.op == "call_method":
+        method = node.target
+
+        def fn(self_, *a, **k):
+            return getattr(self_, method)(*a, **k)
+        fn.__name__ = method
+    else:
+        fn = node.target
+    inputs: list[fx.Node] = []
+
+    def slot(a):
+        if a not in inputs:
+            inputs.append(a)
+        return _Slot(inputs.index(a))
+    args = fx.node.map_arg(node.args, slot)
+    kwargs = fx.node.map_arg(dict(node.kwargs), slot)
+    kinds = ["constant" if a.op == "get_attr" else "dynamic" if a in dynamic else "static" for a in inputs]
+    label = node.meta.get("onnx_op") or getattr(fn, "__name__", type(fn).__name__)
+    mod = TimeAveraged(fn, args, kwargs, kinds, name=str(label))
+    gm.add_submodule(name, mod)
+    node.op, node.target = "call_module", name
+    node.args, node.kwargs = tuple(inputs), {}
+    return mod
+
+
+__all__ = ["TimeAveraged", "averaged_node"]
