@@ -115,8 +115,21 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     if levels is None:
         levels = finetuned_levels(twin)
-    if learned is not None:
+    nodes = {n.name: n for n in twin.graph.nodes}
+    missing = [] if learned is None else [a.name for a in analyze(twin).activations()
+                                          if a.part == "core" and nodes[a.name].target not in learned]
+    if learned is not None and not missing:
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
+    elif learned is not None and calibration_data is None:
+        raise DataError(f"the fine-tuned twin has time-averaged operators whose re-encoding neurons "
+                        f"({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}) need thresholds: pass "
+                        "calibration_data (sample inputs)")
+    elif learned is not None:  # the learned thresholds, the re-encoding neurons' calibrated
+        thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
+                                                 calibration_limit, preprocess, progress, distributed=distributed,
+                                                 timesteps=timesteps, v_init=v_init, levels=levels,
+                                                 mse_tolerance=mse_tolerance)
+        thresholds.update({k: v.clone() for k, v in learned.items()})
     else:
         thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
                                                  calibration_limit, preprocess, progress, distributed=distributed,

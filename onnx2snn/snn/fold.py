@@ -272,6 +272,13 @@ def fold_thresholds(snn):
                           "snn")
     if snn.config.get("folded"):
         return snn
+    averaged = snn.averaged_ops() if hasattr(snn, "averaged_ops") else {}
+    if averaged:  # a scale cannot pass a nonlinear op: there is no binary form to fold into
+        kinds = sorted({m.op_name for m in averaged.values()})
+        raise ConfigError(f"the network has time-averaged operators ({', '.join(kinds)}; {len(averaged)} nodes): "
+                          "they compute on analog values, so it has no binary-spike form. For hardware, convert a "
+                          "fully spike-driven network: replace_activations (e.g. {'SiLU': 'ReLU'}) then "
+                          "onnx2snn.finetune", "snn")
     gm = copy.deepcopy(snn.rewritten)
     folder = _Folder(gm)
     neurons = [n for n in gm.graph.nodes if isinstance(folder.mod(n), IFNeuron)]

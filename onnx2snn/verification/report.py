@@ -156,6 +156,11 @@ class VerifyReport:
                f"Smallest T within {tol} of the reference on {names}: {what}"]
         if self.reference.get("warning"):
             out.insert(2, f"**Warning**: {self.reference['warning']}")
+        if "ann_twin_rel_l2" in self.reference:
+            out += ["", "Analog mode (the twin the SNN was built from: every neuron as its activation) vs the source "
+                        f"model: relative L2 {self.reference['ann_twin_rel_l2']:.3g} of the outputs (0 up to rounding "
+                        "for a plain conversion; the change made by replace_activations / fine-tuning otherwise). The "
+                        "SNN's own error is the per-neuron table below."]
         if self.layers:
             out += ["", *self._layer_tables()]
         return "\n".join(out)
