@@ -8,7 +8,7 @@ import torch
 
 from . import checks
 from .calibration.correction import calibrate
-from .calibration.data import check_preprocess
+from .data.batches import check_preprocess
 from .calibration.quantized import finetuned_levels
 from .calibration.thresholds import DEFAULT_PERCENTILE, NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
 from .errors import ConfigError, DataError

@@ -1,4 +1,5 @@
-"""Sample data in the forms users have, as a stream of float32 input batches.
+"""Sample data in the forms users have, as a stream of float32 input batches (calibration,
+fine-tuning, correction; :mod:`onnx2snn.data.evaluation` adds labels and detection targets).
 
 Accepted: a float tensor or numpy array [N, ...]; an iterable of batches (a DataLoader; a
 batch may be ``x`` or ``(x, y, ...)``); an ``.npz`` file with an array ``x``; an image
@@ -21,6 +22,8 @@ import torch
 
 from ..checks import PREPROCESS_HINT
 from ..errors import ConfigError, DataError, Onnx2SnnWarning, ShapeError
+from .loaders import Preprocess, open_dataset
+from .yolo_format import YoloDataset, is_yolo_source
 
 
 def check_batch(x: torch.Tensor, where: str) -> torch.Tensor:
@@ -33,7 +36,7 @@ def check_batch(x: torch.Tensor, where: str) -> torch.Tensor:
 
 
 def check_preprocess(preprocess: Any) -> None:
-    """None or a preprocessing spec (:class:`onnx2snn.zoo.Preprocess` or alike), else ConfigError."""
+    """None or a preprocessing spec (:class:`onnx2snn.data.Preprocess` or alike), else ConfigError."""
     if preprocess is not None and not (hasattr(preprocess, "normalize") and hasattr(preprocess, "image_to_tensor")):
         raise ConfigError(f"preprocess must be an onnx2snn.zoo.Preprocess(size=(H, W), mean=..., std=..., "
                           f"channels=...), got {type(preprocess).__name__}", "preprocess")
@@ -110,8 +113,6 @@ def sample_count(data: Any, limit: int | None = None, preprocess=None) -> int | 
             n = _npz_rows(p)
         elif p.exists() and preprocess is not None:
             try:
-                from ..zoo import open_dataset
-
                 n = len(open_dataset(p, preprocess))
             except Exception:  # noqa: BLE001 - the real read reports the problem
                 n = None
@@ -195,9 +196,21 @@ def default_preprocess(input_shapes: Mapping[str, tuple], letterbox: bool = Fals
     full = next(iter(input_shapes.values()))
     if len(full) != 4 or full[1] not in (1, 3):
         return None
-    from ..zoo import Preprocess
-
     return Preprocess(size=tuple(int(d) for d in full[2:]), channels=int(full[1]), letterbox=letterbox)
+
+
+def resolve_preprocess(data: Any, preprocess, input_shapes) -> Any:
+    """The preprocessing for ``data``: the given spec, or for an image folder / COCO json
+    the default one (resize to the model's input size, pixels in [0, 1]); YOLO-format data
+    (a data.yaml, a folder with images/ and labels/) is letterboxed, as Ultralytics does."""
+    check_preprocess(preprocess)
+    if preprocess is None and isinstance(data, (str, os.PathLike)):
+        p = Path(data)
+        if is_yolo_source(p):
+            preprocess = default_preprocess(input_shapes, letterbox=True)
+        elif p.is_dir() or p.suffix == ".json":
+            preprocess = default_preprocess(input_shapes)
+    return preprocess
 
 
 def iter_batches(data: Any, batch_size: int = 64, preprocess=None, limit: int | None = None,
@@ -215,7 +228,7 @@ def iter_batches(data: Any, batch_size: int = 64, preprocess=None, limit: int | 
         return
     seen = 0
     if isinstance(data, (str, os.PathLike)):
-        data = _open_path(Path(data), preprocess)
+        data = open_path(data, preprocess)
     if isinstance(data, Mapping) and "x" in data:  # {"x": ..., "y": ...}
         data = (data["x"], data.get("y"))
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
@@ -274,7 +287,7 @@ def iter_batches(data: Any, batch_size: int = 64, preprocess=None, limit: int | 
 def _sharded(data, batch_size, preprocess, limit, with_labels, shard) -> Iterator:
     """This rank's batches; a map-style dataset (image folders too) loads only its own samples."""
     if isinstance(data, (str, os.PathLike)):
-        data = _open_path(Path(data), preprocess)
+        data = open_path(data, preprocess)
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
         n = len(data) if limit is None else min(limit, len(data))
         if n == 0:
@@ -290,7 +303,12 @@ def _sharded(data, batch_size, preprocess, limit, with_labels, shard) -> Iterato
             yield b
 
 
-def _open_path(path: Path, preprocess):
+def open_path(path: str | os.PathLike, preprocess, labels: bool | None = False):
+    """A path as data: an ``.npz`` as its arrays ``(x, y or None)``; YOLO-format data as the
+    :class:`YoloDataset` of its train images (``labels`` as YoloDataset takes it: False for
+    inputs alone, None for labels where the data has them); an image folder or COCO json as
+    its dataset. DataError for a missing path, an unknown format or a missing ``preprocess``."""
+    path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.suffix == ".npz":
@@ -302,18 +320,17 @@ def _open_path(path: Path, preprocess):
             if "x" not in f:
                 raise DataError(f"{path}: the .npz has no array 'x' (it has {sorted(f.files)})")
             return (f["x"], f["y"] if "y" in f else None)
-    from ..zoo.data.yolo_format import is_yolo_source
-
     if is_yolo_source(path):  # Ultralytics data.yaml / images + labels: the training images
-        from ..zoo import YoloDataset
-        size = preprocess.size if preprocess is not None else None
-        if size is None:
+        if preprocess is None:
             raise DataError(f"{path}: YOLO-format data needs a preprocessing spec "
                             "(onnx2snn.zoo.Preprocess(size=(H, W), channels=3, letterbox=True))")
-        return YoloDataset(path, "train", preprocess, labels=False)
+        return YoloDataset(path, "train", preprocess, labels=labels)
     if path.is_dir() or path.suffix == ".json":
         if preprocess is None:
             raise DataError(f"{path}: an image folder or COCO json needs a preprocessing spec ({PREPROCESS_HINT})")
-        from ..zoo import open_dataset
         return open_dataset(path, preprocess)
     raise DataError(f"{path}: unknown data format (want .npz with 'x', an image folder, or a COCO .json)")
+
+
+__all__ = ["iter_batches", "check_fits", "check_batch", "check_preprocess", "input_tensor", "sample_count",
+           "progress_samples", "peek", "default_preprocess", "resolve_preprocess", "open_path", "dataset_length"]

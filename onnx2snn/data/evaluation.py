@@ -1,13 +1,14 @@
 """Evaluation data as batches: inputs with labels (classification) or inputs with the
 image ids and sizes that tie detections to COCO ground truth (detection).
 
-Classification takes every form :func:`onnx2snn.calibration.data.iter_batches` takes
+Classification takes every form :func:`onnx2snn.data.iter_batches` takes
 (tensor, ``(x, y)``, DataLoader, Dataset, ``.npz`` with ``x`` and ``y``, image folder).
 Detection takes a COCO json (images in ``<json dir>/images``), an image folder with an
 ``annotations`` json, YOLO-format data (a ``data.yaml``, a folder with ``images/`` and
-``labels/``, or a :class:`~onnx2snn.zoo.YoloDataset`), a
-:class:`~onnx2snn.zoo.CocoImages`, the zoo's digit scenes, or a tensor whose rows follow
-the ``images`` of an ``annotations`` json.
+``labels/``, or a :class:`~onnx2snn.data.YoloDataset`), a
+:class:`~onnx2snn.data.CocoImages`, annotated images in memory (the zoo's digit scenes:
+a list of objects whose class offers ``batch_tensors(items)`` and ``ground_truth(items)``),
+or a tensor whose rows follow the ``images`` of an ``annotations`` json.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..calibration.data import check_batch, input_tensor, iter_batches, sample_count
 from ..errors import DataError
+from .batches import check_batch, input_tensor, iter_batches, sample_count
+from .loaders import CocoImages
+from .yolo_format import YoloDataset, is_yolo_source
 
 
 @dataclass
@@ -109,17 +112,15 @@ def _read_json(path) -> dict:
 def detection_batches(data: Any, annotations: Any, batch_size: int, limit: int | None, preprocess) -> DetectionData:
     """Detection inputs in batches with their COCO image ids, and the ground truth restricted
     to the images that are evaluated (so ``limit`` does not count unseen images as misses)."""
-    from ..zoo import CocoImages, Scene, YoloDataset, coco_dict, scenes_to_tensors
-    from ..zoo.data.yolo_format import is_yolo_source
-
-    if isinstance(data, (list, tuple)) and data and all(isinstance(s, Scene) for s in data):
+    if _annotated_images(data):
         scenes = list(data)[:limit]
-        gt = coco_dict(scenes)
+        kind = type(scenes[0])
+        gt = kind.ground_truth(scenes)
 
         def gen_scenes():
             for i in range(0, len(scenes), batch_size):
                 chunk = scenes[i:i + batch_size]
-                x, _ = scenes_to_tensors(chunk)
+                x = kind.batch_tensors(chunk)
                 yield check_batch(x, f"scenes[{i}:{i + len(chunk)}]"), BatchMeta(
                     [int(s.image_id) for s in chunk], [tuple(s.image.shape[:2]) for s in chunk], tuple(x.shape[-2:]))
         return DetectionData(gen_scenes(), gt, len(scenes), f"{len(scenes)} digit scenes")
@@ -177,6 +178,17 @@ def detection_batches(data: Any, annotations: Any, batch_size: int, limit: int |
         return DetectionData(gen_tensor(), _subset(gt, [int(im["id"]) for im in images]), n, f"{n} images")
     raise DataError(f"detection data of type {type(data).__name__} is not understood: pass a COCO json, an image "
                     "folder with annotations=, a CocoImages, the zoo's digit scenes, or a tensor with annotations=")
+
+
+def _annotated_images(data: Any) -> bool:
+    """A list of annotated in-memory images (e.g. the zoo's Scene): objects of one class
+    with ``image`` [H, W], ``image_id`` and the class functions ``batch_tensors(items) -> x``
+    and ``ground_truth(items) -> COCO dict``."""
+    if not isinstance(data, (list, tuple)) or not data:
+        return False
+    kind = type(data[0])
+    return (hasattr(kind, "batch_tensors") and hasattr(kind, "ground_truth")
+            and all(type(s) is kind for s in data))
 
 
 def _annotations_path(annotations) -> Path:

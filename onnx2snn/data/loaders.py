@@ -2,7 +2,7 @@
 
 Every loader applies a :class:`Preprocess` spec (the one stored with each zoo preset)
 and yields float32 tensors, so calibration and verification see exactly what the
-model was trained on.
+model was trained on. (Also importable as ``onnx2snn.zoo.Preprocess`` etc.)
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ... import checks
-from ...errors import ConfigError, DataError
+from .. import checks
+from ..errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -284,3 +284,7 @@ def load_batch(source, preprocess: Preprocess, limit: int | None = None, image_d
     ds = open_dataset(source, preprocess, image_dir)
     n = len(ds) if limit is None else min(limit, len(ds))
     return torch.stack([ds[i][0] for i in range(n)])
+
+
+__all__ = ["Preprocess", "ImageFolder", "NpzArrays", "CocoImages", "open_dataset", "load_batch", "IMAGE_EXTENSIONS",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
