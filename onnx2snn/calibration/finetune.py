@@ -21,16 +21,16 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import checks
 from .. import distributed as dist
+from ..data.batches import check_fits, default_preprocess, input_tensor, iter_batches, open_path
+from ..data.yolo_format import YoloDataset, collate, is_yolo_source
 from ..distributed import Shard, init as init_distributed
 from ..errors import ConfigError, DataError, NonSpikingActivationError, Onnx2SnnError
 from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
-from ..data.batches import check_fits, default_preprocess, input_tensor, iter_batches, open_path
-from ..data.yolo_format import YoloDataset, collate, is_yolo_source
+from ..progress import bar as progress_bar
 from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
 from .quantized import DEFAULT_LEVELS, QuantizedNeuron, cap_neuron, check_noise, finetuned_levels
 from .thresholds import DEFAULT_PERCENTILE, calibrate_thresholds
@@ -400,9 +400,9 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     try:
         for epoch in range(epochs):
             total, count, sums = 0.0, 0, {}
-            bar = tqdm(_epoch_batches(train_data, epoch, batch_size, shuffle_gen, preprocess), total=steps_per_epoch,
-                       desc=f"finetune T={timesteps} {epoch + 1}/{epochs}", unit="batch",
-                       disable=not progress or shard.rank != 0)
+            bar = progress_bar(_epoch_batches(train_data, epoch, batch_size, shuffle_gen, preprocess),
+                               total=steps_per_epoch, desc=f"finetune T={timesteps} {epoch + 1}/{epochs}", unit="batch",
+                               enabled=progress and shard.rank == 0)
             for xb, yb in bar:
                 n_batch = len(xb)
                 xb, yb, share = _my_share(xb, yb, shard)

@@ -22,6 +22,7 @@ import torch
 
 from ..checks import PREPROCESS_HINT
 from ..errors import ConfigError, DataError, Onnx2SnnWarning, ShapeError
+from ..progress import bar as progress_bar
 from .loaders import Preprocess, open_dataset
 from .yolo_format import YoloDataset, is_yolo_source
 
@@ -139,12 +140,10 @@ def sample_count(data: Any, limit: int | None = None, preprocess=None) -> int | 
 
 
 def progress_samples(batches: Iterable, total: int | None, desc: str, enabled: bool = True) -> Iterator:
-    """Pass ``batches`` through, counting samples (not batches) on a tqdm bar; an item is
-    a batch or a tuple whose first element is the batch. The bar advances once the
-    consumer is done with a batch."""
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc=desc, unit="sample", disable=not enabled, dynamic_ncols=True) as bar:
+    """Pass ``batches`` through, counting samples (not batches) on a progress bar
+    (:mod:`onnx2snn.progress`); an item is a batch or a tuple whose first element is the
+    batch. The bar advances once the consumer is done with a batch."""
+    with progress_bar(total=total, desc=desc, unit="sample", enabled=enabled) as bar:
         for item in batches:
             yield item
             first = item[0] if isinstance(item, (tuple, list)) else item
