@@ -50,6 +50,10 @@ def _interactive() -> bool:
     return type(ip).__name__ == "ZMQInteractiveShell"  # Jupyter: tqdm draws a widget
 
 
+def _plural(unit: str) -> str:
+    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
+
+
 class LogProgress:
     """The bar's small interface (iterate, ``update``, ``set_postfix``, ``close``, ``with``)
     writing a few INFO lines instead of redrawing."""
@@ -60,7 +64,8 @@ class LogProgress:
         self.t0 = self.last_t = time.monotonic()
         self.next_fraction = LOG_FRACTION
         if enabled:
-            logger.info("%s: started (%s)", desc, f"{total} {unit}s" if total is not None else f"counting {unit}s")
+            logger.info("%s: started (%s)", desc, f"{total} {_plural(unit)}" if total is not None
+                        else f"counting {_plural(unit)}")
 
     def __iter__(self) -> Iterator:
         try:
@@ -97,8 +102,8 @@ class LogProgress:
         of = f"/{self.total}" if self.total is not None else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         extra = f", {self.postfix}" if self.postfix else ""
-        logger.info("%s: %s%d%s %ss%s, %.1f s%s", self.desc, "done, " if done else "", self.n, of, self.unit, pct,
-                    now - self.t0, extra)
+        logger.info("%s: %s%d%s %s%s, %.1f s%s", self.desc, "done, " if done else "", self.n, of,
+                    _plural(self.unit), pct, now - self.t0, extra)
 
     def close(self) -> None:
         if not self.closed:
@@ -124,12 +129,24 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
     return LogProgress(iterable, total, desc, unit, m == "log")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (which tests and notebooks replace)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def log_to_stderr() -> None:
     """For the command line: show the progress lines on stderr when nothing else handles
     them (a program that configures logging keeps its own handlers)."""
     root = logging.getLogger("onnx2snn")
     if not root.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
         if root.level == logging.NOTSET:

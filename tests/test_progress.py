@@ -33,9 +33,9 @@ def test_log_lines_per_quarter(monkeypatch, caplog):
         assert list(progress.bar(range(100), desc="step", unit="batch")) == list(range(100))
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 5, msgs  # start, 25 / 50 / 75 %, done
-    assert msgs[0] == "step: started (100 batchs)"
+    assert msgs[0] == "step: started (100 batches)"
     assert [m.split(": ")[1].split(" ")[0] for m in msgs[1:4]] == ["25/100", "50/100", "75/100"]
-    assert msgs[-1].startswith("step: done, 100/100 batchs (100%)")
+    assert msgs[-1].startswith("step: done, 100/100 batches (100%)")
 
 
 def test_off_writes_nothing(monkeypatch, caplog):
