@@ -8,7 +8,7 @@ import torch
 
 from . import checks
 from .calibration.correction import calibrate
-from .calibration.data import check_preprocess
+from .data.batches import check_preprocess
 from .calibration.quantized import finetuned_levels
 from .calibration.thresholds import DEFAULT_PERCENTILE, NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
 from .errors import ConfigError, DataError
@@ -45,9 +45,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             (default: per channel, the threshold with the least squared error between the
             activation and what its neuron represents in ``timesteps`` steps, firing up to
             ``levels`` spikes per step: rare large values clipped against resolution for the
-            many small ones; yolov8_relu at T = 4 / 8: 98.2 / 99.6 % of the ANN's mAP@0.5
-            against 87.8 / 98.0 % with the 99.99th percentile and one spike per step, see
-            scripts/bench_thresholds.py), a percentile in (0, 100] of the activation values,
+            many small ones; measured against the percentiles in
+            docs/examples/thresholds/), a percentile in (0, 100] of the activation values,
             or ``"max"``.
         replace_activations: e.g. ``{"SiLU": "ReLU"}`` for activations with no spiking form
             (then fine-tune: the network no longer computes what it was trained for).
@@ -55,20 +54,17 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             inputs in [0, 1]).
         v_init: initial membrane potential as a fraction of theta (0.5 rounds instead of
             flooring).
-        signed_relu: negative spikes for ReLU neurons that take back over-firing (default;
-            on the digits ResNet it lifts accuracy at T=4 from 78.6% to 99.2%, see
-            scripts/accuracy_vs_t.py; a fine-tuned twin needs it too). ``False`` gives
-            spikes of one sign only.
+        signed_relu: negative spikes for ReLU neurons that take back over-firing (default:
+            it matters most at small T, see scripts/accuracy_vs_t.py; a fine-tuned twin needs
+            it too). ``False`` gives spikes of one sign only.
         signed_ibt: the same take-back for LeakyReLU/PReLU (IBT) neurons, in both
-            directions (default; tiny-YOLO mAP@0.5 at T=4 / 8 with one spike per step:
-            0.696 / 0.803 against 0.533 / 0.723 without).
+            directions (default).
         levels: multi-level firing: neurons may fire up to this many spikes per step (ReLU
             and, on the positive side, LeakyReLU / PReLU; 1 = ordinary binary spikes, as NIR
-            and most hardware take them; tiny-YOLO at T=8: 97.0 against 88.6 % of the ANN's
-            mAP@0.5 with 2 against 1). Default
-            None: a fine-tuned twin's levels, else 2: the second spike takes the values above
-            theta instead of clipping them, and ``"mse"`` thresholds are searched for that
-            neuron (finer steps, about 30 % more spikes than 1).
+            and most hardware take them). Default None: a fine-tuned twin's levels, else 2: the
+            second spike takes the values above theta instead of clipping them, and ``"mse"``
+            thresholds are searched for that neuron (finer steps, more spikes; both measured in
+            docs/examples/thresholds/).
         calibrate_timesteps: after converting, correct each neuron's per-channel bias and
             initial potential for this T on ``calibration_data`` (:func:`onnx2snn.calibrate`).
         distributed: under ``torchrun`` (default None: when it started this process) or with
@@ -76,8 +72,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             merged exactly: every rank builds the SNN one process builds.
         mse_tolerance: with ``percentile="mse"``, take per channel the largest theta whose
             squared error is at most ``1 + mse_tolerance`` times the least: fewer spikes for a
-            little error (yolov8_relu at T=8, 0.25: 99.5 / 98.3 % of the ANN's mAP@0.5 /
-            mAP@0.5:0.95 at 0.38x the ANN's energy against 99.6 / 98.4 % at 0.41x; default 0).
+            little error (default 0; the trade is measured in docs/examples/thresholds/).
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.

@@ -20,10 +20,10 @@ import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 import onnx2snn  # noqa: E402
 from onnx2snn import onnx_io  # noqa: E402
+from onnx2snn.progress import bar as progress_bar, log_to_stderr  # noqa: E402
 from onnx2snn.table import format_table  # noqa: E402
 
 TIMESTEPS = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -40,6 +40,7 @@ SETTINGS = {
 
 
 def main() -> None:
+    log_to_stderr()
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="digits_resnet", choices=["digits_resnet", "digits_vgg"])
     ap.add_argument("--out", default="acc_vs_t")
@@ -53,7 +54,7 @@ def main() -> None:
         ref = onnx_io.run_onnxruntime(path, xte.numpy())[0]
         ann = float((np.argmax(ref, 1) == yte.numpy()).mean() * 100)
         results = {}
-        for name, opts in tqdm(SETTINGS.items(), desc="settings"):
+        for name, opts in progress_bar(SETTINGS.items(), total=len(SETTINGS), desc="settings", unit="setting"):
             opts = dict(opts)
             fold = opts.pop("fold", False)
             snn = onnx2snn.convert(path, xtr, progress=False, **opts)

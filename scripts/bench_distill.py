@@ -226,6 +226,24 @@ def tables(r: dict) -> str:
     return "\n".join(lines)
 
 
+def readme_table(r: dict) -> str:
+    """The README's summary table (tests/test_docs_tables.py checks README against it): per
+    detector at its fine-tuned T, % of the ANN's mAP@0.5 / mAP@0.5:0.95 of the plain
+    conversion, label fine-tuning and distillation, the fine-tune times and the energy."""
+    def pct(m, ann):
+        return f"{100 * m['mAP50'] / ann['mAP50']:.1f} / {100 * m['mAP50_95'] / ann['mAP50_95']:.1f}"
+
+    rows = ["| model (T) | plain conversion | label fine-tuning | distillation, no labels | "
+            "fine-tune time (label / distill) | energy vs ANN (distill) |", "|---|---|---|---|---|---|"]
+    for d in r["detectors"]:
+        T = next(iter(d["distill"]))
+        label, distill, ann = d["label"][T], d["distill"][T], d["ann"]
+        name = d["model"] + "".join(f", {a} -> {b}" for a, b in (d.get("replace") or {}).items())
+        rows.append(f"| {name} (T={T}) | {pct(d['plain'][T], ann)} | {pct(label, ann)} | {pct(distill, ann)} | "
+                    f"{label['finetune_s']:.0f} / {distill['finetune_s']:.0f} s | {distill['energy_ratio']:.2f} |")
+    return "\n".join(rows)
+
+
 def plot(r: dict, path: Path) -> None:
     import matplotlib
 
@@ -271,6 +289,7 @@ def main() -> None:
         report = json.loads(args.tables_from.read_text())
         text = tables(report)
         print(text)
+        print("\nREADME:\n" + readme_table(report))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench_distill.md").write_text(text)
         plot(report, args.out / "bench_distill.png")

@@ -45,14 +45,16 @@ def main(argv=None) -> int:
         print("README.md op list", "updated" if C.write_readme_ops(README) else "already up to date")
         return 0
 
-    from tqdm import tqdm
+    from onnx2snn.progress import bar as progress_bar, log_to_stderr
+
+    log_to_stderr()
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         path = C.generate(args.cache or tmp)
         cases = C.load_cases(path)
         names = [c["name"] for c in cases if not args.ops or c["op"] in args.ops]
-        bar = tqdm(total=len(names), unit="test", desc="node tests")
+        bar = progress_bar(total=len(names), unit="test", desc="node tests")
         results = C.run(path, names, workers=args.workers, timeout=args.timeout,
                         progress=lambda r: bar.update(1))
         bar.close()

@@ -162,10 +162,11 @@ def main(argv=None) -> int:
         with open(args.out) as f:
             rows = json.load(f)["rows"]
     done = {(r["model"], r["exporter"]) for r in rows}
-    from tqdm import tqdm
+    from onnx2snn.progress import bar, log_to_stderr
 
+    log_to_stderr()
     todo = [(m, e) for m in models for e in args.exporters if (m, e) not in done]
-    for name, exporter in tqdm(todo, unit="model", desc="torchvision"):
+    for name, exporter in bar(todo, unit="model", desc="torchvision"):
         t0 = time.perf_counter()
         try:
             p = subprocess.run([sys.executable, __file__, "--one", name, exporter], capture_output=True, text=True,

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _train_common import save, setup  # noqa: E402
 
+from onnx2snn.progress import bar as progress_bar, log_to_stderr  # noqa: E402
 from onnx2snn.zoo import build_model, get_preset, load_digits  # noqa: E402
 from onnx2snn.zoo.registry import WEIGHTS_DIR  # noqa: E402
 
@@ -49,7 +49,8 @@ def train(name: str, epochs: int, batch: int, lr: float, seed: int, out_dir: Pat
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
-    bar = tqdm(range(epochs), desc=name)
+    log_to_stderr()
+    bar = progress_bar(range(epochs), desc=name, unit="epoch")
     for _ in bar:
         model.train()
         perm = torch.randperm(len(xtr), generator=gen)

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _train_common import save, setup  # noqa: E402
 
+from onnx2snn.progress import bar as progress_bar, log_to_stderr  # noqa: E402
 from onnx2snn.zoo import LOSSES, build_model, yolov8_loss, digit_scenes, evaluate_detector, get_decoder, get_preset, make_scenes, scenes_to_tensors  # noqa: E402
 from onnx2snn.zoo.registry import WEIGHTS_DIR  # noqa: E402
 
@@ -52,7 +52,7 @@ def train(name: str, epochs: int, per_epoch: int, batch: int, lr: float, seed: i
         gen = torch.Generator().manual_seed(seed + epoch)
         perm = torch.randperm(len(scenes), generator=gen).tolist()
         model.train()
-        bar = tqdm(range(steps_per_epoch), desc=f"{name} {epoch + 1}/{epochs}")
+        bar = progress_bar(range(steps_per_epoch), desc=f"{name} {epoch + 1}/{epochs}", unit="step")
         for step in bar:
             x, targets = scenes_to_tensors([scenes[j] for j in perm[step * batch:(step + 1) * batch]])
             loss, parts = loss_fn(x, targets)
@@ -80,6 +80,7 @@ RAW_LOSS = {"yolov8_silu": yolov8_loss, "yolov8_relu": yolov8_loss}
 
 
 def main() -> None:
+    log_to_stderr()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+", default=["tiny_yolo", "yolo_relu"])
     ap.add_argument("--epochs", type=int, default=None, help="default: per model, see EPOCHS")

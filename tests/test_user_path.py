@@ -359,7 +359,8 @@ def test_smallest_t_needs_agreement_too():
     assert r.summary["smallest_t_per_metric"] == {"top1": 1, "agreement": 4}
 
 
-def test_progress_counts_samples(ctx, capsys):
+def test_progress_counts_samples(ctx, capsys, monkeypatch):
+    monkeypatch.setenv("ONNX2SNN_PROGRESS", "1")  # the bar, though pytest's stderr is no terminal
     assert sample_count(ctx.x) == 64 and sample_count(ctx.x, limit=10) == 10
     assert sample_count((ctx.x, ctx.y)) == 64 and sample_count({"x": ctx.x}) == 64
     assert sample_count(str(ctx.dir / "calib.npz")) == 64  # from the .npy header

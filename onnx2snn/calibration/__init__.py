@@ -1,6 +1,6 @@
 """Calibration: sample data in, per-layer and per-channel activation statistics out."""
 
-from .data import iter_batches
+from ..data.batches import iter_batches
 from .observers import ActivationObserver, calibrate_twin
 
 __all__ = ["iter_batches", "ActivationObserver", "calibrate_twin"]

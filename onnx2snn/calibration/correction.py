@@ -20,6 +20,7 @@ from .. import checks
 from .. import distributed as dist
 from ..distributed import ALONE, Shard, init as init_distributed
 from ..errors import ConfigError, DataError
+from ..progress import bar as progress_bar
 from .thresholds import sample_batches
 
 METHODS = ("bias", "potential", "both")
@@ -122,8 +123,6 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
     Returns ``snn``; ``snn.calibration_report[target]`` holds the mean absolute per-channel
     error of the neuron's mean output against the ANN before and after its correction.
     """
-    from tqdm.auto import tqdm
-
     if not hasattr(snn, "neurons") or not hasattr(snn, "rewritten"):
         raise ConfigError(f"calibrate needs a SpikingNetwork from onnx2snn.convert, got {type(snn).__name__}", "snn")
     T = snn.timesteps if timesteps is None else checks.integer("timesteps", timesteps, 1)
@@ -149,7 +148,7 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
     def measure(target):
         return snn_channel_mean(snn, target, batches, T, ids, shard)
 
-    for target in tqdm(order, desc=f"calibrating T={T}", unit="neuron", disable=not progress or shard.rank != 0):
+    for target in progress_bar(order, desc=f"calibrating T={T}", unit="neuron", enabled=progress and shard.rank == 0):
         neuron = snn.rewritten.get_submodule(target)
         want = target_means[target].to(dev)
         err = want - measure(target).to(dev)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -22,15 +21,16 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import checks
 from .. import distributed as dist
+from ..data.batches import check_fits, default_preprocess, input_tensor, iter_batches, open_path
+from ..data.yolo_format import YoloDataset, collate, is_yolo_source
 from ..distributed import Shard, init as init_distributed
 from ..errors import ConfigError, DataError, NonSpikingActivationError, Onnx2SnnError
 from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
-from .data import check_fits, input_tensor, iter_batches
+from ..progress import bar as progress_bar
 from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
 from .quantized import DEFAULT_LEVELS, QuantizedNeuron, cap_neuron, check_noise, finetuned_levels
 from .thresholds import DEFAULT_PERCENTILE, calibrate_thresholds
@@ -45,18 +45,9 @@ def _as_tensor(a: Any) -> torch.Tensor:
 
 
 def _open_path(path: Any, preprocess) -> Any:
-    """A training path as a Dataset: YOLO-format data (its train images, with labels where
-    it has them), else what calibration reads (an .npz, an image folder)."""
-    from ..zoo.data.yolo_format import YoloDataset, is_yolo_source
-
-    if is_yolo_source(path):
-        if preprocess is None:
-            raise DataError(f"{path}: YOLO-format data needs preprocess= (e.g. onnx2snn.zoo.Preprocess(size=(640, 640), "
-                            "channels=3, letterbox=True))")
-        return YoloDataset(path, "train", preprocess)
-    from .data import _open_path as open_calibration_path
-
-    return open_calibration_path(Path(path), preprocess)
+    """A training path as data: YOLO-format data as its train images, with labels where it
+    has them; else what calibration reads (an .npz, an image folder)."""
+    return open_path(path, preprocess, labels=None)
 
 
 def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator, preprocess=None) -> Iterable:
@@ -90,8 +81,6 @@ def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator,
             yield x[idx], (None if y is None else y[idx] if isinstance(y, torch.Tensor) else [y[j] for j in idx.tolist()])
         return
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        from ..zoo.data.yolo_format import YoloDataset, collate
-
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen,
                                            collate_fn=collate if isinstance(data, YoloDataset) else None)
     source = data(epoch) if callable(data) else data
@@ -131,8 +120,6 @@ def _inputs_for_calibration(data: Any, limit: int, preprocess=None) -> torch.Ten
     if isinstance(data, (str, os.PathLike)):
         data = _open_path(data, preprocess)
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        from ..zoo.data.yolo_format import YoloDataset, collate
-
         data = torch.utils.data.DataLoader(data, batch_size=256, shuffle=False,
                                            collate_fn=collate if isinstance(data, YoloDataset) else None)
     for xb, _ in _epoch_batches(data, 0, 256, torch.Generator().manual_seed(0), preprocess):
@@ -354,8 +341,6 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     if first is None:
         raise DataError("training data: empty (no batches)")
     has_targets = first[1] is not None
-    from ..zoo.data.yolo_format import YoloDataset
-
     # loss=None: distillation for inputs alone and for YOLO data (no default detection loss), else cross-entropy
     distill_only = loss == "distill" or (loss is None and (not has_targets or isinstance(train_data, YoloDataset)))
     task_loss = None if distill_only else resolve_loss(loss)
@@ -415,9 +400,9 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     try:
         for epoch in range(epochs):
             total, count, sums = 0.0, 0, {}
-            bar = tqdm(_epoch_batches(train_data, epoch, batch_size, shuffle_gen, preprocess), total=steps_per_epoch,
-                       desc=f"finetune T={timesteps} {epoch + 1}/{epochs}", unit="batch",
-                       disable=not progress or shard.rank != 0)
+            bar = progress_bar(_epoch_batches(train_data, epoch, batch_size, shuffle_gen, preprocess),
+                               total=steps_per_epoch, desc=f"finetune T={timesteps} {epoch + 1}/{epochs}", unit="batch",
+                               enabled=progress and shard.rank == 0)
             for xb, yb in bar:
                 n_batch = len(xb)
                 xb, yb, share = _my_share(xb, yb, shard)
@@ -489,13 +474,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
 
 def _default_preprocess(twin: fx.GraphModule, path: Any):
     """The model's input size and channels, pixels in [0, 1]; letterboxed for YOLO-format data."""
-    from ..zoo import Preprocess
-    from ..zoo.data.yolo_format import is_yolo_source
-
-    shape = next(iter(twin.onnx_info.input_shapes.values()), None)
-    if shape is None or len(shape) != 4:
-        return None
-    return Preprocess(size=tuple(shape[2:]), channels=int(shape[1]), letterbox=is_yolo_source(path))
+    return default_preprocess(twin.onnx_info.input_shapes, letterbox=is_yolo_source(path))
 
 
 def _data_parallel(twin: nn.Module, dev: torch.device, shard: Shard) -> nn.Module:

@@ -20,11 +20,11 @@ from typing import Iterable
 
 import torch
 import torch.fx as fx
-from tqdm.auto import tqdm
 
 from .. import distributed as dist
 from ..distributed import ALONE, Shard
 from ..graph.averaged import Reencode
+from ..progress import bar as progress_bar
 
 
 def _range_above(values: torch.Tensor) -> torch.Tensor:
@@ -307,8 +307,8 @@ def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Ite
     dev = torch.device(device) if device is not None else next(twin.parameters()).device
     try:
         with torch.no_grad():
-            for xb in tqdm(batches, desc="calibrating", unit="batch", disable=not progress or shard.rank != 0,
-                           total=total):
+            for xb in progress_bar(batches, total=total, desc="calibrating", unit="batch",
+                                   enabled=progress and shard.rank == 0):
                 twin(xb.to(dev))
     finally:
         for h in handles:

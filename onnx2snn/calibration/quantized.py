@@ -56,8 +56,8 @@ def cap_neuron(act: nn.Module, theta: torch.Tensor, levels: int) -> tuple[torch.
 def search_levels(act: nn.Module, levels: int) -> int:
     """Spikes per step the threshold search (``percentile="mse"``) assumes for the neuron of
     ``act``: the ``levels`` it may fire (IF and IBT neurons alike), so that theta is chosen for
-    the neuron that will run (yolov8_relu at T = 4: 98.2 against 95.8 % of the ANN's mAP@0.5
-    when searched for one spike); one for capped ones (ReLU6 / Hardtanh: theta is clipped to
+    the neuron that will run (searching for one spike costs accuracy: docs/examples/distill/);
+    one for capped ones (ReLU6 / Hardtanh: theta is clipped to
     the cap, see :func:`cap_neuron`)."""
     return 1 if isinstance(act, nn.Hardtanh) else int(levels)
 

@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.fx as fx
 
 from .. import checks
+from ..data.batches import (check_fits, check_preprocess, iter_batches, peek, progress_samples,  # noqa: F401
+                            resolve_preprocess, sample_count)
 from ..distributed import ALONE, Shard, init as init_distributed
 from ..errors import ConfigError, DataError, Onnx2SnnError
 from ..graph.analysis import analyze
-from .data import check_fits, check_preprocess, default_preprocess, iter_batches, peek, progress_samples, sample_count
 from .observers import calibrate_twin
 from .quantized import search_levels
 
 NORMALIZATIONS = ("channel", "layer")
 DEFAULT_PERCENTILE = "mse"  # per channel, the threshold with the least squared error at the T of the conversion
-
-
-def resolve_preprocess(data: Any, preprocess, input_shapes) -> Any:
-    """The preprocessing for ``data``: the given spec, or for an image folder / COCO json
-    the default one (resize to the model's input size, pixels in [0, 1]); YOLO-format data
-    (a data.yaml, a folder with images/ and labels/) is letterboxed, as Ultralytics does."""
-    check_preprocess(preprocess)
-    if preprocess is None and isinstance(data, (str, os.PathLike)):
-        from ..zoo.data.yolo_format import is_yolo_source
-
-        p = Path(data)
-        if is_yolo_source(p):
-            preprocess = default_preprocess(input_shapes, letterbox=True)
-        elif p.is_dir() or p.suffix == ".json":
-            preprocess = default_preprocess(input_shapes)
-    return preprocess
 
 
 def sample_batches(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, preprocess,

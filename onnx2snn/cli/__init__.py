@@ -3,7 +3,9 @@
 importing torch only then), so that ``onnx2snn --help`` answers at once.
 
 Usage errors and errors of ours (:class:`onnx2snn.Onnx2SnnError`) print one line naming
-the problem and the option to change, and exit with 2; no traceback.
+the problem and the option to change, and exit with 2; no traceback. Progress: a bar on a
+terminal, a few lines in a log, none with ``--quiet`` or ``ONNX2SNN_PROGRESS=0``
+(:mod:`onnx2snn.progress`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, usage errors (already printed as one line)
         return int(e.code or 0)
+    if not getattr(args, "quiet", False):  # progress lines when stderr is a file (a bar on a terminal)
+        from ..progress import log_to_stderr
+
+        log_to_stderr()
     with warnings.catch_warnings():
         warnings.showwarning = warn_line(args.command)
         try:

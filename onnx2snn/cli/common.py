@@ -182,7 +182,7 @@ def preprocess_from_args(args, input_shape) -> object | None:
     when no option is given (the API then resizes to the model's size, pixels in [0, 1])."""
     if args.size is None and args.mean is None and args.std is None:
         return None
-    from ..zoo import Preprocess
+    from ..data.loaders import Preprocess
 
     if input_shape is None or len(input_shape) != 4:
         raise ConfigError(f"--size/--mean/--std apply to image models [N, C, H, W]; this model takes "

@@ -64,7 +64,7 @@ def run(args) -> int:
     in_shape = onnx_input_shape(args.model, args.input_shape)
     pre = preprocess_from_args(args, in_shape)
     if pre is None and in_shape is not None and len(in_shape) == 4 and all(in_shape[1:]):
-        from ..zoo import Preprocess
+        from ..data.loaders import Preprocess
 
         pre = Preprocess(size=tuple(in_shape[2:]), channels=int(in_shape[1]))
     if pre is not None:

@@ -46,7 +46,7 @@ def run(args) -> int:
     shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
     pre = preprocess_from_args(args, shape)
     if pre is not None and args.task == "detection":
-        from ..zoo.data.yolo_format import is_yolo_source
+        from ..data.yolo_format import is_yolo_source
 
         pre.letterbox = is_yolo_source(args.data)  # as Ultralytics validates
     report = verify(snn, reference=args.reference, data=args.data, timesteps=args.timesteps, task=args.task,

@@ -3,13 +3,13 @@
     report = onnx2snn.verify(snn, reference="model.onnx", data=(x, y), timesteps=[1, 2, 4, 8, 16, 32])
     print(report.table()); report.to_json("report.json"); report.plot("report.png")
 
-Modules: ``reference`` (onnxruntime + input checks), ``data`` (evaluation batches),
+Modules: ``reference`` (onnxruntime + input checks; evaluation batches: :mod:`onnx2snn.data`),
 ``metrics`` (accuracy, agreement, rel. L2, COCO mAP), ``monitor`` (hooks: per-layer
 error, firing rates, SynOps, energy), ``report`` (VerifyReport), ``api`` (verify).
 """
 
 from .api import DEFAULT_TIMESTEPS, verify
-from .data import BatchMeta
+from ..data.evaluation import BatchMeta
 from .monitor import ENERGY_AC_PJ, ENERGY_MAC_PJ, fanout_map
 from .report import VerifyReport
 

@@ -15,12 +15,11 @@ from ..snn.network import SpikingNetwork
 from ..snn.serialize import load
 from .. import checks
 from .. import distributed as dist
-from ..calibration.data import check_preprocess, progress_samples
-from ..calibration.thresholds import resolve_preprocess
+from ..data.batches import check_preprocess, progress_samples, resolve_preprocess
+from ..data.evaluation import classification_batches, detection_batches
 from ..distributed import init as init_distributed
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
 from ..snn import guard
-from .data import classification_batches, detection_batches
 from .metrics import Classification, Detection, RelativeL2, resolve_postprocess
 from .monitor import LayerMonitor
 from .reference import Reference

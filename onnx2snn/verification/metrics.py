@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import Onnx2SnnError, ShapeError
-from .data import BatchMeta
+from ..data.evaluation import BatchMeta
 
 Outputs = Sequence[torch.Tensor]  # the model's outputs as a list (one tensor per ONNX output)
 

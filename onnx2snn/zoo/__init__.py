@@ -1,10 +1,15 @@
-"""onnx2snn model zoo: small trained ANNs to convert, the data they were trained on,
-loaders for users' own data, and the post-processing (decoders, mAP) that stays
-outside the SNN.
+"""onnx2snn model zoo: small trained ANNs to convert, the data they were trained on
+(sklearn digits, digit scenes, and their COCO / YOLO writers), and the post-processing
+(decoders, mAP) that stays outside the SNN.
+
+Loaders for users' own data live in :mod:`onnx2snn.data`; ``Preprocess``, ``YoloDataset``,
+``ImageFolder``, ``NpzArrays``, ``CocoImages``, ``open_dataset``, ``load_batch`` and
+``read_data_yaml`` are re-exported here, where they were first imported from.
 """
+from ..data.loaders import CocoImages, ImageFolder, NpzArrays, Preprocess, load_batch, open_dataset
+from ..data.yolo_format import YoloDataset, read_data_yaml
 from .data.digits import load_digits
-from .data.loaders import CocoImages, ImageFolder, NpzArrays, Preprocess, load_batch, open_dataset
-from .data.yolo_format import YoloDataset, read_data_yaml, write_yolo
+from .data.yolo_format import write_yolo
 from .data.scenes import Scene, coco_dict, digit_scenes, make_scenes, read_coco, scenes_to_tensors, write_coco
 from .models.detection import (decode_ultralytics, evaluate_coco, evaluate_detector, evaluate_ultralytics,
                                nms_detections, to_coco_detections)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import checks
-from .data.loaders import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from ..data.loaders import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 

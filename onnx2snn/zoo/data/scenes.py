@@ -41,6 +41,17 @@ class Scene:
     file_name: str = ""
     masks: np.ndarray | None = field(default=None, repr=False)  # bool [K, H, W] digit ink
 
+    # what onnx2snn.data.evaluation asks of annotated in-memory images
+    @staticmethod
+    def batch_tensors(scenes: list["Scene"]) -> torch.Tensor:
+        """Input x float32 [B, 1, H, W] of ``scenes``."""
+        return scenes_to_tensors(scenes)[0]
+
+    @staticmethod
+    def ground_truth(scenes: list["Scene"]) -> dict:
+        """COCO ground truth of ``scenes`` (:func:`coco_dict`)."""
+        return coco_dict(scenes)
+
 
 def _resize_patch(img8: np.ndarray, h: int, w: int) -> np.ndarray:
     t = torch.from_numpy(img8)[None, None]
