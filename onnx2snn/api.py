@@ -119,6 +119,9 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         from .tuning import check_objective, check_options, check_target
 
         target, objective, tune_options = check_target(target), check_objective(objective), check_options(tune_options)
+    elif objective != "energy" or tune_options is not None:
+        raise ConfigError("objective= and tune_options= steer the settings search: pass target= too (e.g. 0.99)",
+                          "target")
     if calibrate_timesteps and calibration_data is None:
         raise DataError("calibrate_timesteps needs calibration_data (sample inputs, no labels)")
     torch.manual_seed(seed)
