@@ -27,7 +27,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             batch_size: int = 64,
             calibration_limit: int | None = None,
             preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None,
-            distributed: "bool | None" = None, mse_tolerance: float = 0.0) -> SpikingNetwork:
+            distributed: "bool | None" = None, mse_tolerance: float = 0.0, target: float | None = None,
+            objective: str = "energy", tune_options: Mapping[str, Any] | None = None) -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
     Args:
@@ -73,6 +74,18 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         mse_tolerance: with ``percentile="mse"``, take per channel the largest theta whose
             squared error is at most ``1 + mse_tolerance`` times the least: fewer spikes for a
             little error (default 0; the trade is measured in docs/examples/thresholds/).
+        target: search the settings (T up to ``timesteps``, threshold method and its parameter,
+            levels unless given, v_init) for the cheapest SNN that keeps this share in (0, 1] of
+            the ANN's quality on a held-out part of ``calibration_data`` (top-1 agreement; for
+            detectors, with ``tune_options={"postprocess": ...}``, mAP against the ANN's detections;
+            else 1 - relative output error). The result, with every candidate and the frontier,
+            is ``snn.tune_report`` (:class:`onnx2snn.tuning.TuneReport`); the choice is stored in
+            ``snn.config["tune"]``. See :mod:`onnx2snn.tuning.search`.
+        objective: with ``target``: ``"energy"`` (least estimated energy) or ``"timesteps"``
+            (smallest T, then least energy).
+        tune_options: with ``target``: postprocess, metric, holdout, max_validation,
+            percentiles, mse_tolerances, levels, v_init, allow_unsigned, max_runs (see
+            :data:`onnx2snn.tuning.search.DEFAULTS`).
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.
@@ -97,6 +110,13 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         raise ConfigError(f"example_input must be a torch.Tensor (a batch of the model's input shape), got "
                           f"{type(example_input).__name__}", "example_input")
     check_preprocess(preprocess)
+    if target is not None:
+        from .tuning import check_objective, check_options, check_target
+
+        target, objective, tune_options = check_target(target), check_objective(objective), check_options(tune_options)
+    elif objective != "energy" or tune_options is not None:
+        raise ConfigError("objective= and tune_options= steer the settings search: pass target= too (e.g. 0.99)",
+                          "target")
     if calibrate_timesteps and calibration_data is None:
         raise DataError("calibrate_timesteps needs calibration_data (sample inputs, no labels)")
     torch.manual_seed(seed)
@@ -108,12 +128,24 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
     twin = prepare_averaged(twin)  # spikes back after time-averaged ops, before weight layers
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
+    levels_given = levels is not None  # with target: levels are searched unless given
     if levels is None:
         levels = finetuned_levels(twin)
+    config = {"timesteps": timesteps, "normalization": normalization, "percentile": percentile,
+              "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
+              "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": levels, "ibt_levels": levels,
+              "seed": seed, "mse_tolerance": mse_tolerance}
+    report = None
     nodes = {n.name: n for n in twin.graph.nodes}
     missing = [] if learned is None else [a.name for a in analyze(twin).activations()
                                           if a.part == "core" and nodes[a.name].target not in learned]
-    if learned is not None and not missing:
+    if target is not None:  # the settings searched on held-out calibration data (onnx2snn.tuning)
+        from .tuning import search
+
+        found = search(twin, calibration_data, config, target, objective, levels if levels_given else None,
+                       tune_options, batch_size, calibration_limit, preprocess, progress, distributed)
+        thresholds, stats, config, report = found.thresholds, found.stats, found.config, found.report
+    elif learned is not None and not missing:
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
     elif learned is not None and calibration_data is None:
         raise DataError(f"the fine-tuned twin has time-averaged operators whose re-encoding neurons "
@@ -130,12 +162,9 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
                                                  calibration_limit, preprocess, progress, distributed=distributed,
                                                  timesteps=timesteps, v_init=v_init, levels=levels,
                                                  mse_tolerance=mse_tolerance)
-    config = {"timesteps": timesteps, "normalization": normalization, "percentile": percentile,
-              "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
-              "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": levels, "ibt_levels": levels,
-              "seed": seed, "mse_tolerance": mse_tolerance}
     snn = build_spiking(twin, thresholds, config)
     snn.calibration_stats = stats
+    snn.tune_report = report
     if calibrate_timesteps:
         calibrate(snn, calibration_data, timesteps=calibrate_timesteps, batch_size=batch_size,
                   limit=calibration_limit or 512, preprocess=preprocess, progress=progress, distributed=distributed)

@@ -12,7 +12,7 @@ from onnx2snn import zoo
 from onnx2snn.calibration.quantized import QuantizedNeuron
 from onnx2snn.graph.source import to_twin
 from onnx2snn.snn.neurons import IFNeuron
-from onnx2snn.errors import NonSpikingActivationError, Onnx2SnnError
+from onnx2snn.errors import Onnx2SnnError
 
 from graphs import fit_digits
 

@@ -13,7 +13,7 @@ from ..data.batches import (check_fits, check_preprocess, iter_batches, peek, pr
 from ..distributed import ALONE, Shard, init as init_distributed
 from ..errors import ConfigError, DataError, Onnx2SnnError
 from ..graph.analysis import analyze
-from .observers import calibrate_twin
+from .observers import ActivationObserver, calibrate_twin
 from .quantized import search_levels
 
 NORMALIZATIONS = ("channel", "layer")
@@ -76,8 +76,18 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     progress = checks.boolean("progress", progress)
     timesteps, levels = checks.integer("timesteps", timesteps, 1), checks.integer("levels", levels, 1)
     mse_tolerance = check_mse_tolerance(mse_tolerance, percentile)  # all checked before the data pass
+    obs = collect_statistics(twin, data, batch_size, limit, preprocess, progress, distributed)
+    return thresholds_from_statistics(twin, obs, normalization, percentile, timesteps, v_init, levels,
+                                      mse_tolerance), statistics_summary(twin, obs)
+
+
+def collect_statistics(twin: fx.GraphModule, data: Any, batch_size: int = 64, limit: int | None = None,
+                       preprocess=None, progress: bool = True, distributed: "bool | None" = None
+                       ) -> dict[str, ActivationObserver]:
+    """One pass over ``data``: an observer (histograms) on the input of every core activation,
+    keyed by node name (merged over ranks under ``torchrun``). Thresholds for any setting
+    then come from them without another pass (:func:`thresholds_from_statistics`)."""
     analysis = analyze(twin)
-    nodes = {n.name: n for n in twin.graph.nodes}
     names = [a.name for a in analysis.activations() if a.part == "core"]
     if not names:
         raise Onnx2SnnError("the model has no activations in its spiking part: nothing to convert")
@@ -85,16 +95,28 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
         raise DataError("calibration data is required (sample inputs: a tensor, DataLoader, .npz or image folder)")
     shard = init_distributed(distributed, next(twin.parameters()).device)
     batches, total = sample_batches(twin, data, batch_size, limit, preprocess, shard=shard)
-    obs = calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress and shard.rank == 0),
-                         progress=False, shard=shard)
+    return calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress and shard.rank == 0),
+                          progress=False, shard=shard)
+
+
+def thresholds_from_statistics(twin: fx.GraphModule, obs: dict[str, ActivationObserver], normalization: str,
+                               percentile: "float | str", timesteps: int, v_init: float, levels: int,
+                               mse_tolerance: float = 0.0) -> dict[str, torch.Tensor]:
+    """Activation module target -> [C] theta for one setting, from collected observers (cheap:
+    histograms only, no data)."""
+    nodes = {n.name: n for n in twin.graph.nodes}
 
     def neuron(target: str) -> dict:
         return {"timesteps": timesteps, "levels": search_levels(twin.get_submodule(target), levels),
                 "v_init": float(v_init), "tolerance": mse_tolerance}
-    thresholds = {nodes[k].target: o.threshold(normalization, percentile, neuron(nodes[k].target))
-                  for k, o in obs.items()}
-    stats = {nodes[k].target: o.summary() for k, o in obs.items()}
-    return thresholds, stats
+    return {nodes[k].target: o.threshold(normalization, percentile, neuron(nodes[k].target)) for k, o in obs.items()}
 
 
-__all__ = ["DEFAULT_PERCENTILE", "calibrate_thresholds", "check_mse_tolerance", "sample_batches", "resolve_preprocess"]
+def statistics_summary(twin: fx.GraphModule, obs: dict[str, ActivationObserver]) -> dict:
+    """Activation module target -> statistics summary (samples, max, percentiles)."""
+    nodes = {n.name: n for n in twin.graph.nodes}
+    return {nodes[k].target: o.summary() for k, o in obs.items()}
+
+
+__all__ = ["DEFAULT_PERCENTILE", "calibrate_thresholds", "collect_statistics", "thresholds_from_statistics",
+           "statistics_summary", "check_mse_tolerance", "sample_batches", "resolve_preprocess"]

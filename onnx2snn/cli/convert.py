@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import os
 
-from .common import (add_preprocess_options, existing, merged, parser, percentile, positive_int,
+from .. import checks
+from .common import (_checked, add_preprocess_options, existing, merged, parser, percentile, positive_int,
                      preprocess_from_args, real, replacement, shape)
+
+
+def _target(param: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = text
+    return checks.real(param, value, 0.0, 1.0, strict_min=True)
 
 
 def add(sub) -> None:
@@ -15,7 +24,7 @@ def add(sub) -> None:
                    help="calibration data: .npz with 'x' (float, or uint8 with --size/--mean/--std), an image folder "
                         "or a COCO json")
     c.add_argument("-T", "--timesteps", type=positive_int("timesteps"), default=32,
-                   help="default number of timesteps of the SNN")
+                   help="default number of timesteps of the SNN (with --target: the largest T the search tries)")
     c.add_argument("--norm", choices=["channel", "layer"], default="channel",
                    help="one threshold per channel or per layer")
     c.add_argument("--percentile", type=percentile, default="mse",
@@ -28,8 +37,9 @@ def add(sub) -> None:
                    help="input as analog current every step, or as Poisson spikes")
     c.add_argument("--no-signed", action="store_true",
                    help="neurons never take back spikes (default: signed IF / signed IBT, which take back over-firing)")
-    c.add_argument("--levels", type=positive_int("levels"), default=2,
-                   help="multi-level firing: up to this many spikes per step (1 for NIR / binary-spike hardware)")
+    c.add_argument("--levels", type=positive_int("levels"),
+                   help="multi-level firing: up to this many spikes per step (1 for NIR / binary-spike hardware; "
+                        "default 2; with --target: searched unless given)")
     c.add_argument("--fold", action="store_true", help="save the binary-spike form (thresholds folded into weights)")
     c.add_argument("--replace", type=replacement, action="append", metavar="KIND=NEW",
                    help="replace activations with no spiking form, e.g. SiLU=ReLU (repeat or comma-separate for more)")
@@ -38,6 +48,16 @@ def add(sub) -> None:
     c.add_argument("--batch-size", type=positive_int("batch_size"), default=64, help="calibration samples per batch")
     c.add_argument("--calibrate-timesteps", type=positive_int("calibrate_timesteps"),
                    help="then correct biases and initial potentials for this T on the calibration data")
+    t = c.add_argument_group("settings search (--target)")
+    t.add_argument("--target", type=_checked("target", _target),
+                   help="search T and the settings (thresholds, levels, tolerance) for the cheapest SNN that keeps this "
+                        "share in (0, 1] of the ANN's quality on a held-out part of --calib, e.g. 0.99")
+    t.add_argument("--objective", choices=["energy", "timesteps"], default="energy",
+                   help="with --target: least estimated energy, or smallest T")
+    t.add_argument("--postprocess", help="with --target on a detector: its decoder (tiny-yolo, yolo_relu, yolov8); "
+                                         "quality is then mAP@0.5 against the ANN's own detections")
+    t.add_argument("--tune-report", metavar="DIR",
+                   help="with --target: write tune.md, tune.json, tune.png there (default: <output>.tune/)")
     add_preprocess_options(c)
     c.add_argument("-o", "--output", help="output file (default: <model>.snn.pt)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -45,9 +65,12 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import checks
     from .common import onnx_input_shape
 
+    if args.target is None and (args.postprocess or args.tune_report or args.objective != "energy"):
+        from ..errors import ConfigError
+        raise ConfigError("--objective, --postprocess and --tune-report steer the settings search: add --target "
+                          "(e.g. 0.99)", "target")
     out = checks.writable_file("output", args.output or os.path.splitext(args.model)[0] + ".snn.pt")
     pre = None
     if args.size or args.mean or args.std:
@@ -58,7 +81,9 @@ def run(args) -> int:
                   input_shape=args.input_shape, replace_activations=merged(args.replace), encoding=args.encoding,
                   calibration_limit=args.limit, batch_size=args.batch_size, preprocess=pre, progress=not args.quiet,
                   signed_relu=not args.no_signed, signed_ibt=not args.no_signed, levels=args.levels,
-                  calibrate_timesteps=args.calibrate_timesteps, mse_tolerance=args.mse_tolerance)
+                  calibrate_timesteps=args.calibrate_timesteps, mse_tolerance=args.mse_tolerance,
+                  target=args.target, objective=args.objective,
+                  tune_options={"postprocess": args.postprocess} if args.target is not None else None)
     from ..distributed import is_main
 
     if not is_main():  # under torchrun: every rank calibrated its share, rank 0 writes
@@ -67,6 +92,12 @@ def run(args) -> int:
         from ..snn.fold import fold_thresholds
         snn = fold_thresholds(snn)
     snn.save(out)
+    c = snn.config
     print(f"wrote {out}: {len(snn.neurons())} neurons, T={snn.timesteps}, {args.norm}-wise, "
-          f"percentile {args.percentile}")
+          f"percentile {c['percentile']}, levels {c['levels']}")
+    if snn.tune_report is not None:
+        folder = args.tune_report or os.path.splitext(out)[0] + ".tune"
+        files = snn.tune_report.write(folder)
+        print(f"settings search: {snn.tune_report.reason}")
+        print(f"wrote {files['md']}, {files['json']}, {files['png']}")
     return 0

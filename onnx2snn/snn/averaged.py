@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 import torch
 import torch.fx as fx
-from torch import nn
 
 from ..errors import Onnx2SnnError
 from .neurons import SpikingModule, cumsum_time

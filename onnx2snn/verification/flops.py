@@ -9,7 +9,6 @@ only move or view data (reshape, permute, copy, expand, ...) cost nothing.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch

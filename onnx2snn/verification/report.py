@@ -154,6 +154,14 @@ class VerifyReport:
                f"{self.seconds:.1f} s", "",
                format_table(headers, rows), "",
                f"Smallest T within {tol} of the reference on {names}: {what}"]
+        tune = (self.config.get("snn") or {}).get("tune")
+        if tune and tune.get("chosen"):  # settings picked by convert(..., target=...)
+            c = tune["chosen"]
+            out.insert(2, f"Settings chosen by a search for {100 * tune['target']:g} % of the ANN "
+                          f"({tune['quality_measure']}, {tune['objective']}): T={c['timesteps']}, "
+                          f"percentile {c['percentile']}, levels {c['levels']}, mse_tolerance {c['mse_tolerance']:g}, "
+                          f"v_init {c['v_init']:g}; {100 * c['quality']:.2f} % on {tune['validation_samples']} "
+                          "held-out calibration samples")
         if self.reference.get("warning"):
             out.insert(2, f"**Warning**: {self.reference['warning']}")
         if "ann_twin_rel_l2" in self.reference:

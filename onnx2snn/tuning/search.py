@@ -1,0 +1,303 @@
+"""The search over conversion settings against a target: ``convert(..., target=0.99)``.
+
+The calibration data is split once (seeded): a held-out part to validate on, the rest for
+the activation statistics, collected in one pass. A candidate is a setting (threshold
+method and its parameter, levels, v_init, signed or not) and, for ``"mse"`` thresholds, the
+T they are designed for; it costs a threshold computation from the kept histograms and one
+SNN run on the held-out part to its largest T, which scores every smaller T of the grid too.
+
+Order and early stopping, so that a search costs a few verify runs:
+
+1. the default setting, designed for T = 2, 4, 8, ... until some T keeps the target (T*);
+   if none does up to the largest T, the other settings at the largest T;
+2. every other setting (fewest changes from the default first), from T* down the grid while
+   it keeps the target at its design T: the first miss ends that setting (a percentile
+   threshold does not depend on T: one run scores all of them).
+
+Then the point that keeps ``target`` of the ANN's quality at the least estimated energy
+(``objective="energy"``) or at the smallest T (``"timesteps"``, ties by energy).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+import torch.fx as fx
+from tqdm.auto import tqdm
+
+from .. import checks
+from ..calibration.data import check_fits
+from ..calibration.thresholds import (collect_statistics, sample_batches, statistics_summary,
+                                      thresholds_from_statistics)
+from ..errors import ConfigError, DataError, Onnx2SnnWarning
+from ..snn.network import build_spiking
+from .report import TuneReport
+from .validation import GT_CONFIDENCE, Validation
+
+OBJECTIVES = ("energy", "timesteps")
+GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+MIN_VALIDATION = 32   # held-out samples at least
+MIN_STATISTICS = 32   # samples left for the statistics at least
+DEFAULTS = {"postprocess": None, "category_ids": None, "metric": None, "holdout": 0.25, "max_validation": 256,
+            "percentiles": ("mse", 99.99, 99.9), "mse_tolerances": (0.0, 0.25, 0.5), "levels": None,
+            "v_init": None, "allow_unsigned": False, "max_runs": 20, "gt_confidence": GT_CONFIDENCE, "seed": 0}
+
+
+def check_target(target: Any) -> float:
+    """A share of the ANN's quality in (0, 1]."""
+    return checks.real("target", target, 0.0, 1.0, strict_min=True)
+
+
+def check_objective(objective: Any) -> str:
+    return checks.choice("objective", objective, OBJECTIVES)
+
+
+def check_options(options: Mapping | None) -> dict:
+    """``tune_options`` with defaults filled in; unknown keys and bad values are errors."""
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"tune_options must be a dict, got {type(options).__name__}", "tune_options")
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"tune_options: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}", "tune_options")
+    o = {**DEFAULTS, **options}
+    o["holdout"] = checks.real("tune_options['holdout']", o["holdout"], 0.0, 0.9, strict_min=True)
+    o["max_validation"] = checks.integer("tune_options['max_validation']", o["max_validation"], MIN_VALIDATION)
+    o["max_runs"] = checks.integer("tune_options['max_runs']", o["max_runs"], 1)
+    o["percentiles"] = tuple(checks.percentile(p, "tune_options['percentiles']") for p in o["percentiles"])
+    o["mse_tolerances"] = tuple(checks.real("tune_options['mse_tolerances']", e, 0.0) for e in o["mse_tolerances"])
+    if o["levels"] is not None:
+        o["levels"] = tuple(checks.integer("tune_options['levels']", k, 1) for k in o["levels"])
+    if o["v_init"] is not None:
+        o["v_init"] = tuple(checks.real("tune_options['v_init']", v, -1.0, 2.0) for v in o["v_init"])
+    o["allow_unsigned"] = checks.boolean("tune_options['allow_unsigned']", o["allow_unsigned"])
+    o["gt_confidence"] = checks.real("tune_options['gt_confidence']", o["gt_confidence"], 0.0, 1.0)
+    o["seed"] = checks.integer("tune_options['seed']", o["seed"], 0)
+    if not o["percentiles"] or not o["mse_tolerances"]:
+        raise ConfigError("tune_options: percentiles and mse_tolerances need at least one value", "tune_options")
+    return o
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a candidate changes in the conversion config (besides T)."""
+
+    percentile: "float | str"
+    levels: int
+    mse_tolerance: float
+    v_init: float
+    signed: bool
+
+    @property
+    def by_t(self) -> bool:
+        """Thresholds depend on the T they are designed for ("mse")."""
+        return self.percentile == "mse"
+
+    def label(self) -> str:
+        p = "mse" if self.percentile == "mse" else f"p{self.percentile:g}" if isinstance(self.percentile, float) \
+            else str(self.percentile)
+        out = f"{p}, levels={self.levels}"
+        if self.mse_tolerance:
+            out += f", tol={self.mse_tolerance:g}"
+        if self.v_init != 0.5:
+            out += f", v_init={self.v_init:g}"
+        if not self.signed:
+            out += ", unsigned"
+        return out
+
+    def to_dict(self) -> dict:
+        return {"percentile": self.percentile, "levels": self.levels, "mse_tolerance": self.mse_tolerance,
+                "v_init": self.v_init, "signed": self.signed}
+
+
+@dataclass
+class Outcome:
+    """What the search hands to ``convert``: the chosen thresholds and config, and the report."""
+
+    thresholds: dict[str, torch.Tensor]
+    config: dict
+    stats: dict
+    report: TuneReport = field(repr=False)
+
+
+def _settings(default: Setting, o: dict, levels_free: bool) -> list[Setting]:
+    """Every setting of the space, the default first, then by how many fields differ."""
+    levels = o["levels"] or ((default.levels, 1 if default.levels > 1 else 2) if levels_free else (default.levels,))
+    v_inits = o["v_init"] or (default.v_init,)
+    signs = (default.signed, False) if o["allow_unsigned"] and default.signed else (default.signed,)
+    pcts = tuple(dict.fromkeys((default.percentile,) + o["percentiles"]))
+    tols = tuple(dict.fromkeys((default.mse_tolerance,) + o["mse_tolerances"]))
+    out = {default}
+    for p, k, e, v, s in itertools.product(pcts, levels, tols, v_inits, signs):
+        if p != "mse" and e:
+            continue
+        out.add(Setting(p, int(k), float(e), float(v), bool(s)))
+
+    def key(s: Setting):
+        diff = [s.percentile != default.percentile, s.levels != default.levels,
+                s.mse_tolerance != default.mse_tolerance, s.v_init != default.v_init, s.signed != default.signed]
+        return (sum(diff), pcts.index(s.percentile), tols.index(s.mse_tolerance), list(levels).index(s.levels)
+                if s.levels in levels else 0, v_inits.index(s.v_init) if s.v_init in v_inits else 0, not s.signed)
+    return sorted(out, key=key)
+
+
+def split(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, preprocess, holdout: float,
+          max_validation: int, seed: int, target: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(statistics part, held-out part) of the calibration data, split at random (seeded)."""
+    batches, _ = sample_batches(twin, data, batch_size, limit, preprocess)
+    x = torch.cat([b for b in batches])
+    n = len(x)
+    need = MIN_VALIDATION + MIN_STATISTICS
+    if n < need:
+        raise DataError(f"the calibration data has {n} samples: a search over settings holds out a part to validate "
+                        f"on, and needs at least {need} ({MIN_VALIDATION} held out, {MIN_STATISTICS} for the "
+                        f"statistics; {math.ceil(MIN_VALIDATION / holdout)} with holdout={holdout:g}). Pass more "
+                        "samples, or convert without target=")
+    n_val = min(max_validation, max(MIN_VALIDATION, round(holdout * n)), n - MIN_STATISTICS)
+    if target < 1 and n_val < 1 / (1 - target):
+        warnings.warn(f"target={target:g} on {n_val} held-out samples: one sample is more than the "
+                      f"{100 * (1 - target):.3g} % the target leaves, so the check is coarse; pass at least "
+                      f"{math.ceil(1 / (1 - target) / holdout)} calibration samples", Onnx2SnnWarning, stacklevel=4)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return x[perm[n_val:]], x[perm[:n_val]]
+
+
+def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, objective: str = "energy",
+           levels: int | None = None, options: Mapping | None = None, batch_size: int = 64,
+           limit: int | None = None, preprocess=None, progress: bool = True,
+           distributed: "bool | None" = None) -> Outcome:
+    """Search the settings of ``base_config`` (a ``convert`` config; its ``timesteps`` is the
+    largest T tried) for the point that keeps ``target`` of the ANN's quality on held-out
+    calibration data at the least energy (or smallest T). ``levels`` None: levels are searched
+    too (1 and the default), else fixed. A twin with ``learned_thresholds`` (fine-tuned) keeps
+    them: only T is searched, up to twice its fine-tuned T."""
+    t0 = time.time()
+    target, objective = check_target(target), check_objective(objective)
+    o = check_options(options)
+    T_max = int(base_config["timesteps"])
+    learned = getattr(twin, "learned_thresholds", None)
+    if learned is not None:
+        ft = (getattr(twin, "finetune_info", None) or {}).get("timesteps")
+        T_max = min(T_max, 2 * int(ft)) if ft else T_max
+    grid = [t for t in GRID if t <= T_max] + ([T_max] if T_max not in GRID else [])
+    cal, val_x = split(twin, data, batch_size, limit, preprocess, o["holdout"], o["max_validation"], o["seed"], target)
+    check_fits(val_x[:1], getattr(getattr(twin, "onnx_info", None), "input_shapes", {}) or {}, "calibration data")
+    validation = Validation(twin, val_x, batch_size, o["postprocess"], o["category_ids"], o["metric"],
+                            o["gt_confidence"])
+    obs = None if learned is not None else collect_statistics(twin, cal, batch_size, None, None, progress,
+                                                              distributed)
+    default = Setting(base_config["percentile"], int(base_config["levels"]), float(base_config["mse_tolerance"]),
+                      float(base_config["v_init"]), bool(base_config["signed_relu"] or base_config["signed_ibt"]))
+    settings = [default] if learned is not None else _settings(default, o, levels is None)
+    candidates: list[dict] = []
+    points: list[dict] = []
+    cache: dict = {}
+    bar = tqdm(desc="tuning", unit="run", disable=not progress, total=None)
+
+    def thresholds(s: Setting, d: int) -> dict:
+        if learned is not None:
+            return {k: v.clone() for k, v in learned.items()}
+        key = (s.percentile, s.levels, s.mse_tolerance, s.v_init, d if s.by_t else None)
+        if key not in cache:
+            cache[key] = thresholds_from_statistics(twin, obs, base_config["normalization"], s.percentile, d,
+                                                    s.v_init, s.levels, s.mse_tolerance)
+        return cache[key]
+
+    def config(s: Setting, T: int) -> dict:
+        return {**base_config, "timesteps": T, "percentile": s.percentile, "levels": s.levels,
+                "ibt_levels": s.levels, "mse_tolerance": s.mse_tolerance, "v_init": s.v_init,
+                "signed_relu": base_config["signed_relu"] and s.signed, "signed_ibt": base_config["signed_ibt"] and s.signed}
+
+    def find(s: Setting, d: int) -> dict | None:
+        for c in candidates:
+            if c["setting"] == s and (c["design_t"] == d or not s.by_t) and c["run_to"] >= d:
+                return c
+        return None
+
+    def run(s: Setting, d: int) -> dict:
+        """One candidate: thresholds for design T ``d``, one run to ``d`` scoring every T <= d."""
+        c = find(s, d)
+        if c is not None:
+            return c
+        t1 = time.time()
+        snn = build_spiking(twin, thresholds(s, d), config(s, d))
+        res = validation.measure(snn, [t for t in grid if t <= d])
+        c = {"id": len(candidates), "setting": s, "design_t": d if s.by_t else None, "run_to": d,
+             "seconds": round(time.time() - t1, 2)}
+        candidates.append(c)
+        for t, m in res.items():
+            points.append({"candidate": c["id"], "T": t, **m, "meets": m["quality"] >= target - 1e-12})
+        bar.update(1)
+        bar.set_postfix_str(f"{s.label()} T<={d}")
+        return c
+
+    def meets_at(c: dict, t: int) -> bool:
+        return any(p["candidate"] == c["id"] and p["T"] == t and p["meets"] for p in points)
+
+    def smallest_meeting(c: dict) -> int | None:
+        ts = [p["T"] for p in points if p["candidate"] == c["id"] and p["meets"]]
+        return min(ts) if ts else None
+
+    notes: list[str] = []
+    # phase 1: the default setting, designed for growing T, until one keeps the target
+    T_star, default_run = None, None
+    designs = ([t for t in (2, 4, 8, 16, 32, 64, 128, 256, 512) if t < T_max] + [T_max]) if default.by_t and learned is None \
+        else [T_max]
+    for d in designs:
+        default_run = run(default, d)
+        T_star = smallest_meeting(default_run)
+        if T_star is not None:
+            break
+    if T_star is None:  # the others at the largest T
+        for s in settings[1:]:
+            if len(candidates) >= o["max_runs"]:
+                break
+            T_star = smallest_meeting(run(s, T_max))
+            if T_star is not None:
+                break
+    # phase 2: every setting from T* down the grid while it keeps the target at its design T
+    if T_star is not None:
+        below = [t for t in grid if t <= T_star][::-1]
+        for s in settings:
+            for d in below if s.by_t else [T_star]:
+                if len(candidates) >= o["max_runs"]:
+                    break
+                c = run(s, d)
+                if not meets_at(c, d):
+                    break
+        if len(candidates) >= o["max_runs"]:
+            notes.append(f"stopped at max_runs={o['max_runs']} runs (tune_options['max_runs'])")
+    bar.close()
+    report = TuneReport(target=target, objective=objective, quality=validation.description, kind=validation.kind,
+                        validation_samples=validation.n, statistics_samples=len(cal), timesteps=grid,
+                        candidates=[{**c, "setting": c["setting"].to_dict(), "label": c["setting"].label()}
+                                    for c in candidates], points=points, notes=notes,
+                        default_label=default.label(), seconds=round(time.time() - t0, 2),
+                        learned_thresholds=learned is not None)
+    if report.chosen is None:
+        best = report.best_point()
+        e = ConfigError(f"no setting keeps target={target:g} of the ANN's quality ({validation.description}, "
+                        f"{validation.n} held-out samples) up to T={T_max}: the best is {best['quality']:.4f} at "
+                        f"T={best['T']} with {report.label_of(best)} ({best['energy_ratio']:.3g}x the ANN's energy). "
+                        "Raise timesteps= (the largest T the search tries), lower target=, or fine-tune first "
+                        "(onnx2snn.finetune)", "target")
+        e.report = report
+        raise e
+    p = report.points[report.chosen]
+    c = candidates[p["candidate"]]
+    s = c["setting"]
+    cfg = config(s, p["T"])
+    cfg["tune"] = report.summary()
+    return Outcome(thresholds(s, c["run_to"] if s.by_t else p["T"]), cfg,
+                   {} if obs is None else statistics_summary(twin, obs), report)
+
+
+__all__ = ["search", "check_target", "check_objective", "check_options", "Setting", "Outcome", "OBJECTIVES",
+           "MIN_VALIDATION", "MIN_STATISTICS", "GRID"]

@@ -1,0 +1,129 @@
+"""The settings search (convert(..., target=...)): the chosen point keeps the target on held-out
+data and on unseen test digits, the report and saved config carry it, bad input is refused."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import onnx2snn
+from onnx2snn import zoo
+from onnx2snn.errors import ConfigError, DataError
+from onnx2snn.tuning import TuneReport
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("tune") / "digits_resnet.onnx"
+    onnx2snn.export_zoo_model("digits_resnet", path)
+    x, _ = zoo.load_digits(16, "train")
+    xte, _ = zoo.load_digits(16, "test")
+    twin = onnx2snn.import_onnx(path)
+    return path, twin, torch.as_tensor(x[:400]), torch.as_tensor(xte)
+
+
+@pytest.fixture(scope="module")
+def tuned(digits):
+    path, twin, x, _ = digits
+    return onnx2snn.convert(twin, x, target=0.99, progress=False)
+
+
+def _agreement(snn, twin, x, T):
+    with torch.no_grad():
+        return float((snn(x, timesteps=T).argmax(1) == twin(x).argmax(1)).float().mean())
+
+
+def test_chosen_point_meets_target_held_out_and_on_test(digits, tuned):
+    _, twin, _, xte = digits
+    r = tuned.tune_report
+    assert isinstance(r, TuneReport) and r.kind == "agreement"
+    p = r.points[r.chosen]
+    assert p["quality"] >= 0.99 and p["meets"]
+    assert r.validation_samples == 100 and r.statistics_samples == 300
+    T = tuned.config["timesteps"]
+    assert T == p["T"] and tuned.timesteps == T
+    # never dearer than the default setting at its smallest T that keeps the target
+    d = r.default_point()
+    assert d is not None and p["energy_ratio"] <= d["energy_ratio"] + 1e-12
+    assert 0 < p["energy_ratio"] < 1
+    # the promise holds on 360 digits the search never saw (a little slack for the held-out size)
+    assert _agreement(tuned, twin, xte, T) >= 0.97
+    # the frontier: by growing energy, growing quality, the chosen point on or above it
+    f = [r.points[i] for i in r.frontier]
+    assert [q["energy_ratio"] for q in f] == sorted(q["energy_ratio"] for q in f)
+    assert [q["quality"] for q in f] == sorted(q["quality"] for q in f)
+    # a few verify runs, not hundreds: one run per candidate, within the budget
+    assert 2 <= len(r.candidates) <= 20
+
+
+def test_report_files_and_saved_settings(digits, tuned, tmp_path):
+    _, twin, _, xte = digits
+    files = tuned.tune_report.write(tmp_path / "rep")
+    data = json.loads(open(files["json"]).read())
+    assert data["chosen"] == tuned.tune_report.chosen and data["frontier"] and data["points"]
+    assert "Pareto frontier" in open(files["md"]).read()
+    assert open(files["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    tuned.save(tmp_path / "t.snn.pt")
+    back = onnx2snn.load(tmp_path / "t.snn.pt")
+    chosen = back.config["tune"]["chosen"]
+    assert chosen["timesteps"] == back.config["timesteps"] and chosen["levels"] == back.config["levels"]
+    assert back.config["tune"]["target"] == 0.99
+    T = back.config["timesteps"]
+    with torch.no_grad():
+        assert torch.allclose(back(xte[:50], timesteps=T), tuned(xte[:50], timesteps=T), atol=1e-5)
+    rep = onnx2snn.verify(back, data=xte[:64], timesteps=[T], progress=False)
+    assert "Settings chosen by a search for 99 %" in rep.table()
+
+
+def test_objective_timesteps_never_slower(digits, tuned):
+    _, twin, x, _ = digits
+    snn = onnx2snn.convert(twin, x, target=0.99, objective="timesteps", progress=False)
+    r = snn.tune_report
+    assert r.points[r.chosen]["meets"]
+    assert snn.config["timesteps"] == min(p["T"] for p in r.points if p["meets"])
+    assert snn.config["timesteps"] <= tuned.config["timesteps"]
+
+
+@pytest.mark.parametrize("kw, err, words", [
+    (dict(target=0.0), ConfigError, "target"),
+    (dict(target=1.5), ConfigError, "<= 1"),
+    (dict(target="high"), ConfigError, "target"),
+    (dict(target=0.99, objective="speed"), ConfigError, "objective"),
+    (dict(objective="timesteps"), ConfigError, "pass target="),
+    (dict(target=0.99, tune_options={"holdout_fraction": 0.2}), ConfigError, "unknown key"),
+])
+def test_bad_arguments(digits, kw, err, words):
+    _, twin, x, _ = digits
+    with pytest.raises(err, match=words):
+        onnx2snn.convert(twin, x, progress=False, **kw)
+
+
+def test_too_little_data_says_how_many(digits):
+    _, twin, x, _ = digits
+    with pytest.raises(DataError, match=r"50 samples.*at least 64"):
+        onnx2snn.convert(twin, x[:50], target=0.99, progress=False)
+
+
+def test_unreachable_target_names_best_point(digits):
+    _, twin, x, _ = digits
+    with pytest.raises(ConfigError, match=r"no setting keeps target=1 .* up to T=1: the best is 0\.\d+ at T=1 with") as e:
+        onnx2snn.convert(twin, x, timesteps=1, target=1.0, levels=1, progress=False,
+                         tune_options={"percentiles": (50.0,), "mse_tolerances": (0.0,)})
+    r = e.value.report
+    assert r.chosen is None and r.best_point()["quality"] < 1.0
+
+
+def test_cli_target(digits, tmp_path):
+    from onnx2snn.cli import main
+
+    path, _, x, _ = digits
+    np.savez(tmp_path / "cal.npz", x=x.numpy())
+    out = tmp_path / "m.snn.pt"
+    assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), "--target", "0.99", "-T", "8",
+                 "-o", str(out), "--quiet"]) == 0
+    assert (tmp_path / "m.snn.tune" / "tune.png").is_file()
+    assert onnx2snn.load(out).config["tune"]["chosen"]["quality"] >= 0.99
+    assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), "--target", "0"]) == 2
+    assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), "--postprocess", "yolov8"]) == 2
