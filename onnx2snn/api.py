@@ -13,6 +13,7 @@ from .calibration.quantized import finetuned_levels
 from .calibration.thresholds import DEFAULT_PERCENTILE, NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
 from .errors import ConfigError, DataError
 from .graph.analysis import analyze, prepare_averaged
+from .graph.averaged import REENCODE_LEVELS
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
 
@@ -28,7 +29,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             calibration_limit: int | None = None,
             preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None,
             distributed: "bool | None" = None, mse_tolerance: float = 0.0, target: float | None = None,
-            objective: str = "energy", tune_options: Mapping[str, Any] | None = None) -> SpikingNetwork:
+            objective: str = "energy", tune_options: Mapping[str, Any] | None = None,
+            reencode_levels: int = REENCODE_LEVELS) -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
     Args:
@@ -74,6 +76,10 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         mse_tolerance: with ``percentile="mse"``, take per channel the largest theta whose
             squared error is at most ``1 + mse_tolerance`` times the least: fewer spikes for a
             little error (default 0; the trade is measured in docs/examples/thresholds/).
+        reencode_levels: spikes per step (each way) of the two-sided neurons that turn a
+            time-averaged operator's output (SiLU, GELU, LayerNorm, attention, ...) back into
+            spikes; their thresholds are searched for it (the measured choice is in
+            docs/examples/averaged/).
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
             levels unless given, v_init) for the cheapest SNN that keeps this share in (0, 1] of
             the ANN's quality on a held-out part of ``calibration_data`` (top-1 agreement; for
@@ -100,6 +106,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     signed_relu, signed_ibt = checks.boolean("signed_relu", signed_relu), checks.boolean("signed_ibt", signed_ibt)
     levels = None if levels is None else checks.integer("levels", levels, 1)
     mse_tolerance = check_mse_tolerance(mse_tolerance, percentile)
+    reencode_levels = checks.integer("reencode_levels", reencode_levels, 1)
     batch_size = checks.integer("batch_size", batch_size, 1)
     calibration_limit = checks.optional_integer("calibration_limit", calibration_limit, 1)
     calibrate_timesteps = checks.optional_integer("calibrate_timesteps", calibrate_timesteps, 1)
@@ -126,7 +133,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replace_activations)
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
-    twin = prepare_averaged(twin)  # spikes back after time-averaged ops, before weight layers
+    twin = prepare_averaged(twin, reencode_levels)  # spikes back after time-averaged ops, before weights
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     levels_given = levels is not None  # with target: levels are searched unless given
     if levels is None:
@@ -134,7 +141,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     config = {"timesteps": timesteps, "normalization": normalization, "percentile": percentile,
               "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
               "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": levels, "ibt_levels": levels,
-              "seed": seed, "mse_tolerance": mse_tolerance}
+              "seed": seed, "mse_tolerance": mse_tolerance, "reencode_levels": reencode_levels}
     report = None
     nodes = {n.name: n for n in twin.graph.nodes}
     missing = [] if learned is None else [a.name for a in analyze(twin).activations()

@@ -5,7 +5,8 @@ Uses the measurement of ``scripts/bench_thresholds.py`` (512 calibration inputs,
 converted for each T and scored at that T: share of the ANN's mAP@0.5 / mAP@0.5:0.95 on
 digit-scene val for detectors, top-1 on the digits test set for classifiers, energy vs the
 ANN from ``onnx2snn.verify``, which counts the operators' float work) for the default
-settings and, as an ablation, one and three spikes per step. Writes
+settings and, as an ablation, the spikes per step of the re-encoding neurons
+(``reencode_levels``). Writes
 <out>/bench_averaged.json, .md and .png.
 Usage: python scripts/bench_averaged.py [--out bench-out] [--models yolov8_silu ...] [--n-val 300]
 """
@@ -23,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_thresholds as bt  # noqa: E402
 from _train_common import write_outputs  # noqa: E402
 
-METHODS = {"defaults (levels=2)": {}, "levels=1": dict(levels=1), "levels=3": dict(levels=3)}
+METHODS = {"defaults (reencode_levels=3)": {}, "reencode_levels=1": dict(reencode_levels=1),
+           "reencode_levels=2": dict(reencode_levels=2), "reencode_levels=4": dict(reencode_levels=4)}
 
 
 def main() -> None:

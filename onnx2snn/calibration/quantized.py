@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .. import checks
+from ..graph.averaged import Reencode
 
 NOISE_KINDS = (None, "gaussian", "uniform")
 DEFAULT_LEVELS = 2  # spikes per step: the second one takes the rare values above theta instead of clipping
@@ -58,7 +59,9 @@ def search_levels(act: nn.Module, levels: int) -> int:
     ``act``: the ``levels`` it may fire (IF and IBT neurons alike), so that theta is chosen for
     the neuron that will run (searching for one spike costs accuracy: docs/examples/distill/);
     one for capped ones (ReLU6 / Hardtanh: theta is clipped to
-    the cap, see :func:`cap_neuron`)."""
+    the cap, see :func:`cap_neuron`); a re-encoding neuron its own ``levels``."""
+    if isinstance(act, Reencode):
+        return int(act.levels)  # a re-encoding neuron fires its own levels
     return 1 if isinstance(act, nn.Hardtanh) else int(levels)
 
 

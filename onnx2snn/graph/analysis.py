@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import NonSpikingActivationError
 from . import functional as OF
-from .averaged import Reencode, has_averaged_form, insert_reencoders
+from .averaged import REENCODE_LEVELS, Reencode, has_averaged_form, insert_reencoders
 
 # activation kinds that sit between layers (a neuron takes their place) ...
 _HIDDEN = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.GELU,
@@ -322,14 +322,15 @@ def weight_reach(gm: fx.GraphModule, analysis: "GraphAnalysis") -> dict[str, boo
     return out
 
 
-def prepare_averaged(gm: fx.GraphModule) -> fx.GraphModule:
-    """The twin with a :class:`Reencode` point after every time-averaged op whose output
-    reaches a weight layer (in place; a twin with none or with them already is unchanged)."""
+def prepare_averaged(gm: fx.GraphModule, levels: int = REENCODE_LEVELS) -> fx.GraphModule:
+    """The twin with a :class:`Reencode` point (firing up to ``levels`` spikes per step) after
+    every time-averaged op whose output reaches a weight layer (in place; a twin with none is
+    unchanged, one with them already only takes ``levels``)."""
     analysis = analyze(gm)
     averaged = {a.name for a in analysis.nodes if a.role == "averaged"}
     if not averaged:
         return gm
-    return insert_reencoders(gm, averaged, weight_reach(gm, analysis))
+    return insert_reencoders(gm, averaged, weight_reach(gm, analysis), levels)
 
 
 def _feeds_hidden(n: fx.Node, gm: fx.GraphModule, infos) -> bool:

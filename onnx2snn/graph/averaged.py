@@ -63,24 +63,39 @@ def has_averaged_form(gm: fx.GraphModule, n: fx.Node) -> tuple[bool, str]:
 class Reencode(nn.Identity):
     """A point where a time-averaged operator's analog output becomes spikes again before a
     weight layer. The identity in the twin (so the twin equals the source); calibration
-    observes its input, conversion puts a two-sided signed neuron in its place."""
+    observes its input, conversion puts a two-sided signed neuron in its place, firing up to
+    ``levels`` spikes per step (its threshold is searched for that neuron)."""
+
+    def __init__(self, levels: int = 3):
+        super().__init__()
+        self.levels = int(levels)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+REENCODE_LEVELS = 3  # spikes per step of a re-encoding neuron (see scripts/bench_averaged.py)
 
 
 REENCODE_PREFIX = "reencode_"
 
 
-def insert_reencoders(gm: fx.GraphModule, averaged: set[str], weight_reach: dict[str, bool]) -> fx.GraphModule:
+def insert_reencoders(gm: fx.GraphModule, averaged: set[str], weight_reach: dict[str, bool],
+                      levels: int = REENCODE_LEVELS) -> fx.GraphModule:
     """Add a :class:`Reencode` after every time-averaged node named in ``averaged`` whose
     output reaches a weight layer through weight-free ops (``weight_reach[name]``); its users
     read the re-encoded spikes, except other time-averaged ops, which keep the exact analog
-    value. In place (returns ``gm``); a twin that has them already is left as it is."""
-    if any(isinstance(m, Reencode) for m in gm.modules()):
+    value. In place (returns ``gm``); a twin that has them already only takes ``levels``."""
+    present = [m for m in gm.modules() if isinstance(m, Reencode)]
+    for m in present:
+        m.levels = int(levels)
+    if present:
         return gm
     nodes = {n.name: n for n in gm.graph.nodes}
     for name in [n.name for n in gm.graph.nodes if n.name in averaged and weight_reach.get(n.name)]:
         node = nodes[name]
         target = REENCODE_PREFIX + name
-        gm.add_submodule(target, Reencode())
+        gm.add_submodule(target, Reencode(levels))
         with gm.graph.inserting_after(node):
             new = gm.graph.call_module(target, (node,))
         new.meta.update({k: v for k, v in node.meta.items() if k in ("shape", "onnx_node")})
@@ -91,4 +106,4 @@ def insert_reencoders(gm: fx.GraphModule, averaged: set[str], weight_reach: dict
     return gm
 
 
-__all__ = ["has_averaged_form", "Reencode", "insert_reencoders", "REENCODE_PREFIX"]
+__all__ = ["has_averaged_form", "Reencode", "insert_reencoders", "REENCODE_PREFIX", "REENCODE_LEVELS"]

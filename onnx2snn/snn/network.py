@@ -371,6 +371,8 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
             alpha = act.weight.detach().clone()
         # IBT neurons fire "ibt_levels" (files saved before it existed: one spike per step)
         levels = config.get("levels", 1) if alpha is None else config.get("ibt_levels", 1)
+        if isinstance(act, Reencode):
+            levels = act.levels
         if node.target not in thresholds:
             raise Onnx2SnnError(f"no threshold for the neuron at {node.target!r} (node {a.name}): the thresholds "
                                 "were computed for another graph; convert again")

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ConfigError, InvalidModelError
 from ..graph.analysis import prepare_averaged
+from ..graph.averaged import REENCODE_LEVELS
 from ..graph.importer import import_onnx
 from ..graph.source import replace_activations
 from .fold import fold_thresholds
@@ -76,7 +77,8 @@ def load(path: "str | os.PathLike") -> SpikingNetwork:
     config = json.loads(blob["config"])
     shapes = {k: tuple(v) for k, v in json.loads(blob["input_shapes"]).items()}
     twin = import_onnx(bytes(blob["onnx"].numpy().tobytes()), input_shape=shapes)
-    twin = prepare_averaged(replace_activations(twin, config.get("replace_activations")))
+    twin = prepare_averaged(replace_activations(twin, config.get("replace_activations")),
+                            config.get("reencode_levels", REENCODE_LEVELS))
     twin.load_state_dict(blob["ann_state"])
     folded = config.pop("folded", False)
     snn = build_spiking(twin, blob["thresholds"], config)
