@@ -163,6 +163,8 @@ def _tv_small(name):
     torch.manual_seed(0)
     if name == "convnext":
         m = convnext.ConvNeXt([convnext.CNBlockConfig(8, 16, 1), convnext.CNBlockConfig(16, None, 1)], num_classes=10)
+    elif name == "swin":
+        m = swin.SwinTransformer([4, 4], 8, [1, 1], [1, 2], [2, 2], num_classes=10, stochastic_depth_prob=0)
     elif name == "swin_v2":
         m = swin.SwinTransformer([4, 4], 8, [1, 1], [1, 2], [2, 2], num_classes=10, stochastic_depth_prob=0,
                                  block=swin.SwinTransformerBlockV2, downsample_layer=swin.PatchMergingV2)
@@ -293,3 +295,80 @@ def test_dynamo_adaptive_pool_at_non_divisible_sizes(onnx_dir):
     twin = onnx2snn.import_onnx(path)
     assert compare(twin, path, batch=3) <= TOL
     assert analyze(twin).non_convertible == {}
+
+
+@pytest.mark.parametrize("name", ["convnext", "swin"])
+def test_dynamo_dynamic_batch_twin_takes_any_batch(onnx_dir, name):
+    """torch's dynamo exporter writes the as_strided after ConvNeXt's / Swin's global pool as a
+    Gather whose indices are Range(batch) * stride + offsets: the twin computes them from its
+    input's batch (exact at any batch, not tied to the export batch), and the LayerNormalization
+    behind it, whose shape ONNX inference leaves open, imports."""
+    import warnings
+
+    model = _tv_small(name)
+    path = str(onnx_dir / f"tv_{name}_dynamo_dynamic.onnx")
+    with warnings.catch_warnings():  # batch 2: torch.export specializes a batch-1 example to 1
+        warnings.simplefilter("ignore")
+        onnx2snn.export_onnx(model, torch.randn(2, 3, 32, 32), path, opset=18, dynamo=True)
+    proto = onnx.load(path)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # the file's batch is dynamic
+    assert {"Range", "Gather"} <= {n.op_type for n in proto.graph.node}
+    twin = onnx2snn.import_onnx(path)
+    assert twin.onnx_info.batch_flexible
+    assert compare(twin, path, batch=3) <= TOL
+    assert compare(twin, path, batch=1, seed=2) <= TOL
+
+
+def _batch_range_gather(tail: str) -> onnx.ModelProto:
+    """x (B, 4, 3, 3) -> mean over H, W -> flat (4B) -> Gather at Range(B) * 4 + arange(4): the
+    as_strided pattern of the dynamo exporter, by hand. tail "ln": LayerNormalization over the
+    channels (shape inference cannot size it) and a reshape to (Shape[0], -1); tail "relu": a
+    ReLU and a weighted layer after the gather (the index arithmetic then feeds the spiking core)."""
+    h, TP = onnx.helper, onnx.TensorProto
+    rng = np.random.default_rng(0)
+    inits = [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in {
+        "axes_hw": np.array([2, 3], np.int64), "flat": np.array([-1], np.int64),
+        "zero": np.array(0, np.int64), "one": np.array(1, np.int64), "four": np.array(4, np.int64),
+        "axes_123": np.array([1, 2, 3], np.int64), "chan": np.arange(4, dtype=np.int64).reshape(1, 4, 1, 1),
+        "gamma": rng.normal(1, 0.2, 4).astype(np.float32), "beta": rng.normal(0, 0.2, 4).astype(np.float32),
+        "minus1": np.array([-1], np.int64), "to2d": np.array([-1, 4], np.int64),
+        "w": rng.normal(0, 0.5, (4, 3)).astype(np.float32)}.items()]
+    nodes = [h.make_node("Relu", ["x"], ["r"]),
+             h.make_node("ReduceMean", ["r", "axes_hw"], ["m"], keepdims=1),
+             h.make_node("Reshape", ["m", "flat"], ["f"]),
+             h.make_node("Shape", ["x"], ["s"], start=0, end=1),
+             h.make_node("Squeeze", ["s"], ["b"]),
+             h.make_node("Range", ["zero", "b", "one"], ["i"]),
+             h.make_node("Mul", ["i", "four"], ["o"]),
+             h.make_node("Unsqueeze", ["o", "axes_123"], ["o4"]),
+             h.make_node("Add", ["o4", "chan"], ["idx"]),
+             h.make_node("Gather", ["f", "idx"], ["g"], axis=0)]
+    if tail == "ln":
+        nodes += [h.make_node("Transpose", ["g"], ["t"], perm=[0, 2, 3, 1]),
+                  h.make_node("LayerNormalization", ["t", "gamma", "beta"], ["n"], axis=-1, epsilon=1e-5),
+                  h.make_node("Shape", ["n"], ["ns"], start=0, end=1),
+                  h.make_node("Concat", ["ns", "minus1"], ["target"], axis=0),
+                  h.make_node("Reshape", ["n", "target"], ["y"])]
+    else:
+        nodes += [h.make_node("Relu", ["g"], ["gr"]), h.make_node("Reshape", ["gr", "to2d"], ["g2"]),
+                  h.make_node("MatMul", ["g2", "w"], ["y"])]
+    graph = h.make_graph(nodes, "batch_range_gather", [h.make_tensor_value_info("x", TP.FLOAT, ["B", 4, 3, 3])],
+                         [h.make_tensor_value_info("y", TP.FLOAT, ["B", 4 if tail == "ln" else 3])], inits)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("tail", ["ln", "relu"])
+def test_gather_at_batch_range_follows_the_batch(tmp_path, tail):
+    from onnx2snn.graph.analysis import analyze
+
+    path = str(tmp_path / f"range_gather_{tail}.onnx")
+    onnx.save(_batch_range_gather(tail), path)
+    twin = onnx2snn.import_onnx(path)
+    assert twin.onnx_info.batch_flexible
+    assert compare(twin, path, batch=3) <= TOL
+    assert compare(twin, path, batch=1, seed=2) <= TOL
+    a = analyze(twin)
+    if tail == "relu":  # the index arithmetic is data-independent: no blocker, computed with the core
+        assert a.non_convertible == {}
+        shape_node = next(n for n in a.nodes if n.op == "shape_of")
+        assert shape_node.role == "constant" and shape_node.part == "core"

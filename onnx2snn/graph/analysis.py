@@ -144,11 +144,29 @@ def activation_kind(m: nn.Module) -> tuple[str, str, str]:
     return name, "", f"{name} has no spiking equivalent (replace_activations={{'{name}': 'ReLU'}} + fine-tune)"
 
 
-def _is_const(a) -> bool:
-    return not isinstance(a, fx.Node) or a.op == "get_attr"
+# run-time sources of values that depend on the input's shape only, never on its data
+_SHAPE_SOURCES = {OF.shape_of, torch._shape_as_tensor}
 
 
-def _classify(gm: fx.GraphModule, n: fx.Node) -> NodeInfo:
+def _shape_only(nodes: list[fx.Node]) -> set[fx.Node]:
+    """Nodes computed from tensor shapes (and constants) only: index arithmetic over the batch
+    size. Data-independent, they count as constants."""
+    found: set[fx.Node] = set()
+    for n in nodes:
+        if n.op not in ("call_function", "call_method"):
+            continue
+        if n.op == "call_function" and n.target in _SHAPE_SOURCES or \
+                n.all_input_nodes and all(a in found or a.op == "get_attr" for a in n.all_input_nodes) \
+                and any(a in found for a in n.all_input_nodes):
+            found.add(n)
+    return found
+
+
+def _is_const(a, shape_only: set = frozenset()) -> bool:
+    return not isinstance(a, fx.Node) or a.op == "get_attr" or a in shape_only
+
+
+def _classify(gm: fx.GraphModule, n: fx.Node, shape_only: set = frozenset()) -> NodeInfo:
     info = NodeInfo(name=n.name, op=str(n.target), role="nonlinear", shape=n.meta.get("shape"),
                     onnx_node=n.meta.get("onnx_node", ""))
     if n.op == "placeholder":
@@ -157,8 +175,10 @@ def _classify(gm: fx.GraphModule, n: fx.Node) -> NodeInfo:
     if n.op == "output":
         info.role = info.part = "output"
         return info
-    if n.op == "get_attr":
+    if n.op == "get_attr" or n in shape_only:
         info.role = info.part = "constant"
+        if n.op != "get_attr":
+            info.op = getattr(n.target, "__name__", str(n.target))
         return info
     if n.op == "call_module":
         m = gm.get_submodule(n.target)
@@ -179,16 +199,17 @@ def _classify(gm: fx.GraphModule, n: fx.Node) -> NodeInfo:
     if n.op == "call_method":
         info.role = "linear" if target in _LINEAR_METHODS else "nonlinear"
         return info
-    if target in _SELECTIONS and len(n.args) > 1 and _is_const(n.args[_SELECTIONS[target]]):
+    if target in _SELECTIONS and len(n.args) > 1 and _is_const(n.args[_SELECTIONS[target]], shape_only):
         info.role = "linear"  # picking entries at fixed places (adaptive pooling, as dynamo writes it)
         return info
     if target in _LINEAR_FUNCTIONS:
-        if target is torch.matmul and not any(_is_const(a) for a in n.args[:2]):
+        if target is torch.matmul and not any(_is_const(a, shape_only) for a in n.args[:2]):
             info.reason = _PRODUCT
             return info
         info.role = "linear"
     elif target in (operator.mul, operator.truediv, torch.mul):
-        if any(_is_const(a) for a in n.args[:2]) and not (target is operator.truediv and not _is_const(n.args[1])):
+        if any(_is_const(a, shape_only) for a in n.args[:2]) and \
+                not (target is operator.truediv and not _is_const(n.args[1], shape_only)):
             info.role = "linear"
         else:
             info.reason = _PRODUCT
@@ -206,7 +227,8 @@ def _classify(gm: fx.GraphModule, n: fx.Node) -> NodeInfo:
 def analyze(gm: fx.GraphModule) -> GraphAnalysis:
     """Classify every node of a twin and split it into core / readout / post parts."""
     nodes = list(gm.graph.nodes)
-    infos = {n: _classify(gm, n) for n in nodes}
+    shape_only = _shape_only(nodes)
+    infos = {n: _classify(gm, n, shape_only) for n in nodes}
     hidden = {n for n in nodes if infos[n].role == "activation" and (
         isinstance(gm.get_submodule(n.target), _HIDDEN + (Reencode,)) or _feeds_hidden(n, gm, infos))}
 
@@ -219,6 +241,9 @@ def analyze(gm: fx.GraphModule) -> GraphAnalysis:
             continue
         core.add(n)
         stack.extend(a for a in n.all_input_nodes)
+    for n in reversed(nodes):  # index arithmetic the core reads runs with it (before its first step)
+        if n in shape_only and any(u in core for u in n.users):
+            core.add(n)
 
     readout: set[fx.Node] = set()
     for n in nodes:  # topological order
@@ -232,6 +257,8 @@ def analyze(gm: fx.GraphModule) -> GraphAnalysis:
             readout.add(n)
     for n in nodes:
         info = infos[n]
+        if n in shape_only and n in core:
+            info.part = "core"
         if info.role in ("input", "constant", "output"):
             continue
         info.part = "core" if n in core else "readout" if n in readout else "post"

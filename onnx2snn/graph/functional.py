@@ -42,6 +42,22 @@ def expand_affine(x: torch.Tensor, base: Sequence[int], slope: Sequence[int], nu
     return x.expand(torch.broadcast_shapes(x.shape, tuple(target)))
 
 
+def shape_of(x: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+    """ONNX Shape at run time: ``x.shape[start:end]`` as an int64 tensor on ``x``'s device
+    (where the index arithmetic built from it meets the twin's buffers)."""
+    return torch.tensor(tuple(x.shape)[start:end], dtype=torch.int64, device=x.device)
+
+
+def onnx_range(start, limit, delta, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """ONNX Range with scalar tensors (or numbers): ``start, start + delta, ...`` below ``limit``."""
+    tensors = [v for v in (start, limit, delta) if isinstance(v, torch.Tensor)]
+    if dtype is None:
+        dtype = tensors[0].dtype if tensors else None
+    device = tensors[0].device if tensors else None
+    vals = [v.item() if isinstance(v, torch.Tensor) else v for v in (start, limit, delta)]
+    return torch.arange(*vals, dtype=dtype, device=device)
+
+
 def expand_batch_like(c: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """A batch-1 constant repeated to the batch of ``ref`` (concatenated next to it)."""
     return c.expand((ref.shape[0],) + tuple(c.shape[1:]))

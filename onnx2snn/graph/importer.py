@@ -10,6 +10,7 @@ reported in one :class:`UnsupportedOpError`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch.fx as fx
 from .. import checks, onnx_io
 from ..errors import InvalidModelError, ShapeError, UnsupportedOpError
 from . import dtypes
+from .batch_values import BatchValues, infer_node_shapes, partial
 from .builder import ConversionFailure, GraphBuilder, NodeContext, evaluate, parse_attrs
 from .registry import lookup
 
@@ -32,6 +34,8 @@ importlib.import_module(".ops", __package__)  # importing the converters registe
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                      "Bernoulli"}
 _CONTROL_FLOW = {"If", "Loop", "Scan"}
+# (op, input) that take a batch-dependent constant as it is: their converters follow it (ctx.shadow)
+_FOLLOWS_BATCH = {("Reshape", 1), ("Expand", 1)}
 
 
 @dataclass
@@ -259,6 +263,7 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
 
     fused, absorbed = _fusions(graph)
     failed = object()
+    batch_values = BatchValues(b, opset)
 
     for node in graph.node:
         if node.name in absorbed:
@@ -288,6 +293,7 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
                     for o, v in zip(node.output, evaluate(node, alt, work.opset_import)):
                         if v.shape != b.values[o].shape or not np.array_equal(v, b.values[o]):
                             b.shadow[o] = v
+                    batch_values.record(node)
                 continue
             except Exception:  # noqa: BLE001 - fall through to the converter
                 pass
@@ -309,13 +315,17 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
             for o in node.output:
                 b.values[o] = failed
             continue
+        if any(partial(value_shapes.get(o)) for o in node.output if o):
+            _refine_shapes(node, in_vals, b, value_shapes, value_dtypes, work.opset_import)
         ctx = NodeContext(node=node, builder=b, inputs=in_vals,
                           input_shapes=[value_shapes.get(i) if i else None for i in node.input],
                           output_shapes=[value_shapes.get(o) for o in node.output],
                           input_dtypes=[value_dtypes.get(i) if i else None for i in node.input],
                           opset=opset, attrs=parse_attrs(node), output_dtypes=[value_dtypes.get(o) for o in node.output])
         try:
-            outs = conv(ctx)
+            outs = _convert_following_batch(conv, ctx, key, batch_values)
+            if outs is None:
+                outs = conv(ctx)
         except (ConversionFailure, ShapeError) as e:
             unsupported.setdefault(key, []).append(node.name)
             details.setdefault(key, str(e))
@@ -325,6 +335,7 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
         for o, v in zip(node.output, outs):
             if o:
                 b.values[o] = v
+        batch_values.record(node)
 
     outs = []
     for vo in graph.output:
@@ -358,6 +369,42 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     if why:
         _require_batch(twin, batch0, why)
     return twin
+
+
+def _refine_shapes(node: onnx.NodeProto, in_vals, b: GraphBuilder, value_shapes, value_dtypes, opset_imports) -> None:
+    """Fill the output shapes ONNX shape inference left open (behind a value it could not size,
+    such as a Range over the batch) from the values the importer folded; at the imported batch
+    and, in the shadow, at the next one."""
+    names = list(node.input)
+    types = [value_dtypes.get(i) if i else None for i in names]
+    now = infer_node_shapes(node, in_vals, [value_shapes.get(i) if i else None for i in names], types,
+                            opset_imports)
+    alt = [b.shadow.get(i, v) if i else v for i, v in zip(names, in_vals)]
+    nxt = infer_node_shapes(node, alt, [b.shadow_shapes.get(i, value_shapes.get(i)) if i else None for i in names],
+                            types, opset_imports)
+    for o, s0, s1 in zip(node.output, now, nxt):
+        if not o or s0 is None or partial(s0) and not partial(value_shapes.get(o)):
+            continue
+        value_shapes[o] = s0
+        if s1 is not None and s1 != s0:
+            b.shadow_shapes[o] = s1
+
+
+def _convert_following_batch(conv, ctx: NodeContext, key: str, batch_values: BatchValues):
+    """Convert a node that reads batch-dependent constants (see batch_values) with those computed
+    at run time, so that the twin takes any batch; None where that cannot be done (the caller
+    then converts with the constants, and the batch check says whether the twin is tied)."""
+    deps = [k for k, i in enumerate(ctx.node.input) if batch_values.depends(i) and (key, k) not in _FOLLOWS_BATCH]
+    if not deps:
+        return None
+    inputs, in_dtypes = list(ctx.inputs), list(ctx.input_dtypes)
+    try:
+        for k in deps:
+            in_dtypes[k] = dtypes.onnx_type_of(inputs[k])
+            inputs[k] = batch_values.runtime(ctx.node.input[k])
+        return conv(dataclasses.replace(ctx, inputs=inputs, input_dtypes=in_dtypes))
+    except (ConversionFailure, ShapeError):
+        return None
 
 
 def _batch_problem(twin: fx.GraphModule, declared, value_dtypes) -> str:

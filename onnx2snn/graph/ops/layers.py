@@ -210,8 +210,12 @@ def einsum(ctx: NodeContext):
 
 # -- normalizations ---------------------------------------------------------------------------
 def _norm_shape(ctx: NodeContext, axis: int) -> tuple[int, tuple]:
+    """The axis and the normalized dims (from the axis on: the leading ones may stay unknown)."""
     rank = ctx.rank(0)
     axis = axis % rank
+    known = ctx.input_shapes[0]
+    if known is not None and all(isinstance(d, int) for d in known[axis:]):
+        return axis, tuple(known[axis:])
     return axis, tuple(ctx.shape(0)[axis:])
 
 

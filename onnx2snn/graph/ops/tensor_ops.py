@@ -1,5 +1,5 @@
 """Tensor layout and shape ops: Concat, Split, Slice, Reshape, Transpose, Squeeze,
-Unsqueeze, Flatten, Pad, Gather, Expand, Tile, reductions, and the pass-throughs
+Unsqueeze, Flatten, Pad, Gather, Range, Expand, Tile, reductions, and the pass-throughs
 (Identity, Dropout). Shape arithmetic on constants is folded by the importer before a
 converter sees it; what stays here computes at run time."""
 
@@ -283,6 +283,13 @@ def shape(ctx: NodeContext):
     if start or end is not None:
         s = ctx.function(operator.getitem, s, slice(start, None if end is None else int(end)))
     return [s]
+
+
+@register("Range", since=11)
+def range_(ctx: NodeContext):
+    """Range on run-time scalars (on constants the importer folds it), e.g. the batch indices
+    torch's dynamo exporter computes from the input's batch size."""
+    return [ctx.function(OF.onnx_range, ctx.inputs[0], ctx.inputs[1], ctx.inputs[2], dtype=ctx.torch_dtype(0))]
 
 
 @register("Expand")
