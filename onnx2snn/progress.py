@@ -84,6 +84,9 @@ class LogProgress:
     def set_postfix(self, **kw: Any) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in kw.items())
 
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """As tqdm's: log lines do not show it."""
+
     def update(self, n: int = 1) -> None:
         self.n += n
         if not self.enabled:

@@ -1,7 +1,8 @@
 """Helpers shared by the zoo training and benchmark scripts: seeding, saving weights + metrics
-json, writing a benchmark's table / JSON / plot."""
+json, the training scripts' common options, writing a benchmark's table / JSON / plot."""
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import time
@@ -18,6 +19,19 @@ def setup(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def arguments(doc: str, models: list[str], batch: int, weights_dir: Path) -> argparse.ArgumentParser:
+    """The options every training script takes: --models, --epochs (default: per model),
+    --batch, --lr, --seed, --out-dir."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--models", nargs="+", default=models)
+    ap.add_argument("--epochs", type=int, default=None, help="default: per model, see EPOCHS")
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", type=Path, default=weights_dir, help="where <name>.pt/.json go")
+    return ap
 
 
 def save(model: torch.nn.Module, name: str, metrics: dict, settings: dict, out_dir: Path) -> None:

@@ -39,96 +39,27 @@ import time  # noqa: E402
 MODELS = {"resnet18": 224, "resnet50": 224, "yolov8n": 640}
 
 
-# -- the YOLOv8n-structured detector (our own code, the layer shapes of yolov8n) --------------------
+# -- the YOLOv8n-structured detector (the zoo's YOLOv8 forward and blocks, the layer shapes of yolov8n)
 def yolov8n(num_classes: int = 80):
-    import torch
     from torch import nn
 
-    class Conv(nn.Sequential):
-        def __init__(self, c1, c2, k=1, s=1):
-            super().__init__(nn.Conv2d(c1, c2, k, s, k // 2, bias=False), nn.BatchNorm2d(c2), nn.SiLU())
+    from onnx2snn.zoo.models.yolo_blocks import C2f, SPPF, Conv, Detect
+    from onnx2snn.zoo.models.yolov8 import YOLOv8
 
-    class Bottleneck(nn.Module):
-        def __init__(self, c, shortcut):
-            super().__init__()
-            self.cv1, self.cv2, self.add = Conv(c, c, 3), Conv(c, c, 3), shortcut
+    class YoloV8n(YOLOv8):
+        """yolov8n's widths (16 .. 256) and depths, strides 8, 16, 32; YOLOv8's PAN forward."""
 
-        def forward(self, x):
-            y = self.cv2(self.cv1(x))
-            return x + y if self.add else y
-
-    class C2f(nn.Module):
-        def __init__(self, c1, c2, n=1, shortcut=False):
-            super().__init__()
-            self.c = c2 // 2
-            self.cv1, self.cv2 = Conv(c1, 2 * self.c), Conv((2 + n) * self.c, c2)
-            self.m = nn.ModuleList(Bottleneck(self.c, shortcut) for _ in range(n))
-
-        def forward(self, x):
-            y = list(self.cv1(x).split((self.c, self.c), 1))
-            y.extend(m(y[-1]) for m in self.m)
-            return self.cv2(torch.cat(y, 1))
-
-    class SPPF(nn.Module):
-        def __init__(self, c1, c2):
-            super().__init__()
-            self.cv1, self.cv2, self.m = Conv(c1, c1 // 2), Conv(c1 // 2 * 4, c2), nn.MaxPool2d(5, 1, 2)
-
-        def forward(self, x):
-            y = [self.cv1(x)]
-            y.extend(self.m(y[-1]) for _ in range(3))
-            return self.cv2(torch.cat(y, 1))
-
-    class Detect(nn.Module):
-        """Decoupled head (box: 4 x 16 DFL bins, class: C logits) per level, DFL decode."""
-
-        def __init__(self, nc, ch, strides=(8, 16, 32), reg_max=16):
-            super().__init__()
-            self.nc, self.reg_max, self.strides = nc, reg_max, strides
-            c2, c3 = max(16, ch[0] // 4, reg_max * 4), max(ch[0], min(nc, 100))
-            self.cv2 = nn.ModuleList(nn.Sequential(Conv(c, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1))
-                                     for c in ch)
-            self.cv3 = nn.ModuleList(nn.Sequential(Conv(c, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for c in ch)
-            self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32).view(1, 1, reg_max, 1))
-
-        def forward(self, xs):
-            b = xs[0].shape[0]
-            outs = [torch.cat((self.cv2[i](x), self.cv3[i](x)), 1).flatten(2) for i, x in enumerate(xs)]
-            anchors, strides = [], []
-            for x, s in zip(xs, self.strides):
-                h, w = x.shape[-2:]
-                sy, sx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
-                anchors.append(torch.stack((sx, sy), 0).reshape(2, -1))
-                strides.append(torch.full((1, h * w), float(s)))
-            anchors, strides = torch.cat(anchors, 1), torch.cat(strides, 1)
-            box, cls = torch.cat(outs, 2).split((4 * self.reg_max, self.nc), 1)
-            dist = (box.view(b, 4, self.reg_max, -1).softmax(2) * self.bins).sum(2)
-            lt, rb = dist.chunk(2, 1)
-            x1y1, x2y2 = anchors - lt, anchors + rb
-            return torch.cat((((x1y1 + x2y2) / 2) * strides, (x2y2 - x1y1) * strides, cls.sigmoid()), 1)
-
-    class YoloV8n(nn.Module):
         def __init__(self):
-            super().__init__()
-            self.b1 = nn.Sequential(Conv(3, 16, 3, 2), Conv(16, 32, 3, 2), C2f(32, 32, 1, True),
-                                    Conv(32, 64, 3, 2), C2f(64, 64, 2, True))
-            self.b2 = nn.Sequential(Conv(64, 128, 3, 2), C2f(128, 128, 2, True))
-            self.b3 = nn.Sequential(Conv(128, 256, 3, 2), C2f(256, 256, 1, True), SPPF(256, 256))
+            nn.Module.__init__(self)
+            self.stem = nn.Sequential(Conv(3, 16, 3, 2), Conv(16, 32, 3, 2), C2f(32, 32, 1, True),
+                                      Conv(32, 64, 3, 2), C2f(64, 64, 2, True))
+            self.stage4 = nn.Sequential(Conv(64, 128, 3, 2), C2f(128, 128, 2, True))
+            self.stage5 = nn.Sequential(Conv(128, 256, 3, 2), C2f(256, 256, 1, True), SPPF(256, 256))
             self.up = nn.Upsample(scale_factor=2, mode="nearest")
-            self.h1, self.h2 = C2f(384, 128), C2f(192, 64)
-            self.d1, self.h3 = Conv(64, 64, 3, 2), C2f(192, 128)
-            self.d2, self.h4 = Conv(128, 128, 3, 2), C2f(384, 256)
-            self.detect = Detect(num_classes, (64, 128, 256))
-
-        def forward(self, x):
-            p3 = self.b1(x)
-            p4 = self.b2(p3)
-            p5 = self.b3(p4)
-            n4 = self.h1(torch.cat([self.up(p5), p4], 1))
-            n3 = self.h2(torch.cat([self.up(n4), p3], 1))
-            m4 = self.h3(torch.cat([self.d1(n3), n4], 1))
-            m5 = self.h4(torch.cat([self.d2(m4), p5], 1))
-            return self.detect([n3, m4, m5])
+            self.top4, self.top3 = C2f(384, 128), C2f(192, 64)
+            self.down3, self.bottom4 = Conv(64, 64, 3, 2), C2f(192, 128)
+            self.down4, self.bottom5 = Conv(128, 128, 3, 2), C2f(384, 256)
+            self.detect = Detect(num_classes, (64, 128, 256), (8, 16, 32))
 
     return YoloV8n()
 

@@ -1,11 +1,10 @@
-"""Train the zoo's digit classifiers (digits_resnet, digits_vgg) on scikit-learn digits.
+"""Train the zoo's digit classifiers (digits_resnet, digits_vgg, digits_vit, digits_mobilenetv3) on scikit-learn digits.
 
 CPU, one thread, seeded. Writes onnx2snn/zoo/weights/<name>.pt and <name>.json.
-Usage: python scripts/train_classifier.py [--models digits_resnet digits_vgg] [--epochs 60]
+Usage: python scripts/train_classifier.py [--models digits_resnet digits_vgg] [--epochs N]
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _train_common import save, setup  # noqa: E402
+from _train_common import arguments, save, setup  # noqa: E402
 
 from onnx2snn.progress import bar as progress_bar, log_to_stderr  # noqa: E402
 from onnx2snn.zoo import build_model, get_preset, load_digits  # noqa: E402
@@ -72,17 +71,14 @@ def train(name: str, epochs: int, batch: int, lr: float, seed: int, out_dir: Pat
     save(model, name, metrics, settings, out_dir)
 
 
+EPOCHS = {"digits_resnet": 60, "digits_vgg": 60, "digits_vit": 100, "digits_mobilenetv3": 60}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--models", nargs="+", default=["digits_resnet", "digits_vgg"])
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR, help="where <name>.pt/.json go")
+    ap = arguments(__doc__, ["digits_resnet", "digits_vgg"], 64, WEIGHTS_DIR)
     args = ap.parse_args()
     for name in args.models:
-        train(name, args.epochs, args.batch, args.lr, args.seed, args.out_dir)
+        train(name, args.epochs or EPOCHS[name], args.batch, args.lr, args.seed, args.out_dir)
 
 
 if __name__ == "__main__":

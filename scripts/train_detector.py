@@ -1,6 +1,6 @@
-"""Train the zoo's detectors (tiny_yolo, yolo_relu, yolov8_silu, yolov8_relu) on generated digit scenes.
+"""Train the zoo's detectors (tiny_yolo, yolo_relu, yolov8_silu, yolov8_relu, yolo11_silu) on generated digit scenes.
 
-The YOLOv8-structured models train on their raw maps (``model(x, raw=True)``) with the
+The YOLOv8 / YOLO11-structured models train on their raw maps (``model(x, raw=True)``) with the
 YOLOv8 loss (task-aligned assignment, CIoU + DFL, BCE) and are evaluated on their export
 output with Ultralytics' validation decoding (conf 0.001, IoU 0.7, multi-label, 300).
 
@@ -11,7 +11,6 @@ Usage: python scripts/train_detector.py [--models tiny_yolo yolo_relu] [--epochs
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _train_common import save, setup  # noqa: E402
+from _train_common import arguments, save, setup  # noqa: E402
 
 from onnx2snn.progress import bar as progress_bar, log_to_stderr  # noqa: E402
 from onnx2snn.zoo import LOSSES, build_model, yolov8_loss, digit_scenes, evaluate_detector, get_decoder, get_preset, make_scenes, scenes_to_tensors  # noqa: E402
@@ -75,20 +74,14 @@ def train(name: str, epochs: int, per_epoch: int, batch: int, lr: float, seed: i
     save(model, name, metrics, settings, out_dir)
 
 
-EPOCHS = {"tiny_yolo": 12, "yolo_relu": 12, "yolov8_silu": 16, "yolov8_relu": 16}
-RAW_LOSS = {"yolov8_silu": yolov8_loss, "yolov8_relu": yolov8_loss}
+EPOCHS = {"tiny_yolo": 12, "yolo_relu": 12, "yolov8_silu": 16, "yolov8_relu": 16, "yolo11_silu": 7}
+RAW_LOSS = {"yolov8_silu": yolov8_loss, "yolov8_relu": yolov8_loss, "yolo11_silu": yolov8_loss}
 
 
 def main() -> None:
     log_to_stderr()
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--models", nargs="+", default=["tiny_yolo", "yolo_relu"])
-    ap.add_argument("--epochs", type=int, default=None, help="default: per model, see EPOCHS")
+    ap = arguments(__doc__, ["tiny_yolo", "yolo_relu"], 32, WEIGHTS_DIR)
     ap.add_argument("--per-epoch", type=int, default=3200)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR, help="where <name>.pt/.json go")
     args = ap.parse_args()
     for name in args.models:
         train(name, args.epochs or EPOCHS[name], args.per_epoch, args.batch, args.lr, args.seed, args.out_dir)

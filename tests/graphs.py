@@ -3,7 +3,10 @@
 Random weights and random BatchNorm statistics (seeded); nothing is downloaded. The
 YOLOv8-style model mirrors the graph Ultralytics exports: SiLU written as x*sigmoid(x),
 C2f blocks with Split and Concat, SPPF max-pools, nearest Resize, and the decode head
-with DFL softmax, anchors and strides, ending in [B, 4 + classes, anchors].
+with DFL softmax, anchors and strides, ending in [B, 4 + classes, anchors]. Its blocks
+(and TinyYoloV3's Conv-BN-LeakyReLU) are the zoo's (onnx2snn.zoo.models.yolo_blocks):
+the importer test is about the graph those blocks export, and the zoo's trained
+models in test_zoo_twins.py are built from the same code.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import torch
 import torchvision
 from torch import nn
+
+from onnx2snn.zoo.models.yolo_blocks import C2f, SPPF, Conv, Detect
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -26,9 +31,8 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def conv_bn(c1, c2, k=3, s=1, act=None):
-    return nn.Sequential(nn.Conv2d(c1, c2, k, s, k // 2, bias=False), nn.BatchNorm2d(c2),
-                         act if act is not None else nn.LeakyReLU(0.1))
+def conv_bn(c1, c2, k=3, s=1):
+    return Conv(c1, c2, k, s, act="leaky", named=False)
 
 
 class TinyYoloV3(nn.Module):
@@ -55,105 +59,14 @@ class TinyYoloV3(nn.Module):
         return y1, y2
 
 
-class Conv(nn.Module):
-    def __init__(self, c1, c2, k=1, s=1):
-        super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(c2)
-        self.act = nn.SiLU()
-
-    def forward(self, x):
-        return self.act(self.bn(self.conv(x)))
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, c, shortcut=True):
-        super().__init__()
-        self.cv1, self.cv2, self.add = Conv(c, c, 3), Conv(c, c, 3), shortcut
-
-    def forward(self, x):
-        y = self.cv2(self.cv1(x))
-        return x + y if self.add else y
-
-
-class C2f(nn.Module):
-    def __init__(self, c1, c2, n=1, shortcut=True):
-        super().__init__()
-        self.c = c2 // 2
-        self.cv1 = Conv(c1, 2 * self.c, 1)
-        self.cv2 = Conv((2 + n) * self.c, c2, 1)
-        self.m = nn.ModuleList(Bottleneck(self.c, shortcut) for _ in range(n))
-
-    def forward(self, x):
-        y = list(self.cv1(x).split((self.c, self.c), 1))
-        y.extend(m(y[-1]) for m in self.m)
-        return self.cv2(torch.cat(y, 1))
-
-
-class SPPF(nn.Module):
-    def __init__(self, c1, c2, k=5):
-        super().__init__()
-        c_ = c1 // 2
-        self.cv1, self.cv2 = Conv(c1, c_, 1), Conv(c_ * 4, c2, 1)
-        self.m = nn.MaxPool2d(k, 1, k // 2)
-
-    def forward(self, x):
-        y = [self.cv1(x)]
-        y.extend(self.m(y[-1]) for _ in range(3))
-        return self.cv2(torch.cat(y, 1))
-
-
-class DFL(nn.Module):
-    def __init__(self, c1=16):
-        super().__init__()
-        self.conv = nn.Conv2d(c1, 1, 1, bias=False).requires_grad_(False)
-        self.conv.weight.data[:] = torch.arange(c1, dtype=torch.float).view(1, c1, 1, 1)
-        self.c1 = c1
-
-    def forward(self, x):
-        b, _, a = x.shape
-        return self.conv(x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)).view(b, 4, a)
-
-
-class Detect(nn.Module):
-    def __init__(self, nc, ch, strides, reg_max=16):
-        super().__init__()
-        self.nc, self.reg_max, self.no = nc, reg_max, nc + 4 * reg_max
-        self.strides = strides
-        c2, c3 = max(16, ch[0] // 4, reg_max * 4), max(ch[0], min(nc, 100))
-        self.cv2 = nn.ModuleList(nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1))
-                                 for x in ch)
-        self.cv3 = nn.ModuleList(nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for x in ch)
-        self.dfl = DFL(reg_max)
-
-    def forward(self, xs):
-        shape = xs[0].shape
-        xs = [torch.cat((self.cv2[i](x), self.cv3[i](x)), 1) for i, x in enumerate(xs)]
-        anchors, strides = [], []
-        for x, s in zip(xs, self.strides):
-            _, _, h, w = x.shape
-            sy, sx = torch.meshgrid(torch.arange(h, dtype=torch.float) + 0.5,
-                                    torch.arange(w, dtype=torch.float) + 0.5, indexing="ij")
-            anchors.append(torch.stack((sx, sy), -1).view(-1, 2))
-            strides.append(torch.full((h * w, 1), float(s)))
-        anchors = torch.cat(anchors).transpose(0, 1).unsqueeze(0)
-        strides = torch.cat(strides).transpose(0, 1)
-        x_cat = torch.cat([x.view(shape[0], self.no, -1) for x in xs], 2)
-        box, cls = x_cat.split((self.reg_max * 4, self.nc), 1)
-        lt, rb = self.dfl(box).chunk(2, 1)
-        x1y1, x2y2 = anchors - lt, anchors + rb
-        dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides
-        return torch.cat((dbox, cls.sigmoid()), 1)
-
-
 class YoloV8Like(nn.Module):
     """A small YOLOv8n-shaped detector: backbone with C2f and SPPF, PAN neck, DFL head."""
 
     def __init__(self, nc=10, w=16):
         super().__init__()
-        self.stem = nn.Sequential(Conv(3, w, 3, 2), Conv(w, 2 * w, 3, 2), C2f(2 * w, 2 * w))
-        self.p3 = nn.Sequential(Conv(2 * w, 4 * w, 3, 2), C2f(4 * w, 4 * w))
-        self.p4 = nn.Sequential(Conv(4 * w, 8 * w, 3, 2), C2f(8 * w, 8 * w), SPPF(8 * w, 8 * w))
+        self.stem = nn.Sequential(Conv(3, w, 3, 2), Conv(w, 2 * w, 3, 2), C2f(2 * w, 2 * w, 1, True))
+        self.p3 = nn.Sequential(Conv(2 * w, 4 * w, 3, 2), C2f(4 * w, 4 * w, 1, True))
+        self.p4 = nn.Sequential(Conv(4 * w, 8 * w, 3, 2), C2f(8 * w, 8 * w, 1, True), SPPF(8 * w, 8 * w))
         self.up = nn.Upsample(None, 2, "nearest")
         self.n3 = C2f(12 * w, 4 * w, shortcut=False)
         self.down = Conv(4 * w, 4 * w, 3, 2)

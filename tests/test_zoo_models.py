@@ -10,7 +10,8 @@ import onnx2snn
 import onnx2snn.zoo as zoo
 
 SMALL_RESNET_INPUT = (3, 64, 64)  # torchvision ResNets are size-agnostic; keep tests fast
-TRAINED = ["digits_resnet", "digits_vgg", "tiny_yolo", "yolo_relu", "yolov8_silu", "yolov8_relu"]
+TRAINED = ["digits_resnet", "digits_vgg", "tiny_yolo", "yolo_relu", "yolov8_silu", "yolov8_relu", "digits_vit",
+           "digits_mobilenetv3", "yolo11_silu"]
 
 
 def _input_shape(name):
@@ -73,7 +74,8 @@ def test_committed_weights_are_small_float32_with_metrics(name):
     assert info["name"] == name and info["metrics"] and info["training"]["seed"] == 0
 
 
-@pytest.mark.parametrize("name,bound", [("digits_resnet", 0.97), ("digits_vgg", 0.97)])
+@pytest.mark.parametrize("name,bound", [("digits_resnet", 0.97), ("digits_vgg", 0.97), ("digits_vit", 0.97),
+                                        ("digits_mobilenetv3", 0.97)])
 def test_classifier_accuracy(name, bound):
     x, y = zoo.load_digits(zoo.get_preset(name).input_shape[-1], "test")
     with torch.no_grad():
@@ -82,7 +84,7 @@ def test_classifier_accuracy(name, bound):
 
 
 @pytest.mark.parametrize("name,bound", [("tiny_yolo", 0.85), ("yolo_relu", 0.85), ("yolov8_silu", 0.9),
-                                        ("yolov8_relu", 0.9)])
+                                        ("yolov8_relu", 0.9), ("yolo11_silu", 0.9)])
 def test_detector_map_on_100_val_scenes(name, bound):
     p = zoo.get_preset(name)
     m = zoo.evaluate_detector(zoo.build_model(name), zoo.get_decoder(p.decoder), zoo.digit_scenes("val", n=100))

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.fx as fx
-from tqdm.auto import tqdm
+from ..progress import bar as progress_bar
 
 from .. import checks
 from ..calibration.data import check_fits
@@ -199,7 +199,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     candidates: list[dict] = []
     points: list[dict] = []
     cache: dict = {}
-    bar = tqdm(desc="tuning", unit="run", disable=not progress, total=None)
+    bar = progress_bar(desc="tuning", unit="run", enabled=progress)
 
     def thresholds(s: Setting, d: int) -> dict:
         if learned is not None:

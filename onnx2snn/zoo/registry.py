@@ -90,7 +90,10 @@ def build_model(name: str, pretrained: bool = True, weights: str | os.PathLike |
 
 def _register_all() -> None:
     from .models.classifiers import DigitsResNet, DigitsVGG, TORCHVISION_WEIGHT_FILES, torchvision_resnet
+    from .models.mobilenet import DigitsMobileNetV3
     from .models.tiny_yolo import TinyYOLO
+    from .models.vit import DigitsViT
+    from .models.yolo11 import YOLO11
     from .models.yolo_relu import YOLOReLU
     from .models.yolov8 import YOLOv8
 
@@ -107,6 +110,15 @@ def _register_all() -> None:
                     decoder="softmax", conversion=cls_conv, weights="digits_vgg.pt",
                     kwargs={"widths": (16, 32, 64), "input_size": 16},
                     description="VGG-style net (Conv-BN-ReLU, MaxPool2d) on 16x16 digits"))
+    register(Preset("digits_vit", DigitsViT, "classification", (1, 16, 16), digits_pre, 10,
+                    decoder="softmax", conversion=cls_conv, weights="digits_vit.pt",
+                    kwargs={"dim": 64, "depth": 4, "heads": 4, "patch": 4, "input_size": 16},
+                    description="small ViT (4x4 patch conv, cls token + position embedding, pre-LayerNorm blocks of "
+                                "MatMul / Softmax attention and GELU MLP) on 16x16 digits"))
+    register(Preset("digits_mobilenetv3", DigitsMobileNetV3, "classification", (1, 16, 16), digits_pre, 10,
+                    decoder="softmax", conversion=cls_conv, weights="digits_mobilenetv3.pt",
+                    description="MobileNetV3-Small style (HardSwish, inverted residuals, depthwise convs, "
+                                "ReLU / HardSigmoid squeeze-excitation gates) on 16x16 digits"))
     for arch in ("resnet18", "resnet34", "resnet50"):
         register(Preset(arch, torchvision_resnet, "classification", (3, 224, 224), imagenet_pre, 1000,
                         decoder="softmax", conversion=dict(cls_conv, timesteps=64), weights=TORCHVISION_WEIGHT_FILES[arch],
@@ -127,6 +139,11 @@ def _register_all() -> None:
                         description=f"YOLOv8 structure with {'SiLU' if act == 'silu' else 'ReLU'} (C2f, SPPF, PAN "
                                     "neck, decoupled DFL head) exported like Ultralytics: one [B, 4+C, A] output; "
                                     "64x64 digit scenes"))
+    register(Preset("yolo11_silu", YOLO11, "detection", (1, 64, 64), scenes_pre, 10,
+                    decoder="decode_ultralytics", loss="yolov8_export_loss", conversion=det_conv,
+                    weights="yolo11_silu.pt", kwargs={"width": 16, "act": "silu"},
+                    description="YOLO11 structure with SiLU (C3k2, SPPF, C2PSA attention, PAN neck, decoupled DFL "
+                                "head) exported like Ultralytics: one [B, 4+C, A] output; 64x64 digit scenes"))
 
 
 _register_all()

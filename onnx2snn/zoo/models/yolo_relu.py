@@ -17,58 +17,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import yolo_blocks
 from .detection import ciou_loss, nms_detections
+from .yolo_blocks import Conv
 
 STRIDES = (4, 8, 16)
 
 
-class ConvBNReLU(nn.Sequential):
-    def __init__(self, cin: int, cout: int, k: int = 3, s: int = 1):
-        super().__init__(nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+def ConvBNReLU(cin: int, cout: int, k: int = 3, s: int = 1) -> Conv:
+    """Conv-BN-ReLU with nn.Sequential keys (0, 1, 2), as the committed weights have them."""
+    return Conv(cin, cout, k, s, "relu", named=False)
 
 
-class Bottleneck(nn.Module):
-    """Two 3x3 convs with a residual add."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.cv1, self.cv2 = ConvBNReLU(c, c), ConvBNReLU(c, c)
-
-    def forward(self, x):
-        return x + self.cv2(self.cv1(x))
+def C2f(cin: int, cout: int, n: int = 1, shortcut: bool = True) -> yolo_blocks.C2f:
+    """YOLOv8 C2f with ReLU; inner blocks: residual bottlenecks, or (no shortcut) one 3x3 conv each."""
+    def block(c):
+        return yolo_blocks.Bottleneck(c, True, "relu", named=False) if shortcut else ConvBNReLU(c, c)
+    c2f = yolo_blocks.C2f(cin, cout, n, shortcut, "relu", block, named=False)
+    c2f._modules["cv2"] = c2f._modules.pop("cv2")  # the committed key order: cv1, m, cv2
+    return c2f
 
 
-class C2f(nn.Module):
-    """YOLOv8 C2f: 1x1 conv, split in two, chain n bottlenecks on one half, concat all, 1x1 conv."""
-
-    def __init__(self, cin: int, cout: int, n: int = 1, shortcut: bool = True):
-        super().__init__()
-        self.c = cout // 2
-        self.cv1 = ConvBNReLU(cin, 2 * self.c, 1)
-        self.m = nn.ModuleList(Bottleneck(self.c) if shortcut else ConvBNReLU(self.c, self.c) for _ in range(n))
-        self.cv2 = ConvBNReLU((2 + n) * self.c, cout, 1)
-
-    def forward(self, x):
-        ys = list(self.cv1(x).chunk(2, 1))
-        for m in self.m:
-            ys.append(m(ys[-1]))
-        return self.cv2(torch.cat(ys, 1))
-
-
-class SPPF(nn.Module):
-    """Spatial pyramid pooling, fast: three chained MaxPool2d(5, 1, 2), concat, 1x1 conv."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        c = cin // 2
-        self.cv1, self.cv2 = ConvBNReLU(cin, c, 1), ConvBNReLU(4 * c, cout, 1)
-        self.pool = nn.MaxPool2d(5, 1, 2)
-
-    def forward(self, x):
-        y0 = self.cv1(x)
-        y1 = self.pool(y0)
-        y2 = self.pool(y1)
-        return self.cv2(torch.cat([y0, y1, y2, self.pool(y2)], 1))
+def SPPF(cin: int, cout: int) -> yolo_blocks.SPPF:
+    """SPPF (three chained MaxPool2d(5, 1, 2), Concat, 1x1 conv) with ReLU."""
+    return yolo_blocks.SPPF(cin, cout, 5, "relu", named=False)
 
 
 class DecoupledHead(nn.Module):

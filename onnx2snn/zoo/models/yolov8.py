@@ -17,131 +17,15 @@ YOLOv8 recipe, weights 7.5 / 1.5 / 0.5).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .detection import ciou_loss
+from .yolo_blocks import C2f, REG_MAX, SPPF, Conv, Detect, make_anchors
 from .yolo_relu import _assign
 
 STRIDES = (4, 8, 16)
-REG_MAX = 16
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
-
-
-class Conv(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d -> activation, 'same' padding."""
-
-    def __init__(self, cin: int, cout: int, k: int = 1, s: int = 1, act: str = "silu"):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, s, k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-        self.act = ACTIVATIONS[act]()
-
-    def forward(self, x):
-        return self.act(self.bn(self.conv(x)))
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, c: int, shortcut: bool = True, act: str = "silu"):
-        super().__init__()
-        self.cv1, self.cv2 = Conv(c, c, 3, act=act), Conv(c, c, 3, act=act)
-        self.add = shortcut
-
-    def forward(self, x):
-        y = self.cv2(self.cv1(x))
-        return x + y if self.add else y
-
-
-class C2f(nn.Module):
-    """1x1 conv, Split in two halves, n bottlenecks chained on the second, Concat all, 1x1 conv."""
-
-    def __init__(self, cin: int, cout: int, n: int = 1, shortcut: bool = False, act: str = "silu"):
-        super().__init__()
-        self.c = cout // 2
-        self.cv1 = Conv(cin, 2 * self.c, 1, act=act)
-        self.cv2 = Conv((2 + n) * self.c, cout, 1, act=act)
-        self.m = nn.ModuleList(Bottleneck(self.c, shortcut, act) for _ in range(n))
-
-    def forward(self, x):
-        y = list(self.cv1(x).split((self.c, self.c), 1))
-        y.extend(m(y[-1]) for m in self.m)
-        return self.cv2(torch.cat(y, 1))
-
-
-class SPPF(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int = 5, act: str = "silu"):
-        super().__init__()
-        c = cin // 2
-        self.cv1, self.cv2 = Conv(cin, c, 1, act=act), Conv(4 * c, cout, 1, act=act)
-        self.m = nn.MaxPool2d(k, 1, k // 2)
-
-    def forward(self, x):
-        y = [self.cv1(x)]
-        y.extend(self.m(y[-1]) for _ in range(3))
-        return self.cv2(torch.cat(y, 1))
-
-
-class DFL(nn.Module):
-    """Distribution focal loss decode: softmax over ``reg_max`` bins, expectation by a fixed 1x1 conv."""
-
-    def __init__(self, reg_max: int = REG_MAX):
-        super().__init__()
-        self.conv = nn.Conv2d(reg_max, 1, 1, bias=False).requires_grad_(False)
-        self.conv.weight.data[:] = torch.arange(reg_max, dtype=torch.float).view(1, reg_max, 1, 1)
-        self.reg_max = reg_max
-
-    def forward(self, x):  # [B, 4 * reg_max, A] -> [B, 4, A]
-        b, _, a = x.shape
-        return self.conv(x.view(b, 4, self.reg_max, a).transpose(2, 1).softmax(1)).view(b, 4, a)
-
-
-def make_anchors(shapes, strides, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Anchor points (cell centres, in grid units) [A, 2] and their strides [A, 1] for feature sizes (h, w)."""
-    points, strs = [], []
-    for (h, w), s in zip(shapes, strides):
-        sy, sx = torch.meshgrid(torch.arange(h, dtype=torch.float, device=device) + 0.5,
-                                torch.arange(w, dtype=torch.float, device=device) + 0.5, indexing="ij")
-        points.append(torch.stack((sx, sy), -1).view(-1, 2))
-        strs.append(torch.full((h * w, 1), float(s), device=device))
-    return torch.cat(points), torch.cat(strs)
-
-
-class Detect(nn.Module):
-    """Decoupled head per level + the export decode (DFL, dist2bbox, sigmoid) -> [B, 4 + C, A]."""
-
-    def __init__(self, num_classes: int, channels, strides=STRIDES, reg_max: int = REG_MAX, act: str = "silu"):
-        super().__init__()
-        self.nc, self.reg_max, self.no = num_classes, reg_max, num_classes + 4 * reg_max
-        self.strides = tuple(strides)
-        c2, c3 = max(16, channels[0] // 4, 4 * reg_max), max(channels[0], min(num_classes, 100))
-        self.cv2 = nn.ModuleList(nn.Sequential(Conv(c, c2, 3, act=act), Conv(c2, c2, 3, act=act),
-                                               nn.Conv2d(c2, 4 * reg_max, 1)) for c in channels)
-        self.cv3 = nn.ModuleList(nn.Sequential(Conv(c, c3, 3, act=act), Conv(c3, c3, 3, act=act),
-                                               nn.Conv2d(c3, num_classes, 1)) for c in channels)
-        self.dfl = DFL(reg_max)
-
-    def init_bias(self, image_size: int = 64) -> None:
-        """YOLOv8's prior: box logits 1, class logits for ~5 objects per image spread over the level's cells."""
-        for a, b, s in zip(self.cv2, self.cv3, self.strides):
-            a[-1].bias.data[:] = 1.0
-            b[-1].bias.data[:] = math.log(5 / self.nc / (image_size / s) ** 2)
-
-    def raw(self, feats) -> list[torch.Tensor]:
-        return [torch.cat((self.cv2[i](x), self.cv3[i](x)), 1) for i, x in enumerate(feats)]
-
-    def decode(self, maps) -> torch.Tensor:
-        b = maps[0].shape[0]
-        anchors, strides = make_anchors([m.shape[-2:] for m in maps], self.strides, maps[0].device)
-        x = torch.cat([m.view(b, self.no, -1) for m in maps], 2)
-        box, cls = x.split((4 * self.reg_max, self.nc), 1)
-        lt, rb = self.dfl(box).chunk(2, 1)
-        anchors = anchors.transpose(0, 1).unsqueeze(0)
-        x1y1, x2y2 = anchors - lt, anchors + rb
-        dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides.transpose(0, 1)
-        return torch.cat((dbox, cls.sigmoid()), 1)
 
 
 class YOLOv8(nn.Module):
