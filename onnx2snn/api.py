@@ -18,6 +18,7 @@ from .graph.source import copy_twin, replace_activations as replace_activations_
 from .snn.network import SpikingNetwork, build_spiking
 
 ENCODINGS = ("direct", "poisson")
+REENCODE_CODINGS = ("unit", "binary")
 
 
 def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, normalization: str = "channel",
@@ -30,7 +31,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None,
             distributed: "bool | None" = None, mse_tolerance: float = 0.0, target: float | None = None,
             objective: str = "energy", tune_options: Mapping[str, Any] | None = None,
-            reencode_levels: int = REENCODE_LEVELS) -> SpikingNetwork:
+            reencode_levels: int = REENCODE_LEVELS, reencode_coding: str = "unit") -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
     Args:
@@ -80,6 +81,10 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             time-averaged operator's output (SiLU, GELU, LayerNorm, attention, ...) back into
             spikes; their thresholds are searched for it (the measured choice is in
             docs/examples/averaged/).
+        reencode_coding: how a re-encoding neuron sends ``k`` spikes in a step: ``"unit"`` (k
+            events of theta) or ``"binary"`` (thresholds theta, 2 theta, 4 theta, ...: one event
+            per set bit of k, as multi-threshold neurons do). The same values and outputs; verify
+            counts the events (and so SynOps and energy) accordingly.
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
             levels unless given, v_init) for the cheapest SNN that keeps this share in (0, 1] of
             the ANN's quality on a held-out part of ``calibration_data`` (top-1 agreement; for
@@ -107,6 +112,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     levels = None if levels is None else checks.integer("levels", levels, 1)
     mse_tolerance = check_mse_tolerance(mse_tolerance, percentile)
     reencode_levels = checks.integer("reencode_levels", reencode_levels, 1)
+    reencode_coding = checks.choice("reencode_coding", reencode_coding, REENCODE_CODINGS)
     batch_size = checks.integer("batch_size", batch_size, 1)
     calibration_limit = checks.optional_integer("calibration_limit", calibration_limit, 1)
     calibrate_timesteps = checks.optional_integer("calibrate_timesteps", calibrate_timesteps, 1)
@@ -141,7 +147,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     config = {"timesteps": timesteps, "normalization": normalization, "percentile": percentile,
               "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
               "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": levels, "ibt_levels": levels,
-              "seed": seed, "mse_tolerance": mse_tolerance, "reencode_levels": reencode_levels}
+              "seed": seed, "mse_tolerance": mse_tolerance, "reencode_levels": reencode_levels,
+              "reencode_coding": reencode_coding}
     report = None
     nodes = {n.name: n for n in twin.graph.nodes}
     missing = [] if learned is None else [a.name for a in analyze(twin).activations()

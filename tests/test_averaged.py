@@ -194,3 +194,24 @@ def test_verify_counts_float_work_and_error_against_ideal_rate(gated):
         assert errs[-1] < 0.5 * errs[0], n
         assert 0 <= n["clip_error"] < 1 and not math.isnan(n["clip_error"])
     assert "non-spiking FLOPs" in rep.table()
+
+
+def test_binary_weighted_spikes_same_outputs_fewer_events(gated):
+    """reencode_coding="binary": k spikes of a step go out as the set bits of k (thresholds theta,
+    2 theta, ...): the same outputs, popcount(k) events instead of k."""
+    from onnx2snn.verification.monitor import _spike_counts
+
+    s = torch.tensor([0.0, 1.0, 2.0, 3.0, -3.0, 7.0, -4.0]) * 0.5
+    assert _spike_counts(s, torch.tensor(0.5)).tolist() == [0, 1, 2, 3, 3, 7, 4]
+    assert _spike_counts(s, torch.tensor(0.5), binary=True).tolist() == [0, 1, 1, 2, 2, 3, 1]
+    path, x, snn, d = gated
+    binary = onnx2snn.convert(path, x, timesteps=8, progress=False, reencode_coding="binary")
+    assert all(n.binary_events == n.two_sided for n in binary.neurons().values())
+    with torch.no_grad():
+        assert torch.equal(binary(x[:4]), snn(x[:4]))
+    reps = [onnx2snn.verify(s, reference=path, data=(x[:16], torch.zeros(16, dtype=torch.long)), timesteps=[8],
+                            progress=False) for s in (snn, binary)]
+    unit, bits = (r.layers["ops"]["snn"][8]["synops"] for r in reps)
+    assert 0 < bits < unit
+    with pytest.raises(onnx2snn.ConfigError, match="reencode_coding"):
+        onnx2snn.convert(path, x, timesteps=8, progress=False, reencode_coding="gray")

@@ -160,6 +160,10 @@ class IFNeuron(SpikingModule):
         if self.levels < 1:
             raise ValueError(f"levels (spikes per step) must be >= 1, got {levels}")
         self.use_bias = False
+        # an output of k spikes in a step sent as binary-weighted spikes (thresholds theta, 2 theta,
+        # 4 theta, ...: one event per set bit of k) rather than k unit events: the same values,
+        # counted differently by verify (multi-threshold neurons, ECMT / DCGS)
+        self.binary_events = False
         self.compiled = False  # fused multi-step kernel via torch.compile (SpikingNetwork.compile)
         self.activation = activation if activation is not None else (
             nn.ReLU() if alpha is None else nn.LeakyReLU(float(alpha)) if isinstance(alpha, float) else nn.PReLU())
@@ -168,6 +172,7 @@ class IFNeuron(SpikingModule):
     def extra_repr(self) -> str:
         kind = "IBT" if self.alpha else "two-sided IF" if self.two_sided else "signed IF" if self.signed else "IF"
         lv = f", levels={self.levels}" if self.levels > 1 else ""
+        lv += ", binary-weighted spikes" if self.binary_events else ""
         v0 = f"{float(self.v_init):g}" if self.v_init.numel() == 1 else "per-channel"
         return f"{kind}, channels={self.theta.numel()}, v_init={v0}{lv}"
 

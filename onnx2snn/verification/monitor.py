@@ -86,9 +86,25 @@ def fanout_map(module: nn.Module, sample_shape: Sequence[int]) -> torch.Tensor:
     return torch.ones(numel, dtype=torch.float64)  # batch norm: one multiply-add per element
 
 
-def _spike_counts(s: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Spikes per element of a multi-level output (k * theta per step -> k)."""
-    return (s.abs() / _per_channel(theta, s).to(s)).round()
+def _spike_counts(s: torch.Tensor, theta: torch.Tensor, binary: bool = False) -> torch.Tensor:
+    """Spikes per element of a multi-level output (k * theta per step -> k events; a neuron
+    with binary-weighted thresholds sends k as its binary digits: popcount(k) events)."""
+    k = (s.abs() / _per_channel(theta, s).to(s)).round()
+    if not binary:
+        return k
+    k = k.long()
+    ones = torch.zeros_like(k)
+    while bool(k.any()):
+        ones += k & 1
+        k = k >> 1
+    return ones.to(s.dtype)
+
+
+def _events(s: torch.Tensor, neuron) -> torch.Tensor:
+    """Events per element of a neuron's output ``s``."""
+    if getattr(neuron, "levels", 1) == 1:
+        return s != 0
+    return _spike_counts(s, neuron.theta, getattr(neuron, "binary_events", False))
 
 
 def _targets(gm: fx.GraphModule) -> set[str]:
@@ -282,7 +298,7 @@ class LayerMonitor:
         t0, T = self._window()
         x = x.detach()
         graded = self.graded.get(t)
-        ev = (x != 0) if graded is None else _spike_counts(x, graded.theta)
+        ev = (x != 0) if graded is None else _events(x, graded)
         nz = ev.reshape(T, x.shape[0] // T, -1).sum(1).float()  # [T, N] events per element
         self.synops[t][t0:t0 + T] += (nz.double() @ self._fanout(t, x.device).double()).cpu()
         self.events[t][t0:t0 + T] += nz.sum(1).double().cpu()
@@ -315,7 +331,7 @@ class LayerMonitor:
         def hook(mod, inp, out):
             t0, T = self._window()
             out = out.detach()
-            ev = (out != 0) if getattr(mod, "levels", 1) == 1 else _spike_counts(out, mod.theta)
+            ev = _events(out, mod)
             self.spikes[name][t0:t0 + T] += ev.reshape(T, -1).sum(1).double().cpu()
             self.size[name] = out[0].numel()
             a = self._acts.get(name)
