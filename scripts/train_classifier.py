@@ -1,4 +1,5 @@
-"""Train the zoo's digit classifiers (digits_resnet, digits_vgg, digits_vit, digits_mobilenetv3) on scikit-learn digits.
+"""Train the zoo's digit classifiers (digits_resnet, digits_vgg, digits_vit, digits_mobilenetv3,
+digits_convnext) on scikit-learn digits.
 
 CPU, one thread, seeded. Writes onnx2snn/zoo/weights/<name>.pt and <name>.json.
 Usage: python scripts/train_classifier.py [--models digits_resnet digits_vgg] [--epochs N]
@@ -71,7 +72,8 @@ def train(name: str, epochs: int, batch: int, lr: float, seed: int, out_dir: Pat
     save(model, name, metrics, settings, out_dir)
 
 
-EPOCHS = {"digits_resnet": 60, "digits_vgg": 60, "digits_vit": 100, "digits_mobilenetv3": 60}
+EPOCHS = {"digits_resnet": 60, "digits_vgg": 60, "digits_vit": 100, "digits_mobilenetv3": 60,
+          "digits_convnext": 60}
 
 
 def main() -> None:

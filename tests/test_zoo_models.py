@@ -11,7 +11,7 @@ import onnx2snn.zoo as zoo
 
 SMALL_RESNET_INPUT = (3, 64, 64)  # torchvision ResNets are size-agnostic; keep tests fast
 TRAINED = ["digits_resnet", "digits_vgg", "tiny_yolo", "yolo_relu", "yolov8_silu", "yolov8_relu", "digits_vit",
-           "digits_mobilenetv3", "yolo11_silu"]
+           "digits_mobilenetv3", "yolo11_silu", "digits_convnext"]
 
 
 def _input_shape(name):
@@ -75,7 +75,7 @@ def test_committed_weights_are_small_float32_with_metrics(name):
 
 
 @pytest.mark.parametrize("name,bound", [("digits_resnet", 0.97), ("digits_vgg", 0.97), ("digits_vit", 0.97),
-                                        ("digits_mobilenetv3", 0.97)])
+                                        ("digits_mobilenetv3", 0.97), ("digits_convnext", 0.97)])
 def test_classifier_accuracy(name, bound):
     x, y = zoo.load_digits(zoo.get_preset(name).input_shape[-1], "test")
     with torch.no_grad():

@@ -90,6 +90,7 @@ def build_model(name: str, pretrained: bool = True, weights: str | os.PathLike |
 
 def _register_all() -> None:
     from .models.classifiers import DigitsResNet, DigitsVGG, TORCHVISION_WEIGHT_FILES, torchvision_resnet
+    from .models.convnext import DigitsConvNeXt
     from .models.mobilenet import DigitsMobileNetV3
     from .models.tiny_yolo import TinyYOLO
     from .models.vit import DigitsViT
@@ -119,6 +120,12 @@ def _register_all() -> None:
                     decoder="softmax", conversion=cls_conv, weights="digits_mobilenetv3.pt",
                     description="MobileNetV3-Small style (HardSwish, inverted residuals, depthwise convs, "
                                 "ReLU / HardSigmoid squeeze-excitation gates) on 16x16 digits"))
+    register(Preset("digits_convnext", DigitsConvNeXt, "classification", (1, 16, 16), digits_pre, 10,
+                    decoder="softmax", conversion=cls_conv, weights="digits_convnext.pt",
+                    kwargs={"dims": (32, 64), "depths": (2, 2), "patch": 2, "input_size": 16},
+                    description="small ConvNeXt (2x2 patchify stem, depthwise 7x7 conv -> channels-last LayerNorm -> "
+                                "Linear 4x -> GELU -> Linear -> layer scale -> residual, LayerNorm + 2x2 conv "
+                                "downsampling, GAP, LayerNorm, head) on 16x16 digits"))
     for arch in ("resnet18", "resnet34", "resnet50"):
         register(Preset(arch, torchvision_resnet, "classification", (3, 224, 224), imagenet_pre, 1000,
                         decoder="softmax", conversion=dict(cls_conv, timesteps=64), weights=TORCHVISION_WEIGHT_FILES[arch],
