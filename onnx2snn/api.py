@@ -31,7 +31,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None,
             distributed: "bool | None" = None, mse_tolerance: float = 0.0, target: float | None = None,
             objective: str = "energy", tune_options: Mapping[str, Any] | None = None,
-            reencode_levels: int = REENCODE_LEVELS, reencode_coding: str = "unit") -> SpikingNetwork:
+            reencode_levels: int = REENCODE_LEVELS, reencode_coding: str = "binary") -> SpikingNetwork:
     """Convert an ANN into a spiking network.
 
     Args:
@@ -81,10 +81,10 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             time-averaged operator's output (SiLU, GELU, LayerNorm, attention, ...) back into
             spikes; their thresholds are searched for it (the measured choice is in
             docs/examples/averaged/).
-        reencode_coding: how a re-encoding neuron sends ``k`` spikes in a step: ``"unit"`` (k
-            events of theta) or ``"binary"`` (thresholds theta, 2 theta, 4 theta, ...: one event
-            per set bit of k, as multi-threshold neurons do). The same values and outputs; verify
-            counts the events (and so SynOps and energy) accordingly.
+        reencode_coding: how a re-encoding neuron sends ``k`` spikes in a step: ``"binary"``
+            (default: thresholds theta, 2 theta, 4 theta, ...: one event per set bit of k, a
+            multi-threshold neuron) or ``"unit"`` (k events of theta). The same values and
+            outputs; verify counts the events (and so SynOps and energy) accordingly.
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
             levels unless given, v_init) for the cheapest SNN that keeps this share in (0, 1] of
             the ANN's quality on a held-out part of ``calibration_data`` (top-1 agreement; for

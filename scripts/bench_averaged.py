@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_thresholds as bt  # noqa: E402
 from _train_common import write_outputs  # noqa: E402
 
-METHODS = {"defaults (reencode_levels=3)": {}, "reencode_levels=1": dict(reencode_levels=1),
-           "reencode_levels=2": dict(reencode_levels=2), "reencode_levels=4": dict(reencode_levels=4)}
+METHODS = {"defaults (reencode_levels=7, binary)": {}, "reencode_levels=3": dict(reencode_levels=3),
+           "reencode_levels=7, unit events": dict(reencode_coding="unit"),
+           "reencode_levels=2": dict(reencode_levels=2), "reencode_levels=1": dict(reencode_levels=1)}
 
 
 def main() -> None:

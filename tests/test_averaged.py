@@ -204,9 +204,10 @@ def test_binary_weighted_spikes_same_outputs_fewer_events(gated):
     s = torch.tensor([0.0, 1.0, 2.0, 3.0, -3.0, 7.0, -4.0]) * 0.5
     assert _spike_counts(s, torch.tensor(0.5)).tolist() == [0, 1, 2, 3, 3, 7, 4]
     assert _spike_counts(s, torch.tensor(0.5), binary=True).tolist() == [0, 1, 1, 2, 2, 3, 1]
-    path, x, snn, d = gated
-    binary = onnx2snn.convert(path, x, timesteps=8, progress=False, reencode_coding="binary")
+    path, x, binary, d = gated  # the default: binary
+    snn = onnx2snn.convert(path, x, timesteps=8, progress=False, reencode_coding="unit")
     assert all(n.binary_events == n.two_sided for n in binary.neurons().values())
+    assert not any(n.binary_events for n in snn.neurons().values())
     with torch.no_grad():
         assert torch.equal(binary(x[:4]), snn(x[:4]))
     reps = [onnx2snn.verify(s, reference=path, data=(x[:16], torch.zeros(16, dtype=torch.long)), timesteps=[8],

@@ -66,7 +66,7 @@ class Reencode(nn.Identity):
     observes its input, conversion puts a two-sided signed neuron in its place, firing up to
     ``levels`` spikes per step (its threshold is searched for that neuron)."""
 
-    def __init__(self, levels: int = 3):
+    def __init__(self, levels: int = 7):
         super().__init__()
         self.levels = int(levels)
 
@@ -74,7 +74,7 @@ class Reencode(nn.Identity):
         return f"levels={self.levels}"
 
 
-REENCODE_LEVELS = 3  # spikes per step of a re-encoding neuron (see scripts/bench_averaged.py)
+REENCODE_LEVELS = 7  # spikes per step of a re-encoding neuron (see scripts/bench_averaged.py)
 
 
 REENCODE_PREFIX = "reencode_"

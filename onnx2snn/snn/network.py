@@ -382,7 +382,7 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
                           signed=config.get("signed_relu", False) if alpha is None else config.get("signed_ibt", False),
                           activation=nn.Identity() if two_sided else copy.deepcopy(act), levels=levels,
                           two_sided=two_sided)
-        neuron.binary_events = two_sided and config.get("reencode_coding", "unit") == "binary"
+        neuron.binary_events = two_sided and config.get("reencode_coding", "binary") == "binary"
         _replace_module(g, node.target, neuron)
         neuron_names.add(a.name)
     for a in analysis.nodes:
