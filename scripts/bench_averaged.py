@@ -29,6 +29,46 @@ METHODS = {"defaults (reencode_levels=7, binary)": {}, "reencode_levels=3": dict
            "reencode_levels=2": dict(reencode_levels=2), "reencode_levels=1": dict(reencode_levels=1)}
 
 
+README_BOLD_T = ("4", "8")  # the few-step settings the README's text compares
+
+
+def readme_table(averaged: dict, levels_2: dict, levels_1: dict, distill: dict) -> str:
+    """The README's yolov8_silu table (tests/test_docs_tables.py checks README against it), one
+    row per run: the defaults (``averaged``: this script's bench_averaged.json), the
+    re-encoding ablations with 2 and 1 spikes per step (this script with ``--methods``,
+    ablation_levels_2.json / ablation_levels_1_3.json) and, for comparison, SiLU -> ReLU
+    without and with distillation at T=8 (``distill``: scripts/bench_distill.py's JSON).
+    Cells: % of the ANN's mAP@0.5 / mAP@0.5:0.95 (energy vs the ANN where measured)."""
+    def pct(m, ann):
+        return f"{100 * m['mAP50'] / ann['mAP50']:.1f} / {100 * m['mAP50_95'] / ann['mAP50_95']:.1f}"
+
+    def averaged_cells(report: dict, method: str, Ts, bold=()) -> list[str]:
+        r = next(r for r in report["models"] if r["model"] == "yolov8_silu")
+        out = []
+        for T in Ts:
+            m = r["methods"][method].get(T)
+            text = "" if m is None else pct(m, r["ann"])
+            out.append("" if m is None else (f"**{text}**" if T in bold else text) + f" ({m['energy_ratio']:.2f}x)")
+        return out
+
+    ann = next(r for r in averaged["models"] if r["model"] == "yolov8_silu")["ann"]
+    Ts = sorted({t for r in averaged["models"] for rows in r["methods"].values() for t in rows}, key=int)
+    d = next(d for d in distill["detectors"] if d["model"] == "yolov8_silu")
+    trained = next(iter(d["distill"]))
+    at_t = {trained: d["distill"][trained], **d["distill"][trained]["at_other_T"]}
+    rows = {"time-averaged, defaults (`reencode_levels=3`)":
+            averaged_cells(averaged, "defaults (reencode_levels=3)", Ts, README_BOLD_T),
+            "re-encoding with 2 spikes per step": averaged_cells(levels_2, "defaults (levels=2)", Ts),
+            "re-encoding with 1 spike per step": averaged_cells(levels_1, "levels=1", Ts),
+            "SiLU -> ReLU, no fine-tuning (earlier table)": [pct(d["plain"][T], d["ann"]) for T in Ts],
+            f"SiLU -> ReLU + distillation, {d['epochs']} epochs at T={trained} (earlier table)":
+            [pct(at_t[T], d["ann"]) for T in Ts]}
+    lines = [f"| yolov8_silu (ANN {ann['mAP50']:.3f} / {ann['mAP50_95']:.3f}) | " + " | ".join(f"T={T}" for T in Ts)
+             + " |", "|---" * (len(Ts) + 1) + "|"]
+    lines += ["|" + "|".join(f" {c} " if c else " " for c in [label] + cells) + "|" for label, cells in rows.items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench-out"))

@@ -99,6 +99,27 @@ def tables(report: dict) -> str:
     return "\n".join(text)
 
 
+README_MODELS = ("yolov8_relu", "tiny_yolo")  # the detectors README's threshold text quotes
+
+
+def readme_table(report: dict) -> str:
+    """The README's thresholds table (tests/test_docs_tables.py checks README against it): per
+    method, for each detector of ``README_MODELS``, % of the ANN's mAP@0.5 / mAP@0.5:0.95
+    and the energy vs the ANN at each T."""
+    models = [r for name in README_MODELS for r in report["models"] if r["model"] == name]
+    Ts = sorted({int(t) for r in models for rows in r["methods"].values() for t in rows})
+    rows = ["| model (ANN mAP@0.5 / @0.5:0.95) | thresholds | " + " | ".join(f"T={T}" for T in Ts) + " |",
+            "|---|---|" + "---|" * len(Ts)]
+    for r in models:
+        name = f"{r['model']} ({r['ann']['mAP50']:.3f} / {r['ann']['mAP50_95']:.3f})"
+        for i, (label, per_t) in enumerate(r["methods"].items()):
+            cells = [per_t.get(T, per_t.get(str(T))) for T in Ts]
+            cells = [m and f"{100 * m['of_ann_50']:.1f} / {100 * m['of_ann_50_95']:.1f} ({m['energy_ratio']:.2f}x)"
+                     for m in cells]
+            rows.append("|" + "|".join(f" {c} " if c else " " for c in [name if i == 0 else "", label] + cells) + "|")
+    return "\n".join(rows)
+
+
 def plot(report: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -143,6 +164,8 @@ def main() -> None:
                                 else classifier(name, args.out, args.timesteps))
     report["seconds"] = round(time.time() - t0, 1)
     text = tables(report) + f"\nrun time {report['seconds']:.0f} s on {args.threads} thread(s)\n"
+    if any(r["model"] in README_MODELS for r in report["models"]):
+        print("\nREADME:\n" + readme_table(report))
     write_outputs(args.out, "bench_thresholds", text, report, plot)
 
 

@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from .. import checks
@@ -32,6 +31,7 @@ from ..graph.analysis import analyze
 from ..graph.source import replace_activations as replace_fn, to_twin
 from ..progress import bar as progress_bar
 from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
+from .losses import resolve_loss
 from .quantized import DEFAULT_LEVELS, QuantizedNeuron, cap_neuron, check_noise, finetuned_levels
 from .thresholds import DEFAULT_PERCENTILE, calibrate_thresholds
 
@@ -143,26 +143,6 @@ def _to(obj: Any, device: torch.device) -> Any:
 
 
 # -- loss ------------------------------------------------------------------------------
-def resolve_loss(loss: "Callable | str | None") -> Callable:
-    """The loss callable: a callable as is, a zoo loss / preset name, or cross-entropy."""
-    if loss is None:
-        return lambda out, y: F.cross_entropy(out, y)
-    if callable(loss):
-        return loss
-    if isinstance(loss, str):
-        from .. import zoo
-
-        if loss in zoo.LOSSES:
-            return zoo.LOSSES[loss]
-        if loss in zoo.PRESETS and zoo.PRESETS[loss].loss:
-            return zoo.LOSSES[zoo.PRESETS[loss].loss]
-        if loss in ("cross_entropy", "ce") or (loss in zoo.PRESETS and zoo.PRESETS[loss].task == "classification"):
-            return lambda out, y: F.cross_entropy(out, y)
-        raise ConfigError(f"unknown loss {loss!r}: pass a callable(outputs, targets) -> scalar, a zoo loss "
-                            f"({', '.join(sorted(zoo.LOSSES))}), a zoo preset name, or None for cross-entropy", "loss")
-    raise ConfigError(f"loss must be a callable, a name or None, not {type(loss).__name__}", "loss")
-
-
 def _scalar_loss(value: Any) -> torch.Tensor:
     if isinstance(value, (tuple, list)) and value:  # zoo losses return (loss, parts)
         value = value[0]

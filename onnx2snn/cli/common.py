@@ -263,3 +263,9 @@ def onnx_input_shape(path: str, input_shape=None):
 __all__ = ["Formatter", "Parser", "parser", "positive_int", "real", "percentile", "timesteps_list", "shape", "size",
            "mean", "std", "replacement", "existing", "merged", "add_preprocess_options", "preprocess_from_args",
            "cli_text", "warn_line", "default_model", "onnx_input_shape"]
+
+
+def register_zoo_names() -> None:
+    """Make the zoo's names usable (``--postprocess tiny-yolo``, ``--loss yolo_relu``): the zoo
+    registers its decoders and losses with the library when imported."""
+    from .. import zoo  # noqa: F401

@@ -6,7 +6,7 @@ import os
 
 from .. import checks
 from .common import (_checked, add_preprocess_options, existing, merged, parser, percentile, positive_int,
-                     preprocess_from_args, real, replacement, shape)
+                     preprocess_from_args, real, register_zoo_names, replacement, shape)
 
 
 def _target(param: str, text: str) -> float:
@@ -77,6 +77,8 @@ def run(args) -> int:
         pre = preprocess_from_args(args, onnx_input_shape(args.model, args.input_shape))
     from ..api import convert
 
+    if args.postprocess:
+        register_zoo_names()
     snn = convert(args.model, args.calib, timesteps=args.timesteps, normalization=args.norm, percentile=args.percentile,
                   input_shape=args.input_shape, replace_activations=merged(args.replace), encoding=args.encoding,
                   calibration_limit=args.limit, batch_size=args.batch_size, preprocess=pre, progress=not args.quiet,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from .common import (add_preprocess_options, existing, merged, parser, percentile, positive_int,
-                     preprocess_from_args, real, replacement, shape)
+                     preprocess_from_args, real, register_zoo_names, replacement, shape)
 
 
 def add(sub) -> None:
@@ -73,6 +73,8 @@ def run(args) -> int:
     from ..api import convert
     from ..calibration.finetune import finetune
 
+    if args.loss != "distill":
+        register_zoo_names()
     ft = finetune(args.model, args.data, timesteps=args.timesteps, epochs=args.epochs, loss=args.loss,
                   distill_weight=args.distill_weight, replace_activations=replace, lr=args.lr,
                   rate_weight=args.rate_weight,

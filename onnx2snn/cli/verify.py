@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from .common import add_preprocess_options, existing, parser, positive_int, preprocess_from_args, real, timesteps_list
+from .common import (add_preprocess_options, existing, parser, positive_int, preprocess_from_args, real,
+                     register_zoo_names, timesteps_list)
 
 
 def add(sub) -> None:
@@ -42,6 +43,8 @@ def run(args) -> int:
     from ..snn.serialize import load
     from ..verification.api import verify
 
+    if args.postprocess:
+        register_zoo_names()
     snn = load(args.snn)
     shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
     pre = preprocess_from_args(args, shape)

@@ -4,8 +4,8 @@ Classification: top-1 / top-5 accuracy (with labels), agreement of the SNN's top
 with the reference's top-1, relative L2 error ``||snn - ref|| / ||ref||`` over the
 whole data set. Detection: COCO mAP@0.5 and mAP@0.5:0.95 (pycocotools) after the same
 post-processing of both, the same two as Ultralytics' validation computes them (its own
-matching and 101-point AP, :func:`onnx2snn.zoo.evaluate_ultralytics`), plus the relative
-L2 error of the raw outputs.
+matching and 101-point AP; both in :mod:`.detection`), plus the relative L2 error of
+the raw outputs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import torch
 
 from ..errors import Onnx2SnnError, ShapeError
 from ..data.evaluation import BatchMeta
+from .decoders import DECODER_ALIASES, find_decoder
+from .detection import evaluate_coco, evaluate_ultralytics, to_coco_detections
 
 Outputs = Sequence[torch.Tensor]  # the model's outputs as a list (one tensor per ONNX output)
 
@@ -107,47 +109,36 @@ class Classification:
 
 
 # -- detection ---------------------------------------------------------------------
-DECODER_ALIASES = {
-    "tiny-yolo": "tiny_yolo_decode", "tiny_yolo": "tiny_yolo_decode", "tiny_yolo_decode": "tiny_yolo_decode",
-    "yolo_relu": "yolo_relu_decode", "yolo-relu": "yolo_relu_decode", "yolo_relu_decode": "yolo_relu_decode",
-    "yolov8": "decode_ultralytics", "ultralytics": "decode_ultralytics", "decode_ultralytics": "decode_ultralytics",
-}
-# mAP is measured with a low score threshold (as Ultralytics' val does); the decoders of
-# the zoo's own models already default to it. Ultralytics exports are decoded exactly as its
-# validation does: every class above 0.001 per anchor, class-aware NMS at IoU 0.7, 300 kept.
-DECODER_KWARGS = {"decode_ultralytics": {"conf_thres": 0.001, "iou_thres": 0.7, "max_det": 300,
-                                         "multi_label": True}}
-
 Postprocess = Callable[[Any, BatchMeta], list]
 
 
 def resolve_postprocess(postprocess: "str | Postprocess | None", category_ids=None) -> tuple[Postprocess, str]:
     """A callable ``(outputs, meta) -> COCO detections`` and its description.
 
-    ``postprocess`` is a zoo decoder name or such a callable. ``outputs`` are what the
-    model returns (a tensor, or a tuple of tensors for several outputs), on the CPU.
+    ``postprocess`` is a registered decoder name (:mod:`.decoders`) or such a callable.
+    ``outputs`` are what the model returns (a tensor, or a tuple of tensors for several
+    outputs), on the CPU.
     """
     if postprocess is None:
         raise Onnx2SnnError("task='detection' needs postprocess=: a decoder name ('tiny-yolo', 'yolo_relu', "
                             "'yolov8') or a callable(outputs, batch_meta) -> list of COCO detections")
     if callable(postprocess):
         return postprocess, getattr(postprocess, "__name__", type(postprocess).__name__)
-    key = DECODER_ALIASES.get(str(postprocess).lower())
-    if key is None:
+    found = find_decoder(postprocess)
+    if found is None:
         raise Onnx2SnnError(f"unknown postprocess {postprocess!r}: use one of {sorted(DECODER_ALIASES)} or a "
-                            "callable(outputs, batch_meta) -> list of COCO detections")
-    from .. import zoo
-
-    decode = zoo.get_decoder(key)
-    kwargs = DECODER_KWARGS.get(key, {})
+                            "callable(outputs, batch_meta) -> list of COCO detections (the zoo's decoders are "
+                            "registered when onnx2snn.zoo is imported)")
+    _, decoder = found
+    decode, kwargs = decoder.fn, decoder.kwargs
 
     def run(outputs, meta: BatchMeta) -> list:
         dets = decode(outputs, **kwargs)
         dets = [dict(d, boxes=meta.to_original(d["boxes"], i)) for i, d in enumerate(dets)]
-        return zoo.to_coco_detections(dets, meta.image_ids, category_ids)
+        return to_coco_detections(dets, meta.image_ids, category_ids)
 
     args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-    return run, f"onnx2snn.zoo.{key}({args})"
+    return run, f"{decoder.label}({args})"
 
 
 class Detection:
@@ -177,10 +168,6 @@ class Detection:
         self.l2.add(b["l2"])
 
     def result(self, ground_truth: dict) -> dict[str, float]:
-        from ..zoo import evaluate_coco
-
-        from ..zoo import evaluate_ultralytics
-
         out = dict(evaluate_coco(self.results, ground_truth))
         ul = evaluate_ultralytics(self.results, ground_truth)  # Ultralytics' own AP protocol, for comparison
         out["mAP50_ultralytics"], out["mAP50_95_ultralytics"] = ul["mAP50"], ul["mAP50_95"]

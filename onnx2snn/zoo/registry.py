@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import checks
+from ..calibration.losses import CROSS_ENTROPY, register_loss_alias
 from ..data.loaders import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -52,9 +53,15 @@ PRESETS: dict[str, Preset] = {}
 
 
 def register(preset: Preset) -> Preset:
+    """Add a preset; its name becomes a ``finetune(loss=...)`` name for its loss
+    (cross-entropy for a classifier)."""
     if preset.name in PRESETS:
         raise ValueError(f"preset {preset.name!r} already registered")
     PRESETS[preset.name] = preset
+    if preset.loss:
+        register_loss_alias(preset.name, preset.loss)
+    elif preset.task == "classification":
+        register_loss_alias(preset.name, CROSS_ENTROPY)
     return preset
 
 
