@@ -32,34 +32,41 @@ METHODS = {"defaults (reencode_levels=7, binary)": {}, "reencode_levels=3": dict
 README_BOLD_T = ("4", "8")  # the few-step settings the README's text compares
 
 
-def readme_table(averaged: dict, levels_2: dict, levels_1: dict, distill: dict) -> str:
+def readme_table(averaged: dict, levels_1_3: dict, levels_2: dict, coding: dict, distill: dict) -> str:
     """The README's yolov8_silu table (tests/test_docs_tables.py checks README against it), one
-    row per run: the defaults (``averaged``: this script's bench_averaged.json), the
-    re-encoding ablations with 2 and 1 spikes per step (this script with ``--methods``,
-    ablation_levels_2.json / ablation_levels_1_3.json) and, for comparison, SiLU -> ReLU
-    without and with distillation at T=8 (``distill``: scripts/bench_distill.py's JSON).
-    Cells: % of the ANN's mAP@0.5 / mAP@0.5:0.95 (energy vs the ANN where measured)."""
+    row per run: the defaults (``averaged``: this script's bench_averaged.json); the re-encoding
+    ablations, measured with unit events (ablation_levels_1_3.json, ablation_levels_2.json: an
+    earlier run of this script with ``levels=k``, which on this all-SiLU network sets only the
+    re-encoding neurons; ablation_coding.json: the defaults' spikes sent as unit events); and, for
+    comparison, SiLU -> ReLU without and with distillation (``distill``: scripts/bench_distill.py's
+    JSON). Cells: % of the ANN's mAP@0.5 / mAP@0.5:0.95 (energy vs the ANN where measured)."""
     def pct(m, ann):
         return f"{100 * m['mAP50'] / ann['mAP50']:.1f} / {100 * m['mAP50_95'] / ann['mAP50_95']:.1f}"
 
-    def averaged_cells(report: dict, method: str, Ts, bold=()) -> list[str]:
+    def cell(m, ann, energy, bold=False) -> str:
+        if m is None:
+            return ""
+        text = pct(m, ann)
+        return (f"**{text}**" if bold else text) + f" ({energy:.2f}x)"
+
+    def rows_of(report: dict, method: str, Ts, bold=()) -> list[str]:
         r = next(r for r in report["models"] if r["model"] == "yolov8_silu")
-        out = []
-        for T in Ts:
-            m = r["methods"][method].get(T)
-            text = "" if m is None else pct(m, r["ann"])
-            out.append("" if m is None else (f"**{text}**" if T in bold else text) + f" ({m['energy_ratio']:.2f}x)")
-        return out
+        per_t = r["methods"][method]
+        return [cell(per_t.get(T), r["ann"], per_t.get(T, {}).get("energy_ratio", 0.0), T in bold) for T in Ts]
 
     ann = next(r for r in averaged["models"] if r["model"] == "yolov8_silu")["ann"]
     Ts = sorted({t for r in averaged["models"] for rows in r["methods"].values() for t in rows}, key=int)
     d = next(d for d in distill["detectors"] if d["model"] == "yolov8_silu")
     trained = next(iter(d["distill"]))
     at_t = {trained: d["distill"][trained], **d["distill"][trained]["at_other_T"]}
-    rows = {"time-averaged, defaults (`reencode_levels=3`)":
-            averaged_cells(averaged, "defaults (reencode_levels=3)", Ts, README_BOLD_T),
-            "re-encoding with 2 spikes per step": averaged_cells(levels_2, "defaults (levels=2)", Ts),
-            "re-encoding with 1 spike per step": averaged_cells(levels_1, "levels=1", Ts),
+    unit7 = [cell(coding.get(f"L=7 T={T}"), ann, coding.get(f"L=7 T={T}", {}).get("energy_unit", 0.0)) for T in Ts]
+    rows = {"time-averaged, defaults (7 spikes per step, binary-weighted)":
+            rows_of(averaged, next(iter(next(r for r in averaged["models"]
+                                                if r["model"] == "yolov8_silu")["methods"])), Ts, README_BOLD_T),
+            "the same, sent as unit events": unit7,
+            "3 spikes per step (unit events)": rows_of(levels_1_3, "levels=3", Ts),
+            "2 spikes per step (unit events)": rows_of(levels_2, "defaults (levels=2)", Ts),
+            "1 spike per step": rows_of(levels_1_3, "levels=1", Ts),
             "SiLU -> ReLU, no fine-tuning (earlier table)": [pct(d["plain"][T], d["ann"]) for T in Ts],
             f"SiLU -> ReLU + distillation, {d['epochs']} epochs at T={trained} (earlier table)":
             [pct(at_t[T], d["ann"]) for T in Ts]}
