@@ -86,7 +86,8 @@ def run_one(name: str, exporter: str) -> dict:
         row["file_batch"] = "dynamic"
         try:
             try:
-                onnx2snn.export_onnx(model, x[:1], path, opset=18 if exporter == "dynamo" else 17,
+                # the whole batch of 2: torch.export specializes a batch-1 example to batch 1
+                onnx2snn.export_onnx(model, x, path, opset=18 if exporter == "dynamo" else 17,
                                      dynamo=exporter == "dynamo")
             except Exception:  # noqa: BLE001 - torch.export often fails on a dynamic batch: try a static one
                 row["file_batch"] = "static"

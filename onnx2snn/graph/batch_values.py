@@ -19,11 +19,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .builder import ConversionFailure, GraphBuilder, NodeContext, Value, parse_attrs
-from .registry import lookup
+from ..errors import ShapeError
 from . import dtypes
 from . import functional as OF
-from ..errors import ShapeError
+from .builder import ConversionFailure, GraphBuilder, NodeContext, Value, parse_attrs
+from .registry import lookup
 
 _LARGE = 4096  # constants with more elements are weights: typed inputs, not values, for inference
 

@@ -4,7 +4,8 @@ The walk is simple: simplify the graph (static input shapes, onnxslim folds the
 Shape/Gather chains), fuse the activation patterns exporters split up (x*sigmoid(x) is
 SiLU), then convert node by node with the registry. Nodes whose inputs are all known
 at import time are evaluated right away with onnx's reference evaluator, so no shape
-arithmetic is left in the twin. Every op that cannot be converted is collected and
+arithmetic is left in the twin, except index arithmetic over the batch size that an op reads
+at run time (see batch_values). Every op that cannot be converted is collected and
 reported in one :class:`UnsupportedOpError`.
 """
 
@@ -358,6 +359,9 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
     twin = fx.GraphModule(b.root, b.graph, class_name="AnnTwin")
     twin.graph.eliminate_dead_code()
     twin.delete_all_unused_submodules()
+    used = {n.target for n in twin.graph.nodes if n.op == "get_attr"}
+    for name in [k for k, _ in twin.named_buffers(recurse=False) if k not in used]:
+        delattr(twin, name)  # constants of abandoned conversions (see _convert_following_batch)
     twin.recompile()
     twin.eval()
     twin.onnx_info = OnnxInfo(
@@ -379,15 +383,19 @@ def _refine_shapes(node: onnx.NodeProto, in_vals, b: GraphBuilder, value_shapes,
     types = [value_dtypes.get(i) if i else None for i in names]
     now = infer_node_shapes(node, in_vals, [value_shapes.get(i) if i else None for i in names], types,
                             opset_imports)
-    alt = [b.shadow.get(i, v) if i else v for i, v in zip(names, in_vals)]
-    nxt = infer_node_shapes(node, alt, [b.shadow_shapes.get(i, value_shapes.get(i)) if i else None for i in names],
-                            types, opset_imports)
+    nxt = now
+    if any(i in b.shadow or i in b.shadow_shapes for i in names if i):
+        alt = [b.shadow.get(i, v) if i else v for i, v in zip(names, in_vals)]
+        nxt = infer_node_shapes(node, alt, [b.shadow_shapes.get(i, value_shapes.get(i)) if i else None
+                                            for i in names], types, opset_imports)
     for o, s0, s1 in zip(node.output, now, nxt):
         if not o or s0 is None or partial(s0) and not partial(value_shapes.get(o)):
             continue
         value_shapes[o] = s0
         if s1 is not None and s1 != s0:
             b.shadow_shapes[o] = s1
+        elif s1 == s0:
+            b.shadow_shapes.pop(o, None)
 
 
 def _convert_following_batch(conv, ctx: NodeContext, key: str, batch_values: BatchValues):
