@@ -45,10 +45,15 @@ def export_onnx(module: torch.nn.Module, example_input: "torch.Tensor | Sequence
         out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
         kwargs = dict(opset_version=opset, input_names=names, output_names=out_names)
         if dynamo:
+            trace = args
             if dynamic_batch:
                 batch = torch.export.Dim("batch", min=1)
                 kwargs["dynamic_shapes"] = tuple({0: batch} for _ in args)
-            prog = torch.onnx.export(module, args, dynamo=True, verbose=False, **kwargs)
+                # torch.export fixes a dimension of size 1 to 1 (ConvNeXt / Swin then lose the
+                # dynamic batch): trace a batch of 2 made of the example
+                trace = tuple(a.expand((2,) + tuple(a.shape[1:])).clone() if a.dim() and a.shape[0] == 1 else a
+                              for a in args)
+            prog = torch.onnx.export(module, trace, dynamo=True, verbose=False, **kwargs)
             prog.save(path)
         else:
             if dynamic_batch:
