@@ -127,3 +127,33 @@ def test_cli_target(digits, tmp_path):
     assert onnx2snn.load(out).config["tune"]["chosen"]["quality"] >= 0.99
     assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), "--target", "0"]) == 2
     assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), "--postprocess", "yolov8"]) == 2
+
+
+# -- a detector: quality is mAP@0.5 of the SNN's detections against the ANN's -----------
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("tune_det") / "tiny_yolo.onnx"
+    onnx2snn.export_zoo_model("tiny_yolo", path)
+    calib, _ = zoo.scenes_to_tensors(zoo.make_scenes(256, "train", seed=12345))
+    return path, onnx2snn.import_onnx(path), calib
+
+
+def test_detector_search_meets_target_on_unseen_scenes(detector):
+    path, twin, calib = detector
+    snn = onnx2snn.convert(twin, calib, timesteps=8, target=0.95, progress=False,
+                           tune_options={"postprocess": "tiny-yolo", "max_runs": 4})
+    r = snn.tune_report
+    assert r.kind == "mAP50" and r.validation_samples == 64 and r.statistics_samples == 192
+    p = r.points[r.chosen]
+    assert p["meets"] and p["quality"] >= 0.95 and snn.config["timesteps"] == p["T"] <= 8
+    # early stopping: the default designed for T=2 is hopeless after a quarter of the scenes
+    first = r.candidates[0]
+    assert first["design_t"] == 2 and first["stopped"] == "quality" and first["partial"][2]["quality"] < 0.92
+    assert not any(q["candidate"] == first["id"] for q in r.points)
+    assert len(r.candidates) <= 4 and 0 < p["energy_ratio"] < 1
+    # on 100 val scenes the search never saw, against the real boxes: within 4 points of the ANN
+    rep = onnx2snn.verify(snn, path, data=zoo.digit_scenes("val", n=100), timesteps=[p["T"]], task="detection",
+                          postprocess="tiny-yolo", progress=False)
+    ann, got = rep.metrics["reference"]["mAP50"], rep.metrics["snn"][p["T"]]["mAP50"]
+    assert ann > 0.9 and got / ann >= 0.95 - 0.04
