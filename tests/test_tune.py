@@ -157,3 +157,20 @@ def test_detector_search_meets_target_on_unseen_scenes(detector):
                           postprocess="tiny-yolo", progress=False)
     ann, got = rep.metrics["reference"]["mAP50"], rep.metrics["snn"][p["T"]]["mAP50"]
     assert ann > 0.9 and got / ann >= 0.95 - 0.04
+
+
+# -- the distributed path: two gloo processes choose what one process chooses ------------
+def test_search_under_torchrun_matches_one_process(digits, tmp_path):
+    from test_distributed import HERE, _ok, alone, torchrun
+
+    path, _, x, _ = digits
+    np.savez(tmp_path / "calib.npz", x=x[:160].numpy())
+    job = [f"{HERE}/dist_tune_job.py", str(path), str(tmp_path / "calib.npz")]
+    _ok(alone(job + [str(tmp_path / "one.pt")], tmp_path))
+    _ok(torchrun(job + [str(tmp_path / "two.pt")], tmp_path))
+    one, two = (torch.load(tmp_path / f, weights_only=True) for f in ("one.pt", "two.pt"))
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    assert two["tune"]["chosen"] == one["tune"]["chosen"] and one["tune"]["chosen"]["quality"] >= 0.99
+    assert two["points"] == one["points"]
+    assert one["thresholds"].keys() == two["thresholds"].keys()
+    assert all(torch.equal(one["thresholds"][k], two["thresholds"][k]) for k in one["thresholds"])

@@ -181,8 +181,10 @@ def _settings(default: Setting, o: dict, levels_free: bool) -> list[Setting]:
 
 
 def split(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, preprocess, holdout: float,
-          max_validation: int, seed: int, target: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(statistics part, held-out part) of the calibration data, split at random (seeded)."""
+          max_validation: int, seed: int, target: float, per_sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(statistics part, held-out part) of the calibration data, split at random (seeded).
+    ``per_sample``: quality counts samples (not a detector's objects): warn when one sample
+    is more than the target leaves."""
     batches, _ = sample_batches(twin, data, batch_size, limit, preprocess)
     x = torch.cat([b for b in batches])
     n = len(x)
@@ -193,7 +195,7 @@ def split(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, p
                         f"statistics; {math.ceil(MIN_VALIDATION / holdout)} with holdout={holdout:g}). Pass more "
                         "samples, or convert without target=")
     n_val = min(max_validation, max(MIN_VALIDATION, round(holdout * n)), n - MIN_STATISTICS)
-    if target < 1 and n_val < 1 / (1 - target):
+    if per_sample and target < 1 and n_val < 1 / (1 - target):
         warnings.warn(f"target={target:g} on {n_val} held-out samples: one sample is more than the "
                       f"{100 * (1 - target):.3g} % the target leaves, so the check is coarse; pass at least "
                       f"{math.ceil(1 / (1 - target) / holdout)} calibration samples", Onnx2SnnWarning, stacklevel=4)
@@ -219,7 +221,8 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
         ft = (getattr(twin, "finetune_info", None) or {}).get("timesteps")
         T_max = min(T_max, 2 * int(ft)) if ft else T_max
     grid = [t for t in GRID if t <= T_max] + ([T_max] if T_max not in GRID else [])
-    cal, val_x = split(twin, data, batch_size, limit, preprocess, o["holdout"], o["max_validation"], o["seed"], target)
+    cal, val_x = split(twin, data, batch_size, limit, preprocess, o["holdout"], o["max_validation"], o["seed"], target,
+                       o["postprocess"] is None)
     check_fits(val_x[:1], getattr(getattr(twin, "onnx_info", None), "input_shapes", {}) or {}, "calibration data")
     validation = Validation(twin, val_x, batch_size, o["postprocess"], o["category_ids"], o["metric"],
                             o["gt_confidence"])
