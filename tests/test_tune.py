@@ -93,6 +93,8 @@ def test_objective_timesteps_never_slower(digits, tuned):
     (dict(target=0.99, objective="speed"), ConfigError, "objective"),
     (dict(objective="timesteps"), ConfigError, "pass target="),
     (dict(target=0.99, tune_options={"holdout_fraction": 0.2}), ConfigError, "unknown key"),
+    (dict(target=0.99, tune_options={"early_stop": 2}), ConfigError, "early_stop"),
+    (dict(target=0.99, tune_options={"reencode_levels": (0,)}), ConfigError, "reencode_levels"),
 ])
 def test_bad_arguments(digits, kw, err, words):
     _, twin, x, _ = digits
