@@ -86,7 +86,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             multi-threshold neuron) or ``"unit"`` (k events of theta). The same values and
             outputs; verify counts the events (and so SynOps and energy) accordingly.
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
-            levels unless given, v_init) for the cheapest SNN that keeps this share in (0, 1] of
+            levels unless given, v_init, ``reencode_levels`` when the network has time-averaged
+            operators) for the cheapest SNN that keeps this share in (0, 1] of
             the ANN's quality on a held-out part of ``calibration_data`` (top-1 agreement; for
             detectors, with ``tune_options={"postprocess": ...}``, mAP against the ANN's detections;
             else 1 - relative output error). The result, with every candidate and the frontier,
@@ -95,8 +96,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         objective: with ``target``: ``"energy"`` (least estimated energy) or ``"timesteps"``
             (smallest T, then least energy).
         tune_options: with ``target``: postprocess, metric, holdout, max_validation,
-            percentiles, mse_tolerances, levels, v_init, allow_unsigned, max_runs (see
-            :data:`onnx2snn.tuning.search.DEFAULTS`).
+            percentiles, mse_tolerances, levels, reencode_levels, v_init, allow_unsigned,
+            max_runs, early_stop, gt_confidence (see :data:`onnx2snn.tuning.search.DEFAULTS`).
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.

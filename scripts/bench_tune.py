@@ -6,11 +6,13 @@ classifiers: top-1; digit-scene val for the detectors: mAP@0.5 with the real box
 the default conversion at T=8 on the same data, and the search time against one verify sweep
 of the default conversion (T = 1 ... 128, the verify default). Writes <out>/bench_tune.md,
 .json and per model the frontier plot tune_<model>.png (and its report tune_<model>.md/.json).
-Usage: python scripts/bench_tune.py [--out docs/examples/tune] [--models ...] [--target 0.99]
+Rows of models already in <out>/bench_tune.json and not benched this time are kept.
+Usage: python scripts/bench_tune.py [--out docs/examples/tune] [--models ...] [--target 0.99] [--n-val 300]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -75,13 +77,15 @@ def table(report: dict) -> str:
     for r in report["models"]:
         c, d = r["chosen"], r["default_t8"]
         s = c["setting"]
-        rows.append([f"{r['model']} ({'mAP@0.5' if r['metric'] == 'mAP50' else 'top-1'})", f"{r['target']:g}",
+        test = f"mAP@0.5, {r.get('n_test')} val scenes" if r["metric"] == "mAP50" else "top-1"
+        rows.append([f"{r['model']} ({test})", f"{r['target']:g}",
                      f"{100 * c['of_ann']:.1f} (held out: {100 * c['held_out_quality']:.1f})",
                      f"{r['energy_vs_default_t8']:.2f}x ({c['energy_ratio']:.3f} vs {d['energy_ratio']:.3f} of the ANN; "
                      f"default T=8: {100 * d['of_ann']:.1f} %)",
                      f"{r['search_s']:.0f} s = {r['search_vs_sweep']:.2f}x one verify sweep ({r['verify_sweep_s']:.0f} s); "
                      f"{r['runs']} runs",
-                     f"T={c['T']}, {s['percentile']}, levels={s['levels']}, tol={s['mse_tolerance']:g}"])
+                     f"T={c['T']}, {s['percentile']}, levels={s['levels']}, tol={s['mse_tolerance']:g}" +
+                     (f", reencode={s['reencode_levels']}" if "reencode_levels" in s else "")])
     held = sum(r["promise_held"] for r in report["models"])
     return ("### Settings search (`convert(..., target=0.99)`), checked on test data the search did not see\n\n" +
             format_table(["model", "target", "quality on the test set (% of ANN)", "energy vs the default conversion "
@@ -102,13 +106,18 @@ def main() -> None:
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"torch": torch.__version__, "threads": args.threads, "models": []}
+    old = args.out / "bench_tune.json"
+    if old.is_file():  # rows of models not benched this time are kept
+        report["models"] = [m for m in json.loads(old.read_text())["models"] if m["model"] not in args.models]
     t0 = time.time()
     for name in args.models:
-        report["models"].append(bench(name, args.out, args.target, args.n_val))
+        res = bench(name, args.out, args.target, args.n_val)
+        res["n_test"] = args.n_val if res["metric"] == "mAP50" else None
+        report["models"].append(res)
         for f in args.out.glob(f"{name}.onnx"):
             f.unlink()
     report["seconds"] = round(time.time() - t0, 1)
-    text = table(report) + f"\nrun time {report['seconds']:.0f} s on {args.threads} thread(s)\n"
+    text = table(report) + f"\nlast run ({', '.join(args.models)}) {report['seconds']:.0f} s on {args.threads} thread(s)\n"
     write_outputs(args.out, "bench_tune", text, report, lambda rep, p: None)
 
 

@@ -18,7 +18,9 @@ class TuneReport:
     ``points``: one per candidate and T, with ``quality`` (share of the ANN's, on the held-out
     data), ``energy_ratio`` (estimated energy / the ANN's, as :func:`onnx2snn.verify` counts it),
     ``energy_pj``, ``synops`` and ``meets`` (quality >= target). ``candidates``: the settings
-    tried, each run once to ``run_to``."""
+    tried, each run once to ``run_to``; one with ``stopped`` ("quality", "energy" or
+    "timesteps") was cut after a quarter of the held-out samples (its numbers in ``partial``,
+    not among the points)."""
 
     target: float
     objective: str
@@ -129,7 +131,8 @@ class TuneReport:
         rows = [[("**" if i == self.chosen else "") + self.label_of(self.points[i]) + ("**" if i == self.chosen else ""),
                  f"{100 * self.points[i]['quality']:.2f}", f"{self.points[i]['energy_ratio']:.3g}",
                  "yes" if self.points[i]["meets"] else "no"] for i in front]
-        runs = [[c["id"], c["label"], c["design_t"] or "-", c["run_to"], f"{c['seconds']:.1f}"] for c in self.candidates]
+        runs = [[c["id"], c["label"], c["design_t"] or "-", c["run_to"], f"{c['seconds']:.1f}",
+                 f"after 1/4 ({c['stopped']})" if c.get("stopped") else "-"] for c in self.candidates]
         out = [f"## Settings search: target {100 * self.target:g} % of the ANN ({self.quality}), objective "
                f"{self.objective}",
                f"{self.validation_samples} held-out samples, statistics from {self.statistics_samples}; "
@@ -137,7 +140,7 @@ class TuneReport:
                f"Chosen: {self.reason}.", "", "### Pareto frontier (energy vs quality)", "",
                format_table(["point", "quality (% of ANN)", "energy vs ANN", "keeps target"], rows), "",
                "### Runs (one SNN run each, scored at every T of the grid up to its last)", "",
-               format_table(["run", "setting", "thresholds for T", "run to T", "seconds"], runs)]
+               format_table(["run", "setting", "thresholds for T", "run to T", "seconds", "stopped early"], runs)]
         out += [f"Note: {n}" for n in self.notes]
         return "\n".join(out)
 

@@ -14,6 +14,15 @@ Order and early stopping, so that a search costs a few verify runs:
    it keeps the target at its design T: the first miss ends that setting (a percentile
    threshold does not depend on T: one run scores all of them).
 
+Every run but the default's first may stop after a quarter of the held-out samples
+(``early_stop``): when no T of it comes within that margin of the target, or when those that
+do already cost more than the cheapest point that keeps it (a setting stopped for energy
+is still tried at smaller T; one stopped for quality is not).
+
+A network with time-averaged operators (re-encoding neurons) has their spikes per step
+(``reencode_levels``) searched too. Detectors (``postprocess``) get a smaller space and
+held-out set by default: their runs cost the most.
+
 Then the point that keeps ``target`` of the ANN's quality at the least estimated energy
 (``objective="energy"``) or at the smallest T (``"timesteps"``, ties by energy).
 """
@@ -36,6 +45,7 @@ from ..calibration.data import check_fits
 from ..calibration.thresholds import (collect_statistics, sample_batches, statistics_summary,
                                       thresholds_from_statistics)
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
+from ..graph.averaged import Reencode
 from ..snn.network import build_spiking
 from .report import TuneReport
 from .validation import GT_CONFIDENCE, Validation
@@ -44,9 +54,14 @@ OBJECTIVES = ("energy", "timesteps")
 GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 MIN_VALIDATION = 32   # held-out samples at least
 MIN_STATISTICS = 32   # samples left for the statistics at least
-DEFAULTS = {"postprocess": None, "category_ids": None, "metric": None, "holdout": 0.25, "max_validation": 256,
-            "percentiles": ("mse", 99.99, 99.9), "mse_tolerances": (0.0, 0.25, 0.5), "levels": None,
-            "v_init": None, "allow_unsigned": False, "max_runs": 20, "gt_confidence": GT_CONFIDENCE, "seed": 0}
+# None: by kind of network (KIND_DEFAULTS: classifiers and others / detectors)
+DEFAULTS = {"postprocess": None, "category_ids": None, "metric": None, "holdout": 0.25, "max_validation": None,
+            "percentiles": None, "mse_tolerances": None, "levels": None, "reencode_levels": None,
+            "v_init": None, "allow_unsigned": False, "max_runs": 20, "early_stop": 0.03,
+            "gt_confidence": GT_CONFIDENCE, "seed": 0}
+KIND_DEFAULTS = {False: {"max_validation": 256, "percentiles": ("mse", 99.99, 99.9), "mse_tolerances": (0.0, 0.25, 0.5)},
+                 True: {"max_validation": 96, "percentiles": ("mse", 99.99), "mse_tolerances": (0.0, 0.25)}}
+REENCODE_CHOICES = (2, 3, 4)  # spikes per step of re-encoding neurons tried (with the given one)
 
 
 def check_target(target: Any) -> float:
@@ -68,6 +83,8 @@ def check_options(options: Mapping | None) -> dict:
     if unknown:
         raise ConfigError(f"tune_options: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}", "tune_options")
     o = {**DEFAULTS, **options}
+    for k, v in KIND_DEFAULTS[o["postprocess"] is not None].items():
+        o[k] = v if o[k] is None else o[k]
     o["holdout"] = checks.real("tune_options['holdout']", o["holdout"], 0.0, 0.9, strict_min=True)
     o["max_validation"] = checks.integer("tune_options['max_validation']", o["max_validation"], MIN_VALIDATION)
     o["max_runs"] = checks.integer("tune_options['max_runs']", o["max_runs"], 1)
@@ -75,6 +92,11 @@ def check_options(options: Mapping | None) -> dict:
     o["mse_tolerances"] = tuple(checks.real("tune_options['mse_tolerances']", e, 0.0) for e in o["mse_tolerances"])
     if o["levels"] is not None:
         o["levels"] = tuple(checks.integer("tune_options['levels']", k, 1) for k in o["levels"])
+    if o["reencode_levels"] is not None:
+        o["reencode_levels"] = tuple(checks.integer("tune_options['reencode_levels']", k, 1)
+                                     for k in o["reencode_levels"])
+    if o["early_stop"] is not None:
+        o["early_stop"] = checks.real("tune_options['early_stop']", o["early_stop"], 0.0, 1.0)
     if o["v_init"] is not None:
         o["v_init"] = tuple(checks.real("tune_options['v_init']", v, -1.0, 2.0) for v in o["v_init"])
     o["allow_unsigned"] = checks.boolean("tune_options['allow_unsigned']", o["allow_unsigned"])
@@ -94,6 +116,7 @@ class Setting:
     mse_tolerance: float
     v_init: float
     signed: bool
+    reencode: int | None = None  # spikes per step of the re-encoding neurons (None: the network has none)
 
     @property
     def by_t(self) -> bool:
@@ -110,11 +133,16 @@ class Setting:
             out += f", v_init={self.v_init:g}"
         if not self.signed:
             out += ", unsigned"
+        if self.reencode is not None:
+            out += f", reencode={self.reencode}"
         return out
 
     def to_dict(self) -> dict:
-        return {"percentile": self.percentile, "levels": self.levels, "mse_tolerance": self.mse_tolerance,
-                "v_init": self.v_init, "signed": self.signed}
+        out = {"percentile": self.percentile, "levels": self.levels, "mse_tolerance": self.mse_tolerance,
+               "v_init": self.v_init, "signed": self.signed}
+        if self.reencode is not None:
+            out["reencode_levels"] = self.reencode
+        return out
 
 
 @dataclass
@@ -134,23 +162,29 @@ def _settings(default: Setting, o: dict, levels_free: bool) -> list[Setting]:
     signs = (default.signed, False) if o["allow_unsigned"] and default.signed else (default.signed,)
     pcts = tuple(dict.fromkeys((default.percentile,) + o["percentiles"]))
     tols = tuple(dict.fromkeys((default.mse_tolerance,) + o["mse_tolerances"]))
+    reencs = (None,) if default.reencode is None else \
+        tuple(dict.fromkeys((default.reencode,) + (o["reencode_levels"] or REENCODE_CHOICES)))
     out = {default}
-    for p, k, e, v, s in itertools.product(pcts, levels, tols, v_inits, signs):
+    for p, k, e, v, s, r in itertools.product(pcts, levels, tols, v_inits, signs, reencs):
         if p != "mse" and e:
             continue
-        out.add(Setting(p, int(k), float(e), float(v), bool(s)))
+        out.add(Setting(p, int(k), float(e), float(v), bool(s), r))
 
     def key(s: Setting):
         diff = [s.percentile != default.percentile, s.levels != default.levels,
-                s.mse_tolerance != default.mse_tolerance, s.v_init != default.v_init, s.signed != default.signed]
+                s.mse_tolerance != default.mse_tolerance, s.v_init != default.v_init, s.signed != default.signed,
+                s.reencode != default.reencode]
         return (sum(diff), pcts.index(s.percentile), tols.index(s.mse_tolerance), list(levels).index(s.levels)
-                if s.levels in levels else 0, v_inits.index(s.v_init) if s.v_init in v_inits else 0, not s.signed)
+                if s.levels in levels else 0, v_inits.index(s.v_init) if s.v_init in v_inits else 0, not s.signed,
+                reencs.index(s.reencode) if s.reencode in reencs else 0)
     return sorted(out, key=key)
 
 
 def split(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, preprocess, holdout: float,
-          max_validation: int, seed: int, target: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(statistics part, held-out part) of the calibration data, split at random (seeded)."""
+          max_validation: int, seed: int, target: float, per_sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(statistics part, held-out part) of the calibration data, split at random (seeded).
+    ``per_sample``: quality counts samples (not a detector's objects): warn when one sample
+    is more than the target leaves."""
     batches, _ = sample_batches(twin, data, batch_size, limit, preprocess)
     x = torch.cat([b for b in batches])
     n = len(x)
@@ -161,7 +195,7 @@ def split(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, p
                         f"statistics; {math.ceil(MIN_VALIDATION / holdout)} with holdout={holdout:g}). Pass more "
                         "samples, or convert without target=")
     n_val = min(max_validation, max(MIN_VALIDATION, round(holdout * n)), n - MIN_STATISTICS)
-    if target < 1 and n_val < 1 / (1 - target):
+    if per_sample and target < 1 and n_val < 1 / (1 - target):
         warnings.warn(f"target={target:g} on {n_val} held-out samples: one sample is more than the "
                       f"{100 * (1 - target):.3g} % the target leaves, so the check is coarse; pass at least "
                       f"{math.ceil(1 / (1 - target) / holdout)} calibration samples", Onnx2SnnWarning, stacklevel=4)
@@ -187,24 +221,34 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
         ft = (getattr(twin, "finetune_info", None) or {}).get("timesteps")
         T_max = min(T_max, 2 * int(ft)) if ft else T_max
     grid = [t for t in GRID if t <= T_max] + ([T_max] if T_max not in GRID else [])
-    cal, val_x = split(twin, data, batch_size, limit, preprocess, o["holdout"], o["max_validation"], o["seed"], target)
+    cal, val_x = split(twin, data, batch_size, limit, preprocess, o["holdout"], o["max_validation"], o["seed"], target,
+                       o["postprocess"] is None)
     check_fits(val_x[:1], getattr(getattr(twin, "onnx_info", None), "input_shapes", {}) or {}, "calibration data")
     validation = Validation(twin, val_x, batch_size, o["postprocess"], o["category_ids"], o["metric"],
                             o["gt_confidence"])
     obs = None if learned is not None else collect_statistics(twin, cal, batch_size, None, None, progress,
                                                               distributed)
+    reencoders = [m for m in twin.modules() if isinstance(m, Reencode)]
     default = Setting(base_config["percentile"], int(base_config["levels"]), float(base_config["mse_tolerance"]),
-                      float(base_config["v_init"]), bool(base_config["signed_relu"] or base_config["signed_ibt"]))
+                      float(base_config["v_init"]), bool(base_config["signed_relu"] or base_config["signed_ibt"]),
+                      int(base_config.get("reencode_levels", 3)) if reencoders else None)
     settings = [default] if learned is not None else _settings(default, o, levels is None)
     candidates: list[dict] = []
     points: list[dict] = []
     cache: dict = {}
     bar = progress_bar(desc="tuning", unit="run", enabled=progress)
 
+    def use(s: Setting) -> None:
+        """The re-encoding neurons of the twin fire ``s.reencode`` spikes per step (their
+        thresholds are searched for it, and the SNN built with it)."""
+        for m in reencoders:
+            m.levels = int(s.reencode)
+
     def thresholds(s: Setting, d: int) -> dict:
         if learned is not None:
             return {k: v.clone() for k, v in learned.items()}
-        key = (s.percentile, s.levels, s.mse_tolerance, s.v_init, d if s.by_t else None)
+        use(s)
+        key = (s.percentile, s.levels, s.mse_tolerance, s.v_init, d if s.by_t else None, s.reencode)
         if key not in cache:
             cache[key] = thresholds_from_statistics(twin, obs, base_config["normalization"], s.percentile, d,
                                                     s.v_init, s.levels, s.mse_tolerance)
@@ -213,7 +257,8 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     def config(s: Setting, T: int) -> dict:
         return {**base_config, "timesteps": T, "percentile": s.percentile, "levels": s.levels,
                 "ibt_levels": s.levels, "mse_tolerance": s.mse_tolerance, "v_init": s.v_init,
-                "signed_relu": base_config["signed_relu"] and s.signed, "signed_ibt": base_config["signed_ibt"] and s.signed}
+                "signed_relu": base_config["signed_relu"] and s.signed, "signed_ibt": base_config["signed_ibt"] and s.signed,
+                **({} if s.reencode is None else {"reencode_levels": s.reencode})}
 
     def find(s: Setting, d: int) -> dict | None:
         for c in candidates:
@@ -221,17 +266,53 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
                 return c
         return None
 
-    def run(s: Setting, d: int) -> dict:
-        """One candidate: thresholds for design T ``d``, one run to ``d`` scoring every T <= d."""
+    def best() -> "tuple[float, int] | None":
+        """(energy, T) of the point the objective prefers among those keeping the target so far."""
+        ok = [p for p in points if p["meets"]]
+        if not ok:
+            return None
+        p = min(ok, key=(lambda p: (p["energy_ratio"], p["T"])) if objective == "energy" else
+                (lambda p: (p["T"], p["energy_ratio"])))
+        return p["energy_ratio"], p["T"]
+
+    def hopeless(partial: dict) -> "str | None":
+        """Why a run may stop after its first quarter (None: go on)."""
+        margin = o["early_stop"]
+        near = [t for t, m in partial.items() if m["quality"] >= target - margin]
+        if not near:
+            return "quality"
+        b = best()
+        if b is None:
+            return None
+        if objective == "energy" and min(partial[t]["energy_ratio"] for t in near) > b[0] * (1 + margin):
+            return "energy"
+        if objective == "timesteps" and min(near) > b[1]:
+            return "timesteps"
+        return None
+
+    def run(s: Setting, d: int, may_stop: bool = True) -> dict:
+        """One candidate: thresholds for design T ``d``, one run to ``d`` scoring every T <= d
+        (cut after a quarter of the held-out samples when ``hopeless``)."""
         c = find(s, d)
         if c is not None:
             return c
         t1 = time.time()
         snn = build_spiking(twin, thresholds(s, d), config(s, d))
-        res = validation.measure(snn, [t for t in grid if t <= d])
+        why: list[str] = []
+
+        def stop(partial: dict) -> bool:
+            r = hopeless(partial)
+            why.extend([r] if r else [])
+            return r is not None
+        res, complete = validation.measure(snn, [t for t in grid if t <= d],
+                                           stop if may_stop and o["early_stop"] is not None else None)
         c = {"id": len(candidates), "setting": s, "design_t": d if s.by_t else None, "run_to": d,
-             "seconds": round(time.time() - t1, 2)}
+             "seconds": round(time.time() - t1, 2), "stopped": why[0] if why else None}
         candidates.append(c)
+        if not complete:  # a quarter's numbers: kept with the run, not as points of the frontier
+            c["partial"] = {t: {"quality": m["quality"], "energy_ratio": m["energy_ratio"]} for t, m in res.items()}
+            bar.update(1)
+            return c
         for t, m in res.items():
             points.append({"candidate": c["id"], "T": t, **m, "meets": m["quality"] >= target - 1e-12})
         bar.update(1)
@@ -251,7 +332,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     designs = ([t for t in (2, 4, 8, 16, 32, 64, 128, 256, 512) if t < T_max] + [T_max]) if default.by_t and learned is None \
         else [T_max]
     for d in designs:
-        default_run = run(default, d)
+        default_run = run(default, d, may_stop=d != designs[-1])
         T_star = smallest_meeting(default_run)
         if T_star is not None:
             break
@@ -270,7 +351,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
                 if len(candidates) >= o["max_runs"]:
                     break
                 c = run(s, d)
-                if not meets_at(c, d):
+                if c["stopped"] != "energy" and not meets_at(c, d):
                     break
         if len(candidates) >= o["max_runs"]:
             notes.append(f"stopped at max_runs={o['max_runs']} runs (tune_options['max_runs'])")
@@ -293,6 +374,8 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     p = report.points[report.chosen]
     c = candidates[p["candidate"]]
     s = c["setting"]
+    if reencoders:
+        use(s)  # convert builds the SNN from this twin
     cfg = config(s, p["T"])
     cfg["tune"] = report.summary()
     return Outcome(thresholds(s, c["run_to"] if s.by_t else p["T"]), cfg,

@@ -5,6 +5,8 @@ the SNN's top-1 equals the ANN's (classifiers), the mAP of the SNN's detections 
 ANN's confident detections as ground truth (detectors, divided by the ANN's own score on
 that ground truth), or one minus the relative L2 error of the outputs (anything else).
 Energy per T is what :func:`onnx2snn.verify` reports: the same :class:`LayerMonitor` hooks.
+A run can be cut short after its first quarter of the samples (``stop``): the search drops a
+candidate that is clearly below the target or dearer than a point it already has.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from ..verification.metrics import Classification, Detection, RelativeL2, resolv
 from ..verification.monitor import LayerMonitor
 
 QUALITY_KINDS = ("agreement", "mAP50", "mAP50_95", "output")
-GT_CONFIDENCE = 0.25  # the ANN's detections at or above this score are the ground truth
+# the ANN's detections at or above this score are the ground truth: borderline ones (0.25 - 0.5)
+# come and go with tiny score changes and would count as the SNN's misses where the real
+# metric barely moves
+GT_CONFIDENCE = 0.5
+PROBE_PARTS = 4  # a run may stop after its first 1 / PROBE_PARTS of the held-out samples
 
 
 def _as_list(out) -> list[torch.Tensor]:
@@ -37,6 +43,7 @@ class Validation:
                  category_ids: Sequence[int] | None = None, metric: str | None = None,
                  gt_confidence: float = GT_CONFIDENCE):
         self.twin = twin
+        batch_size = min(batch_size, max(8, -(-len(x) // PROBE_PARTS)))  # a first quarter to stop after
         self.batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
         self.n = len(x)
         with torch.no_grad():
@@ -83,11 +90,25 @@ class Validation:
                  "area": float(d["bbox"][2] * d["bbox"][3]), "iscrowd": 0} for k, d in enumerate(kept)]
         self.truth = {"images": images, "annotations": anns, "categories": [{"id": c, "name": str(c)} for c in cats]}
         self.gt_objects = len(anns)
-        self.ann_self = det.result(self.truth)[self.kind]  # the ANN against its own detections (about 1)
+        self.ann_self = self._map(det.results, None)  # the ANN against its own detections (about 1)
 
-    def measure(self, snn, checkpoints: Sequence[int]) -> dict[int, dict]:
-        """One run of ``snn`` per batch to the largest checkpoint: {T: {quality, energy_ratio,
-        energy_pj, synops}}, energy as :func:`onnx2snn.verify` estimates it."""
+    def _map(self, results: list[dict], n_batches: int | None) -> float:
+        """mAP of COCO ``results`` against the ANN's detections on the first ``n_batches`` (all: None)."""
+        from ..zoo import evaluate_coco
+
+        truth = self.truth
+        if n_batches is not None:
+            ids = {i for m in self.metas[:n_batches] for i in m.image_ids}
+            truth = {**truth, "images": [im for im in truth["images"] if im["id"] in ids],
+                     "annotations": [a for a in truth["annotations"] if a["image_id"] in ids]}
+            results = [r for r in results if r["image_id"] in ids]
+        return float(evaluate_coco(results, truth)[self.kind])
+
+    def measure(self, snn, checkpoints: Sequence[int], stop=None) -> tuple[dict[int, dict], bool]:
+        """One run of ``snn`` per batch to the largest checkpoint: ({T: {quality, energy_ratio,
+        energy_pj, synops}}, complete), energy as :func:`onnx2snn.verify` estimates it.
+        ``stop(partial)``, called once on the first quarter's results, may end the run there
+        (then ``complete`` is False and the results are that quarter's)."""
         cps = sorted(set(int(t) for t in checkpoints))
         snn.eval()
         monitor = LayerMonitor(snn, cps)
@@ -110,11 +131,19 @@ class Validation:
                     else:
                         metric[t].update(o, ref)
                 monitor.batch_done(len(xb))
+                probe = max(1, len(self.batches) // PROBE_PARTS)
+                if stop is not None and j + 1 == probe < len(self.batches):
+                    partial = self._results(metric, monitor, cps, probe)
+                    if stop(partial):
+                        return partial, False
+        return self._results(metric, monitor, cps, None), True
+
+    def _results(self, metric: dict, monitor: LayerMonitor, cps: list[int], n_batches: int | None) -> dict:
         ops = monitor.results()["ops"]
         out = {}
         for t in cps:
             if self.postprocess is not None:
-                q = metric[t].result(self.truth)[self.kind] / max(self.ann_self, 1e-12)
+                q = self._map(metric[t].results, n_batches) / max(self.ann_self, 1e-12)
             elif self.kind == "agreement":
                 q = metric[t].result()["agreement"]
             else:
@@ -125,4 +154,4 @@ class Validation:
         return out
 
 
-__all__ = ["Validation", "QUALITY_KINDS", "GT_CONFIDENCE"]
+__all__ = ["Validation", "QUALITY_KINDS", "GT_CONFIDENCE", "PROBE_PARTS"]
