@@ -363,10 +363,10 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
                         default_label=default.label(), seconds=round(time.time() - t0, 2),
                         learned_thresholds=learned is not None)
     if report.chosen is None:
-        best = report.best_point()
+        top = report.best_point()
         e = ConfigError(f"no setting keeps target={target:g} of the ANN's quality ({validation.description}, "
-                        f"{validation.n} held-out samples) up to T={T_max}: the best is {best['quality']:.4f} at "
-                        f"T={best['T']} with {report.label_of(best)} ({best['energy_ratio']:.3g}x the ANN's energy). "
+                        f"{validation.n} held-out samples) up to T={T_max}: the best is {top['quality']:.4f} at "
+                        f"T={top['T']} with {report.label_of(top)} ({top['energy_ratio']:.3g}x the ANN's energy). "
                         "Raise timesteps= (the largest T the search tries), lower target=, or fine-tune first "
                         "(onnx2snn.finetune)", "target")
         e.report = report
