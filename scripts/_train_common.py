@@ -3,6 +3,7 @@ json, the training scripts' common options, writing a benchmark's table / JSON /
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import random
 import time
@@ -44,6 +45,15 @@ def save(model: torch.nn.Module, name: str, metrics: dict, settings: dict, out_d
     (out_dir / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
     size_kb = (out_dir / f"{name}.pt").stat().st_size / 1024
     print(f"saved {out_dir / name}.pt ({size_kb:.0f} KiB): {metrics}")
+
+
+def bench_start(args) -> None:
+    """The common start of a benchmark script: passive OpenMP waits, ``args.threads`` threads,
+    seed 0, ``args.out`` created."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    args.out.mkdir(parents=True, exist_ok=True)
 
 
 def write_outputs(out_dir: Path, name: str, text: str, report: dict, plot) -> None:

@@ -13,7 +13,6 @@ Usage: python scripts/bench_averaged.py [--out bench-out] [--models yolov8_silu 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_thresholds as bt  # noqa: E402
-from _train_common import write_outputs  # noqa: E402
+from _train_common import bench_start, write_outputs  # noqa: E402
 
 METHODS = {"defaults (reencode_levels=7, binary)": {}, "reencode_levels=3": dict(reencode_levels=3),
            "reencode_levels=7, unit events": dict(reencode_coding="unit"),
@@ -85,10 +84,7 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    args.out.mkdir(parents=True, exist_ok=True)
+    bench_start(args)
     bt.METHODS = {k: METHODS[k] for k in args.methods}
     t0 = time.time()
     report = {"torch": torch.__version__, "threads": args.threads, "n_val": args.n_val, "models": []}

@@ -12,7 +12,6 @@ Usage: python scripts/bench_thresholds.py [--out bench-out] [--models ...] [--n-
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from onnx2snn import zoo  # noqa: E402
 from onnx2snn.graph.source import to_twin  # noqa: E402
 from onnx2snn.table import format_table  # noqa: E402
 from bench_distill import energy_ratio, evaluate_at  # noqa: E402
-from _train_common import write_outputs  # noqa: E402
+from _train_common import bench_start, write_outputs  # noqa: E402
 
 METHODS = {"p99.99, 1 spike/step (old default)": dict(percentile=99.99, levels=1),
            "mse, 1 spike/step": dict(percentile="mse", levels=1),
@@ -152,10 +151,7 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    args.out.mkdir(parents=True, exist_ok=True)
+    bench_start(args)
     t0 = time.time()
     report = {"torch": torch.__version__, "threads": args.threads, "n_val": args.n_val, "models": []}
     for name in args.models:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import onnx2snn  # noqa: E402
 from onnx2snn import zoo  # noqa: E402
 from onnx2snn.graph.source import to_twin  # noqa: E402
 from onnx2snn.table import format_table  # noqa: E402
-from _train_common import write_outputs  # noqa: E402
+from _train_common import bench_start, write_outputs  # noqa: E402
 
 POST = {"tiny_yolo_decode": "tiny-yolo", "yolo_relu_decode": "yolo_relu", "decode_ultralytics": "yolov8"}
 
@@ -101,10 +100,7 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=300, help="detection test scenes")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    args.out.mkdir(parents=True, exist_ok=True)
+    bench_start(args)
     report = {"torch": torch.__version__, "threads": args.threads, "models": []}
     old = args.out / "bench_tune.json"
     if old.is_file():  # rows of models not benched this time are kept
