@@ -40,6 +40,11 @@ def add(sub) -> None:
     c.add_argument("--levels", type=positive_int("levels"),
                    help="multi-level firing: up to this many spikes per step (1 for NIR / binary-spike hardware; "
                         "default 2; with --target: searched unless given)")
+    c.add_argument("--reencode-levels", type=positive_int("reencode_levels"), default=7,
+                   help="spikes per step of the neurons that re-encode SiLU / GELU / attention / norm outputs "
+                        "(time-averaged operators; default 7)")
+    c.add_argument("--reencode-coding", choices=["binary", "unit"], default="binary",
+                   help="re-encoding spikes sent as binary-weighted events (default) or unit events")
     c.add_argument("--fold", action="store_true", help="save the binary-spike form (thresholds folded into weights)")
     c.add_argument("--replace", type=replacement, action="append", metavar="KIND=NEW",
                    help="replace activations with no spiking form, e.g. SiLU=ReLU (repeat or comma-separate for more)")
@@ -84,22 +89,26 @@ def run(args) -> int:
                   calibration_limit=args.limit, batch_size=args.batch_size, preprocess=pre, progress=not args.quiet,
                   signed_relu=not args.no_signed, signed_ibt=not args.no_signed, levels=args.levels,
                   calibrate_timesteps=args.calibrate_timesteps, mse_tolerance=args.mse_tolerance,
-                  target=args.target, objective=args.objective,
+                  reencode_levels=args.reencode_levels, reencode_coding=args.reencode_coding, target=args.target, objective=args.objective,
                   tune_options={"postprocess": args.postprocess} if args.target is not None else None)
     from ..distributed import is_main
 
     if not is_main():  # under torchrun: every rank calibrated its share, rank 0 writes
         return 0
+    report = snn.tune_report  # the folded form is a new network: keep the search's report
     if args.fold:
         from ..snn.fold import fold_thresholds
         snn = fold_thresholds(snn)
     snn.save(out)
     c = snn.config
+    averaged = len(snn.averaged_ops()) if hasattr(snn, "averaged_ops") else 0
     print(f"wrote {out}: {len(snn.neurons())} neurons, T={snn.timesteps}, {args.norm}-wise, "
-          f"percentile {c['percentile']}, levels {c['levels']}")
-    if snn.tune_report is not None:
+          f"percentile {c['percentile']}, levels {c['levels']}"
+          + (f", {averaged} time-averaged operators (re-encoding: {c['reencode_levels']} spikes per step)"
+             if averaged else ""))
+    if report is not None:
         folder = args.tune_report or os.path.splitext(out)[0] + ".tune"
-        files = snn.tune_report.write(folder)
-        print(f"settings search: {snn.tune_report.reason}")
+        files = report.write(folder)
+        print(f"settings search: {report.reason}")
         print(f"wrote {files['md']}, {files['json']}, {files['png']}")
     return 0
