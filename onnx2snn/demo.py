@@ -76,6 +76,16 @@ def silu_detection(out_dir: str, progress: bool, n_val: int = 200, n_calib: int 
                     for T in SILU_TIMESTEPS}}
 
 
+def _map_panel(ax, d: dict, timesteps: list[int], title: str) -> None:
+    """mAP@0.5 and mAP@0.5:0.95 of the SNN vs T, the ANN's as dashed lines."""
+    for key, name in (("mAP50", "mAP@0.5"), ("mAP50_95", "mAP@0.5:0.95")):
+        line, = ax.plot(list(d["snn"]), [v[key] for v in d["snn"].values()], "o-", label=f"SNN {name}")
+        ax.axhline(d["ann"][key], color=line.get_color(), ls="--", label=f"ANN {name}")
+    ax.set(xscale="log", xlabel="timesteps T", ylabel="mAP", title=title)
+    ax.set_xticks(timesteps, [str(t) for t in timesteps])
+    ax.legend(fontsize=8)
+
+
 def plot(report: dict, path: str) -> str:
     import matplotlib
 
@@ -91,22 +101,8 @@ def plot(report: dict, path: str) -> str:
     ax.set(xscale="log", xlabel="timesteps T", ylabel="top-1 accuracy (%)", title="digits ResNet")
     ax.set_xticks(TIMESTEPS, [str(t) for t in TIMESTEPS])
     ax.legend()
-    d = report["detection"]
-    ax = axes[1]
-    for key, name in (("mAP50", "mAP@0.5"), ("mAP50_95", "mAP@0.5:0.95")):
-        line, = ax.plot(list(d["snn"]), [v[key] for v in d["snn"].values()], "o-", label=f"SNN {name}")
-        ax.axhline(d["ann"][key], color=line.get_color(), ls="--", label=f"ANN {name}")
-    ax.set(xscale="log", xlabel="timesteps T", ylabel="mAP", title="tiny-YOLO on digit scenes (IBT neurons)")
-    ax.set_xticks(TIMESTEPS, [str(t) for t in TIMESTEPS])
-    ax.legend(fontsize=8)
-    s = report["silu_detection"]
-    ax = axes[2]
-    for key, name in (("mAP50", "mAP@0.5"), ("mAP50_95", "mAP@0.5:0.95")):
-        line, = ax.plot(list(s["snn"]), [v[key] for v in s["snn"].values()], "o-", label=f"SNN {name}")
-        ax.axhline(s["ann"][key], color=line.get_color(), ls="--", label=f"ANN {name}")
-    ax.set(xscale="log", xlabel="timesteps T", ylabel="mAP", title="SiLU YOLOv8 as it is (time-averaged SiLU)")
-    ax.set_xticks(SILU_TIMESTEPS, [str(t) for t in SILU_TIMESTEPS])
-    ax.legend(fontsize=8)
+    _map_panel(axes[1], report["detection"], TIMESTEPS, "tiny-YOLO on digit scenes (IBT neurons)")
+    _map_panel(axes[2], report["silu_detection"], SILU_TIMESTEPS, "SiLU YOLOv8 as it is (time-averaged SiLU)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

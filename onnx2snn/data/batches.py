@@ -53,12 +53,7 @@ def _integer_error(dtype, where: str) -> DataError:
 def input_tensor(x: Any, where: str, preprocess=None) -> torch.Tensor:
     """Model input as float32: floats as given; uint8 images scaled by 1/255 and
     normalized with ``preprocess``; any other integer data refused (DataError)."""
-    if isinstance(x, np.ndarray):
-        if x.dtype == object:
-            raise DataError(f"{where}: array of objects, expected numbers")
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"{where}: expected a tensor or numpy array, got {type(x).__name__}")
+    x = _as_tensor(x, where)
     if x.is_floating_point():
         return x.float()
     if x.is_complex():

@@ -489,8 +489,8 @@ def _node_flops(gm: fx.GraphModule, inputs: list[torch.Tensor], names: set[str])
             out = {}
             flops[n.name] = count_flops(lambda: out.setdefault("y", super(Counting, self).run_node(n)))
             y = out["y"]
-            ins = sum(a.numel() for a in self.map_nodes_to_values(n.args, n) if isinstance(a, torch.Tensor)) \
-                if isinstance(n.args, tuple) else 0
+            vals = [self.env[a] for a in n.all_input_nodes if a.op != "get_attr"]  # weights are not summed
+            ins = sum(v.numel() for v in vals if isinstance(v, torch.Tensor))
             overhead[n.name] = 2.0 * ins + 2.0 * (y.numel() if isinstance(y, torch.Tensor) else 0)
             return y
     with torch.no_grad():
