@@ -97,7 +97,9 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             (smallest T, then least energy).
         tune_options: with ``target``: postprocess, metric, holdout, max_validation,
             percentiles, mse_tolerances, levels, reencode_levels, v_init, allow_unsigned,
-            max_runs, early_stop, gt_confidence (see :data:`onnx2snn.tuning.search.DEFAULTS`).
+            max_runs, early_stop, gt_confidence, margin (held-out quality a point needs above
+            ``target``; default ``"auto"``: one standard error on the held-out samples or
+            objects), seed (see :data:`onnx2snn.tuning.search.DEFAULTS`).
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.

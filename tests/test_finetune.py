@@ -142,16 +142,20 @@ def test_calibrate_reduces_layer_error_and_improves_accuracy(digits, resnet_twin
     assert accuracy(snn4, xte, yte) >= plain4 + 10.0, plain4
 
 
+def small_cnn(acts, widths) -> nn.Sequential:
+    """conv-act-pool, conv-act-pool, linear-act, linear for 16x16 digits (seeded)."""
+    torch.manual_seed(0)
+    (a, b, c), (w0, w1, w2) = acts, widths
+    return nn.Sequential(nn.Conv2d(1, w0, 3, padding=1), a(), nn.AvgPool2d(2), nn.Conv2d(w0, w1, 3, padding=1), b(),
+                         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(w1 * 16, w2), c(), nn.Linear(w2, 10))
+
+
 # -- SiLU: replace, fine-tune, convert --------------------------------------------------------
 def test_silu_model_replace_finetune_convert(digits, tmp_path):
     """Measured: SiLU ANN ~98-99 %, ReLU-swapped before fine-tune far lower, after 2 epochs at
     T=8 the SNN within ~1.5 points of the SiLU ANN."""
     xtr, ytr, xte, yte = digits
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
-                          nn.Conv2d(16, 32, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
-                          nn.Flatten(), nn.Linear(32 * 16, 64), nn.SiLU(), nn.Linear(64, 10))
-    fit_digits(model, xtr, ytr, epochs=6)
+    model = fit_digits(small_cnn((nn.SiLU, nn.SiLU, nn.SiLU), (16, 32, 64)), xtr, ytr, epochs=6)
     path = onnx2snn.export_onnx(model, xtr[:1], str(tmp_path / "silu.onnx"))
     ann = accuracy(onnx2snn.import_onnx(path), xte, yte)
     assert ann > 95.0
@@ -169,6 +173,33 @@ def test_silu_model_replace_finetune_convert(digits, tmp_path):
     again = onnx2snn.load(tmp_path / "silu.snn.pt")
     with torch.no_grad():
         assert torch.allclose(again(xte[:32]), snn(xte[:32]), atol=1e-5)
+
+
+def test_finetuned_twin_with_time_averaged_op_converts_and_is_searched(digits):
+    """A SiLU kept as it is (time-averaged) between fine-tuned ReLU neurons: the re-encoding neuron
+    after it has no learned threshold, so convert calibrates it (and the settings search searches
+    it) while the learned thresholds stay as they are."""
+    xtr, ytr, xte, yte = digits
+    model = fit_digits(small_cnn((nn.ReLU, nn.SiLU, nn.ReLU), (8, 16, 32)), xtr, ytr, epochs=8)
+    ann = accuracy(model, xte, yte)
+    assert ann > 90.0
+    ft = onnx2snn.finetune(model, (xtr, ytr), timesteps=4, epochs=1, loss="cross_entropy", example_input=xtr[:2],
+                           progress=False)
+    learned = ft.learned_thresholds
+    assert len(learned) == 2  # the two ReLUs; the SiLU is no neuron
+    with pytest.raises(onnx2snn.DataError, match=r"re-encoding neurons \(reencode_\w+\) need thresholds"):
+        onnx2snn.convert(ft, timesteps=4, progress=False)
+    snn = onnx2snn.convert(ft, xtr[:256], timesteps=4, progress=False)
+    assert len(snn.averaged_ops()) == 1 and all(torch.equal(snn.thresholds[k], v) for k, v in learned.items())
+    assert accuracy(snn, xte, yte) >= ann - 3.0
+    tuned = onnx2snn.convert(ft, xtr[:256], timesteps=8, target=0.98, progress=False)
+    r = tuned.tune_report
+    assert r.learned_thresholds and {c["setting"]["reencode_levels"] for c in r.candidates} <= {2, 3, 4, 7}
+    assert len({c["setting"]["reencode_levels"] for c in r.candidates}) >= 2
+    assert r.points[r.chosen]["quality"] >= r.required and tuned.config["timesteps"] <= 8
+    assert all(torch.equal(tuned.thresholds[k], v) for k, v in learned.items())
+    T = tuned.config["timesteps"]
+    assert accuracy(tuned, xte, yte) >= ann - 4.0, (T, ann)  # 360 unseen digits
 
 
 def test_rate_penalty_trades_spikes_for_accuracy(digits, tmp_path):

@@ -41,8 +41,11 @@ def test_chosen_point_meets_target_held_out_and_on_test(digits, tuned):
     r = tuned.tune_report
     assert isinstance(r, TuneReport) and r.kind == "agreement"
     p = r.points[r.chosen]
-    assert p["quality"] >= 0.99 and p["meets"]
     assert r.validation_samples == 100 and r.statistics_samples == 300
+    # the default margin: one binomial standard error of 99 % on 100 held-out samples
+    assert r.units == 100 and r.margin == pytest.approx((0.99 * 0.01 / 100) ** 0.5)
+    assert p["quality"] >= r.required == pytest.approx(0.99 + r.margin) and p["meets"]
+    assert all(q["meets"] == (q["quality"] >= r.required - 1e-12) for q in r.points)
     T = tuned.config["timesteps"]
     assert T == p["T"] and tuned.timesteps == T
     # never dearer than the default setting at its smallest T that keeps the target
@@ -87,6 +90,17 @@ def test_objective_timesteps_never_slower(digits, tuned):
     assert snn.config["timesteps"] <= tuned.config["timesteps"]
 
 
+def test_margin_zero_trusts_held_out_numbers(digits, tuned):
+    """Without the margin a point needs only the target on the held-out part: never dearer."""
+    _, twin, x, _ = digits
+    bare = onnx2snn.convert(twin, x, target=0.99, progress=False, tune_options={"margin": 0})
+    r, auto = bare.tune_report, tuned.tune_report
+    assert r.margin == 0 and r.required == 0.99 and "margin" not in r.reason
+    assert all(q["meets"] == (q["quality"] >= 0.99 - 1e-12) for q in r.points)
+    assert r.points[r.chosen]["energy_ratio"] <= auto.points[auto.chosen]["energy_ratio"] + 1e-12
+    assert "with a margin of 0.99 points on 100 held-out samples" in auto.reason
+
+
 @pytest.mark.parametrize("kw, err, words", [
     (dict(target=0.0), ConfigError, "target"),
     (dict(target=1.5), ConfigError, "<= 1"),
@@ -96,11 +110,37 @@ def test_objective_timesteps_never_slower(digits, tuned):
     (dict(target=0.99, tune_options={"holdout_fraction": 0.2}), ConfigError, "unknown key"),
     (dict(target=0.99, tune_options={"early_stop": 2}), ConfigError, "early_stop"),
     (dict(target=0.99, tune_options={"reencode_levels": (0,)}), ConfigError, "reencode_levels"),
+    (dict(target=0.99, tune_options={"margin": -0.01}), ConfigError, r"margin.*'auto'"),
+    (dict(target=0.99, tune_options={"margin": "wide"}), ConfigError, r"margin.*'auto'"),
 ])
 def test_bad_arguments(digits, kw, err, words):
     _, twin, x, _ = digits
     with pytest.raises(err, match=words):
         onnx2snn.convert(twin, x, progress=False, **kw)
+
+
+def test_labeled_validation_data_gives_real_top1(digits):
+    """Labeled digits instead of a held-out part: quality is the SNN's top-1 over the ANN's on
+    them, and every calibration sample goes to the statistics."""
+    path, twin, x, xte = digits
+    _, yte = zoo.load_digits(16, "test")
+    yte = torch.as_tensor(yte)
+    snn = onnx2snn.convert(twin, x[:300], target=0.99, progress=False,
+                           tune_options={"validation": (xte[:200], yte[:200])})
+    r = snn.tune_report
+    assert r.labeled and r.kind == "top1" and r.validation_samples == 200 and r.statistics_samples == 300
+    assert r.units == 200 and r.margin == pytest.approx((0.99 * 0.01 / 200) ** 0.5)
+    p = r.points[r.chosen]
+    T = p["T"]
+    with torch.no_grad():
+        top1 = lambda m, **kw: float((m(xte[:200], **kw).argmax(1) == yte[:200]).float().mean())  # noqa: E731
+        assert p["quality"] == pytest.approx(top1(snn, timesteps=T) / top1(twin), abs=1e-9)
+    assert p["quality"] >= r.required and snn.config["tune"]["validation"] == "labeled validation"
+    with pytest.raises(DataError, match=r"tune_options\['validation'\] has no labels"):
+        onnx2snn.convert(twin, x[:300], target=0.99, progress=False, tune_options={"validation": xte[:64]})
+    with pytest.raises(onnx2snn.ShapeError, match=r"tune_options\['validation'\]"):
+        onnx2snn.convert(twin, x[:300], target=0.99, progress=False,
+                         tune_options={"validation": (xte[:64, :, :8, :8], yte[:64])})
 
 
 def test_too_little_data_says_how_many(digits):
@@ -111,7 +151,7 @@ def test_too_little_data_says_how_many(digits):
 
 def test_unreachable_target_names_best_point(digits):
     _, twin, x, _ = digits
-    with pytest.raises(ConfigError, match=r"no setting keeps target=1 .* up to T=1: the best is 0\.\d+ at T=1 with") as e:
+    with pytest.raises(ConfigError, match=r"no setting keeps target=1 .* up to T=1: the best is 0\.\d+ at T=1, ") as e:
         onnx2snn.convert(twin, x, timesteps=1, target=1.0, levels=1, progress=False,
                          tune_options={"percentiles": (50.0,), "mse_tolerances": (0.0,)})
     r = e.value.report
@@ -125,9 +165,20 @@ def test_cli_target(digits, tmp_path):
     np.savez(tmp_path / "cal.npz", x=x.numpy())
     out = tmp_path / "m.snn.pt"
     assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), "--target", "0.99", "-T", "8",
-                 "-o", str(out), "--quiet"]) == 0
+                 "-o", str(out), "--quiet", "--margin", "0.005"]) == 0
     assert (tmp_path / "m.snn.tune" / "tune.png").is_file()
-    assert onnx2snn.load(out).config["tune"]["chosen"]["quality"] >= 0.99
+    tune = onnx2snn.load(out).config["tune"]
+    assert tune["margin"] == 0.005 and tune["chosen"]["quality"] >= 0.995
+    assert json.loads((tmp_path / "m.snn.tune" / "tune.json").read_text())["required"] == pytest.approx(0.995)
+    _, yte = zoo.load_digits(16, "test")
+    np.savez(tmp_path / "val.npz", x=digits[3][:100].numpy(), y=yte[:100])
+    assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), "--target", "0.98", "-T", "4",
+                 "-o", str(out), "--quiet", "--tune-data", str(tmp_path / "val.npz")]) == 0
+    tune = onnx2snn.load(out).config["tune"]
+    assert tune["validation"] == "labeled validation" and tune["validation_samples"] == 100
+    for bad in (["--margin", "-1"], ["--margin", "wide"], ["--target", "0.99", "--margin", "0.9"],
+                ["--tune-data", str(tmp_path / "val.npz")], ["--target", "0.99", "--tune-data", "nope.npz"]):
+        assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), *bad]) == 2, bad
     assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), "--target", "0"]) == 2
     assert main(["convert", str(path), "--calib", str(tmp_path / "cal.npz"), "--postprocess", "yolov8"]) == 2
 
@@ -160,6 +211,25 @@ def test_detector_search_meets_target_on_unseen_scenes(detector):
                           postprocess="tiny-yolo", progress=False)
     ann, got = rep.metrics["reference"]["mAP50"], rep.metrics["snn"][p["T"]]["mAP50"]
     assert ann > 0.9 and got / ann >= 0.95 - 0.04
+
+
+def test_labeled_detector_validation_is_verify_metric(detector):
+    """With labeled scenes the search's quality is the real mAP@0.5 over the ANN's: what verify
+    reports on the same scenes at the chosen T (twin vs onnxruntime aside)."""
+    path, twin, calib = detector
+    val = zoo.digit_scenes("train", n=48, seed=777)  # not among the calibration scenes (seed 12345)
+    snn = onnx2snn.convert(twin, calib, timesteps=8, target=0.9, progress=False,
+                           tune_options={"postprocess": "tiny-yolo", "validation": val, "max_runs": 3})
+    r = snn.tune_report
+    assert r.labeled and r.kind == "mAP50" and r.validation_samples == 48 and r.statistics_samples == 256
+    assert r.units == sum(len(s.labels) for s in val) and "labeled validation" in r.reason
+    p = r.points[r.chosen]
+    assert p["quality"] >= r.required
+    rep = onnx2snn.verify(snn, path, data=val, timesteps=[p["T"]], task="detection", postprocess="tiny-yolo",
+                          progress=False)
+    got = rep.metrics["snn"][p["T"]]["mAP50"] / rep.metrics["reference"]["mAP50"]
+    assert got == pytest.approx(p["quality"], abs=2e-3)
+    assert rep.layers["ops"]["snn"][p["T"]]["energy_ratio_vs_ann"] == pytest.approx(p["energy_ratio"], rel=1e-6)
 
 
 # -- the distributed path: two gloo processes choose what one process chooses ------------

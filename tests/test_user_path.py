@@ -37,6 +37,9 @@ def ctx(tmp_path_factory):
         torch.manual_seed(0)
         silu = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.SiLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 10))
         c.silu = onnx2snn.export_onnx(silu, torch.zeros(1, 1, 16, 16), c.dir / "silu.onnx")
+        averaged = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.SiLU(),
+                                 nn.Flatten(), nn.Linear(4 * 16 * 16, 10))  # a SiLU after a neuron: time-averaged
+        c.averaged = onnx2snn.export_onnx(averaged, torch.zeros(1, 1, 16, 16), c.dir / "averaged.onnx")
         other = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                               nn.Linear(4, 10))
         c.other = onnx2snn.export_onnx(other, torch.zeros(1, 1, 16, 16), c.dir / "other.onnx")
@@ -203,6 +206,9 @@ API_CASES = [
      r"training data: samples have shape \(1, 8, 8\)"),
     ("fold_thresholds of a twin", lambda c: onnx2snn.fold_thresholds(onnx2snn.import_onnx(c.onnx)), ConfigError,
      r"needs a SpikingNetwork"),
+    ("fold_thresholds of a time-averaged network",
+     lambda c: onnx2snn.fold_thresholds(onnx2snn.convert(c.averaged, c.x, progress=False)), ConfigError,
+     r"time-averaged operators \(SiLU; 1 node\).*no binary-spike form.*onnx2snn.finetune"),
     # import / export / zoo
     ("import_onnx input_shape='foo'", lambda c: onnx2snn.import_onnx(c.onnx, input_shape="foo"), ConfigError,
      r"input_shape='foo'"),
@@ -412,6 +418,9 @@ CLI_CASES = [
     ("-o into a missing folder", ["convert", "{onnx}", "--calib", "{npz}", "-o", "/missing/dir/x.snn.pt"],
      "-o/--output: cannot write /missing/dir/x.snn.pt: the folder /missing/dir does not exist"),
     ("-o onto a folder", ["convert", "{onnx}", "--calib", "{npz}", "-o", "{dir}"], "-o/--output: "),
+    ("--fold on time-averaged ops", ["convert", "{averaged}", "--calib", "{npz}", "--fold"],
+     "the network has time-averaged operators (SiLU; 1 node): they compute on analog values, so it has no "
+     "binary-spike form"),
     ("verify --timesteps a,b", ["verify", "{snn}", "--data", "{npz}", "--timesteps", "a,b"],
      "argument -T/--timesteps: 'a,b' is not valid"),
     ("verify --timesteps 0,4", ["verify", "{snn}", "--data", "{npz}", "--timesteps", "0,4"],
@@ -432,7 +441,8 @@ def test_cli_battery(ctx, capsys, monkeypatch, case, argv, message):
 
     monkeypatch.setattr(onnx2snn.api, "convert", _no_call)
     monkeypatch.setattr(onnx2snn.verification.api, "verify", _no_call)
-    fill = {"onnx": ctx.onnx, "npz": ctx.dir / "calib.npz", "snn": ctx.snn_path, "dir": ctx.dir}
+    fill = {"onnx": ctx.onnx, "npz": ctx.dir / "calib.npz", "snn": ctx.snn_path, "dir": ctx.dir,
+            "averaged": ctx.averaged}
     rc, err, _ = cli(capsys, *[a.format(**fill) for a in argv])
     assert rc == 2 and len(err) == 1, err
     assert message.format(**fill) in err[0] and "Traceback" not in err[0]

@@ -17,6 +17,16 @@ def _target(param: str, text: str) -> float:
     return checks.real(param, value, 0.0, 1.0, strict_min=True)
 
 
+def _margin(param: str, text: str) -> "float | str":
+    from ..tuning.search import check_margin
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = text
+    return check_margin(value, param)
+
+
 def add(sub) -> None:
     c = parser(sub, "convert", "convert an ONNX model into a spiking network (.snn.pt)")
     c.add_argument("model", type=existing("ONNX file"), help="ONNX file")
@@ -61,6 +71,14 @@ def add(sub) -> None:
                    help="with --target: least estimated energy, or smallest T")
     t.add_argument("--postprocess", help="with --target on a detector: its decoder (tiny-yolo, yolo_relu, yolov8); "
                                          "quality is then mAP@0.5 against the ANN's own detections")
+    t.add_argument("--margin", type=_checked("margin", _margin), default="auto",
+                   help="with --target: held-out quality a point needs above the target, for the held-out data's "
+                        "noise: 'auto' (one standard error on the held-out samples / objects, default) or a share, "
+                        "e.g. 0 or 0.005")
+    t.add_argument("--tune-data", metavar="PATH", type=existing("file or folder"),
+                   help="with --target: labeled validation data, as verify --data takes it (.npz with x and y, class "
+                        "folders; detectors: a COCO json, YOLO data.yaml): quality is then the real metric over the "
+                        "ANN's, and all of --calib goes to the statistics")
     t.add_argument("--tune-report", metavar="DIR",
                    help="with --target: write tune.md, tune.json, tune.png there (default: <output>.tune/)")
     add_preprocess_options(c)
@@ -69,19 +87,37 @@ def add(sub) -> None:
     c.set_defaults(func=run)
 
 
+def check_foldable(args) -> None:
+    """--fold on a network with time-averaged operators: the error before the calibration pass
+    (the binary-spike form does not exist for it)."""
+    from ..graph.analysis import analyze
+    from ..graph.source import replace_activations, to_twin
+    from ..snn.fold import no_binary_form
+
+    twin = replace_activations(to_twin(args.model, None, args.input_shape), merged(args.replace))
+    # direct encoding computes the ops before the first neuron once; Poisson input makes them per-step too
+    ops = [a.op for a in analyze(twin).nodes if a.form == "time-averaged" or
+           (args.encoding != "direct" and a.role == "averaged" and a.part == "core")]
+    if ops:
+        raise no_binary_form(ops, "fold")
+
+
 def run(args) -> int:
     from .common import onnx_input_shape
 
-    if args.target is None and (args.postprocess or args.tune_report or args.objective != "energy"):
+    if args.target is None and (args.postprocess or args.tune_report or args.tune_data or args.objective != "energy"
+                                or args.margin != "auto"):
         from ..errors import ConfigError
-        raise ConfigError("--objective, --postprocess and --tune-report steer the settings search: add --target "
-                          "(e.g. 0.99)", "target")
+        raise ConfigError("--objective, --postprocess, --margin, --tune-data and --tune-report steer the settings "
+                          "search: add --target (e.g. 0.99)", "target")
     out = checks.writable_file("output", args.output or os.path.splitext(args.model)[0] + ".snn.pt")
     pre = None
     if args.size or args.mean or args.std:
         pre = preprocess_from_args(args, onnx_input_shape(args.model, args.input_shape))
     from ..api import convert
 
+    if args.fold:
+        check_foldable(args)
     if args.postprocess:
         register_zoo_names()
     snn = convert(args.model, args.calib, timesteps=args.timesteps, normalization=args.norm, percentile=args.percentile,
@@ -90,7 +126,8 @@ def run(args) -> int:
                   signed_relu=not args.no_signed, signed_ibt=not args.no_signed, levels=args.levels,
                   calibrate_timesteps=args.calibrate_timesteps, mse_tolerance=args.mse_tolerance,
                   reencode_levels=args.reencode_levels, reencode_coding=args.reencode_coding, target=args.target, objective=args.objective,
-                  tune_options={"postprocess": args.postprocess} if args.target is not None else None)
+                  tune_options={"postprocess": args.postprocess, "margin": args.margin, "validation": args.tune_data}
+                  if args.target is not None else None)
     from ..distributed import is_main
 
     if not is_main():  # under torchrun: every rank calibrated its share, rank 0 writes

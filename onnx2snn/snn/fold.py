@@ -262,6 +262,15 @@ def _scale_in(m: nn.Module, sc: torch.Tensor) -> bool:
     return True
 
 
+def no_binary_form(op_kinds: list[str], what: str = "snn") -> ConfigError:
+    """The error for folding a network with time-averaged operators (one per entry of ``op_kinds``)."""
+    kinds, n = sorted(set(op_kinds)), len(op_kinds)
+    return ConfigError(f"the network has time-averaged operators ({', '.join(kinds)}; {n} node{'s' * (n != 1)}): they "
+                       "compute on analog values, so it has no binary-spike form. For hardware, convert a fully "
+                       "spike-driven network: replace_activations (e.g. {'SiLU': 'ReLU'}) then onnx2snn.finetune",
+                       what)
+
+
 def fold_thresholds(snn):
     """The binary-spike form of ``snn``: thresholds 1, spikes 0/1 (IBT: -1/0/1), weights and
     biases rescaled, branch scales matched at Add/Concat. Outputs equal the weighted form
@@ -274,11 +283,7 @@ def fold_thresholds(snn):
         return snn
     averaged = snn.averaged_ops() if hasattr(snn, "averaged_ops") else {}
     if averaged:  # a scale cannot pass a nonlinear op: there is no binary form to fold into
-        kinds = sorted({m.op_name for m in averaged.values()})
-        raise ConfigError(f"the network has time-averaged operators ({', '.join(kinds)}; {len(averaged)} nodes): "
-                          "they compute on analog values, so it has no binary-spike form. For hardware, convert a "
-                          "fully spike-driven network: replace_activations (e.g. {'SiLU': 'ReLU'}) then "
-                          "onnx2snn.finetune", "snn")
+        raise no_binary_form([m.op_name for m in averaged.values()])
     gm = copy.deepcopy(snn.rewritten)
     folder = _Folder(gm)
     neurons = [n for n in gm.graph.nodes if isinstance(folder.mod(n), IFNeuron)]

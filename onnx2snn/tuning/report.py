@@ -17,7 +17,8 @@ class TuneReport:
 
     ``points``: one per candidate and T, with ``quality`` (share of the ANN's, on the held-out
     data), ``energy_ratio`` (estimated energy / the ANN's, as :func:`onnx2snn.verify` counts it),
-    ``energy_pj``, ``synops`` and ``meets`` (quality >= target). ``candidates``: the settings
+    ``energy_pj``, ``synops`` and ``meets`` (quality >= target + ``margin``, the allowance for
+    the held-out data's noise; ``units``: what the quality is a share of). ``candidates``: the settings
     tried, each run once to ``run_to``; one with ``stopped`` ("quality", "energy" or
     "timesteps") was cut after a quarter of the held-out samples (its numbers in ``partial``,
     not among the points)."""
@@ -35,6 +36,26 @@ class TuneReport:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     learned_thresholds: bool = False
+    margin: float = 0.0
+    units: int | None = None
+    labeled: bool = False  # validated on labeled data (the real metric), not on held-out calibration data
+
+    @property
+    def held(self) -> str:
+        return "labeled validation" if self.labeled else "held-out"
+
+    @property
+    def required(self) -> float:
+        """The held-out quality a point needs: the target plus the margin."""
+        return min(1.0, self.target + self.margin)
+
+    def margin_text(self) -> str:
+        """', with a margin of ...' (empty without one)."""
+        if not self.margin:
+            return ""
+        on = f" on {self.units} {self.held} {'objects' if self.kind.startswith('mAP') else 'samples'}" \
+            if self.units else ""
+        return f", with a margin of {100 * self.margin:.2g} points{on}: >= {100 * self.required:.4g} % there"
 
     # -- analysis ----------------------------------------------------------------------
     def label_of(self, p: dict) -> str:
@@ -82,13 +103,14 @@ class TuneReport:
         i = self.chosen
         if i is None:
             b = self.best_point()
-            return (f"no point keeps {100 * self.target:g} % of the ANN's quality; the best is "
+            return (f"no point keeps {100 * self.target:g} % of the ANN's quality{self.margin_text()}; the best is "
                     f"{100 * b['quality']:.2f} % at {self.label_of(b)}")
         p = self.points[i]
         n_ok = sum(q["meets"] for q in self.points)
         what = "the least estimated energy" if self.objective == "energy" else "the smallest T (then least energy)"
         out = (f"{what} among the {n_ok} of {len(self.points)} points that keep >= {100 * self.target:g} % of the "
-               f"ANN's quality ({self.quality}, {self.validation_samples} held-out samples): {self.label_of(p)}, "
+               f"ANN's quality ({self.quality}, {self.validation_samples} {self.held} samples{self.margin_text()}): "
+               f"{self.label_of(p)}, "
                f"{100 * p['quality']:.2f} % at {p['energy_ratio']:.3g}x the ANN's energy")
         d = self.default_point()
         if d is not None and d is not p:
@@ -102,7 +124,7 @@ class TuneReport:
         p = None if i is None else self.points[i]
         c = None if p is None else self.candidates[p["candidate"]]
         return {"target": self.target, "objective": self.objective, "quality_measure": self.quality,
-                "validation_samples": self.validation_samples,
+                "validation_samples": self.validation_samples, "validation": self.held, "margin": self.margin,
                 "chosen": None if p is None else {"timesteps": p["T"], **c["setting"], "thresholds_for_t":
                                                   c["design_t"], "quality": p["quality"],
                                                   "energy_ratio_vs_ann": p["energy_ratio"]},
@@ -116,7 +138,9 @@ class TuneReport:
                 "timesteps": self.timesteps, "candidates": self.candidates, "points": self.points,
                 "frontier": self.frontier, "chosen": self.chosen, "reason": self.reason,
                 "default_setting": self.default_label, "seconds": self.seconds, "notes": self.notes,
-                "learned_thresholds": self.learned_thresholds}
+                "learned_thresholds": self.learned_thresholds, "margin": self.margin, "units": self.units,
+                "labeled": self.labeled,
+                "required": self.required}
 
     def to_json(self, path: "str | os.PathLike") -> str:
         path = os.fspath(path)
@@ -135,7 +159,8 @@ class TuneReport:
                  f"after 1/4 ({c['stopped']})" if c.get("stopped") else "-"] for c in self.candidates]
         out = [f"## Settings search: target {100 * self.target:g} % of the ANN ({self.quality}), objective "
                f"{self.objective}",
-               f"{self.validation_samples} held-out samples, statistics from {self.statistics_samples}; "
+               f"{self.validation_samples} {self.held} samples{self.margin_text()}, statistics from "
+               f"{self.statistics_samples}; "
                f"{len(self.candidates)} runs, {len(self.points)} points; {self.seconds:.1f} s", "",
                f"Chosen: {self.reason}.", "", "### Pareto frontier (energy vs quality)", "",
                format_table(["point", "quality (% of ANN)", "energy vs ANN", "keeps target"], rows), "",
@@ -178,6 +203,9 @@ class TuneReport:
         ax.step([p["energy_ratio"] for p in front], [100 * p["quality"] for p in front], where="post", color="k",
                 lw=1, label="Pareto frontier")
         ax.axhline(100 * self.target, color="red", ls="--", lw=1, label=f"target {100 * self.target:g} %")
+        if self.margin:
+            ax.axhline(100 * self.required, color="red", ls=":", lw=1,
+                       label=f"target + margin (validation noise): {100 * self.required:.4g} %")
         if self.chosen is not None:
             c = self.points[self.chosen]
             ax.scatter([c["energy_ratio"]], [100 * c["quality"]], marker="*", s=220, facecolor="none",

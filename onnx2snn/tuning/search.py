@@ -1,7 +1,9 @@
 """The search over conversion settings against a target: ``convert(..., target=0.99)``.
 
-The calibration data is split once (seeded): a held-out part to validate on, the rest for
-the activation statistics, collected in one pass. A candidate is a setting (threshold
+The calibration data is split once (seeded): a held-out part to validate on against the ANN,
+the rest for the activation statistics, collected in one pass. With labeled validation data
+(``tune_options={"validation": ...}``) quality is the real metric on it, and all calibration
+data goes to the statistics. A candidate is a setting (threshold
 method and its parameter, levels, v_init, signed or not) and, for ``"mse"`` thresholds, the
 T they are designed for; it costs a threshold computation from the kept histograms and one
 SNN run on the held-out part to its largest T, which scores every smaller T of the grid too.
@@ -25,6 +27,12 @@ held-out set by default: their runs cost the most.
 
 Then the point that keeps ``target`` of the ANN's quality at the least estimated energy
 (``objective="energy"``) or at the smallest T (``"timesteps"``, ties by energy).
+
+A point keeps the target when its held-out quality is at least ``target + margin``. The search
+picks the cheapest of many noisy measurements, so the chosen one tends to sit above what unseen
+data gives; ``margin="auto"`` (default) is one binomial standard error of a share at the target
+on the held-out units (samples for top-1 agreement, the ANN's confident objects for detectors;
+0 for an output error, which is not a share). ``margin=0`` trusts the held-out numbers as they are.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import itertools
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import torch
@@ -58,7 +66,7 @@ MIN_STATISTICS = 32   # samples left for the statistics at least
 DEFAULTS = {"postprocess": None, "category_ids": None, "metric": None, "holdout": 0.25, "max_validation": None,
             "percentiles": None, "mse_tolerances": None, "levels": None, "reencode_levels": None,
             "v_init": None, "allow_unsigned": False, "max_runs": 20, "early_stop": 0.03,
-            "gt_confidence": GT_CONFIDENCE, "seed": 0}
+            "gt_confidence": GT_CONFIDENCE, "margin": "auto", "validation": None, "annotations": None, "seed": 0}
 KIND_DEFAULTS = {False: {"max_validation": 256, "percentiles": ("mse", 99.99, 99.9), "mse_tolerances": (0.0, 0.25, 0.5)},
                  True: {"max_validation": 96, "percentiles": ("mse", 99.99), "mse_tolerances": (0.0, 0.25)}}
 REENCODE_CHOICES = (2, 3, 4)  # spikes per step of re-encoding neurons tried (with the given one)
@@ -71,6 +79,13 @@ def check_target(target: Any) -> float:
 
 def check_objective(objective: Any) -> str:
     return checks.choice("objective", objective, OBJECTIVES)
+
+
+def check_margin(margin: Any, param: str = "tune_options['margin']") -> "float | str":
+    """``"auto"`` or the held-out quality in [0, 0.5] a point needs above the target."""
+    if isinstance(margin, str) and margin == "auto":
+        return margin
+    return checks.real(f"{param} (a share of the ANN's quality, or 'auto')", margin, 0.0, 0.5)
 
 
 def check_options(options: Mapping | None) -> dict:
@@ -102,6 +117,7 @@ def check_options(options: Mapping | None) -> dict:
     o["allow_unsigned"] = checks.boolean("tune_options['allow_unsigned']", o["allow_unsigned"])
     o["gt_confidence"] = checks.real("tune_options['gt_confidence']", o["gt_confidence"], 0.0, 1.0)
     o["seed"] = checks.integer("tune_options['seed']", o["seed"], 0)
+    o["margin"] = check_margin(o["margin"])
     if not o["percentiles"] or not o["mse_tolerances"]:
         raise ConfigError("tune_options: percentiles and mse_tolerances need at least one value", "tune_options")
     return o
@@ -211,7 +227,9 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     largest T tried) for the point that keeps ``target`` of the ANN's quality on held-out
     calibration data at the least energy (or smallest T). ``levels`` None: levels are searched
     too (1 and the default), else fixed. A twin with ``learned_thresholds`` (fine-tuned) keeps
-    them: only T is searched, up to twice its fine-tuned T."""
+    them: only T is searched, up to twice its fine-tuned T (and, when it has time-averaged
+    operators, the thresholds and spikes per step of their re-encoding neurons, which the
+    fine-tuning did not learn)."""
     t0 = time.time()
     target, objective = check_target(target), check_objective(objective)
     o = check_options(options)
@@ -221,18 +239,32 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
         ft = (getattr(twin, "finetune_info", None) or {}).get("timesteps")
         T_max = min(T_max, 2 * int(ft)) if ft else T_max
     grid = [t for t in GRID if t <= T_max] + ([T_max] if T_max not in GRID else [])
-    cal, val_x = split(twin, data, batch_size, limit, preprocess, o["holdout"], o["max_validation"], o["seed"], target,
-                       o["postprocess"] is None)
-    check_fits(val_x[:1], getattr(getattr(twin, "onnx_info", None), "input_shapes", {}) or {}, "calibration data")
-    validation = Validation(twin, val_x, batch_size, o["postprocess"], o["category_ids"], o["metric"],
-                            o["gt_confidence"])
-    obs = None if learned is not None else collect_statistics(twin, cal, batch_size, None, None, progress,
-                                                              distributed)
+    if o["validation"] is None:  # a held-out part of the calibration data, against the ANN
+        cal, val_x = split(twin, data, batch_size, limit, preprocess, o["holdout"], o["max_validation"], o["seed"],
+                           target, o["postprocess"] is None)
+        check_fits(val_x[:1], getattr(getattr(twin, "onnx_info", None), "input_shapes", {}) or {}, "calibration data")
+        validation = Validation(twin, val_x, batch_size, o["postprocess"], o["category_ids"], o["metric"],
+                                o["gt_confidence"])
+    else:  # labeled validation data: the real metric; all calibration data for the statistics
+        cal = torch.cat(list(sample_batches(twin, data, batch_size, limit, preprocess)[0]))
+        validation = Validation(twin, None, batch_size, o["postprocess"], o["category_ids"], o["metric"],
+                                data=o["validation"], annotations=o["annotations"], preprocess=preprocess,
+                                limit=o["max_validation"])
+    margin = validation.standard_error(target) if o["margin"] == "auto" else o["margin"]
+    required = min(1.0, target + margin)
     reencoders = [m for m in twin.modules() if isinstance(m, Reencode)]
+    # a fine-tuned twin keeps its learned thresholds: statistics only for its re-encoding neurons
+    obs = None if learned is not None and not reencoders else \
+        collect_statistics(twin, cal, batch_size, None, None, progress, distributed)
     default = Setting(base_config["percentile"], int(base_config["levels"]), float(base_config["mse_tolerance"]),
                       float(base_config["v_init"]), bool(base_config["signed_relu"] or base_config["signed_ibt"]),
                       int(base_config.get("reencode_levels", 3)) if reencoders else None)
-    settings = [default] if learned is not None else _settings(default, o, levels is None)
+    if learned is None:
+        settings = _settings(default, o, levels is None)
+    else:  # only what the fine-tuning did not learn: the re-encoding neurons' spikes per step
+        settings = [default] + ([replace(default, reencode=r) for r in dict.fromkeys(o["reencode_levels"] or
+                                                                                     REENCODE_CHOICES)
+                                 if r != default.reencode] if reencoders else [])
     candidates: list[dict] = []
     points: list[dict] = []
     cache: dict = {}
@@ -245,14 +277,15 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
             m.levels = int(s.reencode)
 
     def thresholds(s: Setting, d: int) -> dict:
-        if learned is not None:
-            return {k: v.clone() for k, v in learned.items()}
+        own = {} if learned is None else {k: v.clone() for k, v in learned.items()}
+        if obs is None:
+            return own
         use(s)
         key = (s.percentile, s.levels, s.mse_tolerance, s.v_init, d if s.by_t else None, s.reencode)
         if key not in cache:
             cache[key] = thresholds_from_statistics(twin, obs, base_config["normalization"], s.percentile, d,
                                                     s.v_init, s.levels, s.mse_tolerance)
-        return cache[key]
+        return {**cache[key], **own}
 
     def config(s: Setting, T: int) -> dict:
         return {**base_config, "timesteps": T, "percentile": s.percentile, "levels": s.levels,
@@ -277,14 +310,14 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
 
     def hopeless(partial: dict) -> "str | None":
         """Why a run may stop after its first quarter (None: go on)."""
-        margin = o["early_stop"]
-        near = [t for t, m in partial.items() if m["quality"] >= target - margin]
+        slack = o["early_stop"]
+        near = [t for t, m in partial.items() if m["quality"] >= required - slack]
         if not near:
             return "quality"
         b = best()
         if b is None:
             return None
-        if objective == "energy" and min(partial[t]["energy_ratio"] for t in near) > b[0] * (1 + margin):
+        if objective == "energy" and min(partial[t]["energy_ratio"] for t in near) > b[0] * (1 + slack):
             return "energy"
         if objective == "timesteps" and min(near) > b[1]:
             return "timesteps"
@@ -314,7 +347,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
             bar.update(1)
             return c
         for t, m in res.items():
-            points.append({"candidate": c["id"], "T": t, **m, "meets": m["quality"] >= target - 1e-12})
+            points.append({"candidate": c["id"], "T": t, **m, "meets": m["quality"] >= required - 1e-12})
         bar.update(1)
         bar.set_postfix_str(f"{s.label()} T<={d}")
         return c
@@ -361,14 +394,16 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
                         candidates=[{**c, "setting": c["setting"].to_dict(), "label": c["setting"].label()}
                                     for c in candidates], points=points, notes=notes,
                         default_label=default.label(), seconds=round(time.time() - t0, 2),
-                        learned_thresholds=learned is not None)
+                        learned_thresholds=learned is not None, margin=margin, units=validation.units,
+                        labeled=validation.labeled)
     if report.chosen is None:
         top = report.best_point()
         e = ConfigError(f"no setting keeps target={target:g} of the ANN's quality ({validation.description}, "
-                        f"{validation.n} held-out samples) up to T={T_max}: the best is {top['quality']:.4f} at "
-                        f"T={top['T']} with {report.label_of(top)} ({top['energy_ratio']:.3g}x the ANN's energy). "
-                        "Raise timesteps= (the largest T the search tries), lower target=, or fine-tune first "
-                        "(onnx2snn.finetune)", "target")
+                        f"{validation.n} {report.held} samples{report.margin_text()}) up to T={T_max}: the best is "
+                        f"{top['quality']:.4f} at {report.label_of(top)} ({top['energy_ratio']:.3g}x the ANN's "
+                        "energy). Raise timesteps= (the largest T the search tries), lower target=, validate on more "
+                        "samples (a smaller margin; tune_options={'margin': 0} trusts them as they are), or "
+                        "fine-tune first (onnx2snn.finetune)", "target")
         e.report = report
         raise e
     p = report.points[report.chosen]
@@ -382,5 +417,5 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
                    {} if obs is None else statistics_summary(twin, obs), report)
 
 
-__all__ = ["search", "check_target", "check_objective", "check_options", "Setting", "Outcome", "OBJECTIVES",
+__all__ = ["search", "check_target", "check_objective", "check_options", "check_margin", "Setting", "Outcome", "OBJECTIVES",
            "MIN_VALIDATION", "MIN_STATISTICS", "GRID"]

@@ -161,7 +161,10 @@ class VerifyReport:
                           f"({tune['quality_measure']}, {tune['objective']}): T={c['timesteps']}, "
                           f"percentile {c['percentile']}, levels {c['levels']}, mse_tolerance {c['mse_tolerance']:g}, "
                           f"v_init {c['v_init']:g}; {100 * c['quality']:.2f} % on {tune['validation_samples']} "
-                          "held-out calibration samples")
+                          + ("labeled validation samples" if tune.get("validation") == "labeled validation" else
+                             "held-out calibration samples")
+                          + (f" (needed: target + margin {100 * tune['margin']:.2g} points)" if tune.get("margin")
+                             else ""))
         if self.reference.get("warning"):
             out.insert(2, f"**Warning**: {self.reference['warning']}")
         if "ann_twin_rel_l2" in self.reference:
