@@ -90,7 +90,8 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             operators) for the cheapest SNN that keeps this share in (0, 1] of
             the ANN's quality on a held-out part of ``calibration_data`` (top-1 agreement; for
             detectors, with ``tune_options={"postprocess": ...}``, mAP against the ANN's detections;
-            else 1 - relative output error). The result, with every candidate and the frontier,
+            else 1 - relative output error), or on labeled ``tune_options={"validation": ...}`` (the
+            real top-1 / mAP over the ANN's). The result, with every candidate and the frontier,
             is ``snn.tune_report`` (:class:`onnx2snn.tuning.TuneReport`); the choice is stored in
             ``snn.config["tune"]``. See :mod:`onnx2snn.tuning.search`.
         objective: with ``target``: ``"energy"`` (least estimated energy) or ``"timesteps"``
@@ -99,7 +100,9 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
             percentiles, mse_tolerances, levels, reencode_levels, v_init, allow_unsigned,
             max_runs, early_stop, gt_confidence, margin (held-out quality a point needs above
             ``target``; default ``"auto"``: one standard error on the held-out samples or
-            objects), seed (see :data:`onnx2snn.tuning.search.DEFAULTS`).
+            objects), validation (labeled data as :func:`onnx2snn.verify` takes it; at most
+            max_validation samples) and annotations, seed (see
+            :data:`onnx2snn.tuning.search.DEFAULTS`).
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.

@@ -70,7 +70,7 @@ def add(sub) -> None:
     t.add_argument("--objective", choices=["energy", "timesteps"], default="energy",
                    help="with --target: least estimated energy, or smallest T")
     t.add_argument("--postprocess", help="with --target on a detector: its decoder (tiny-yolo, yolo_relu, yolov8); "
-                                         "quality is then mAP@0.5 against the ANN's own detections")
+                                         "quality is then mAP@0.5 against the ANN's own detections (or --tune-data's labels)")
     t.add_argument("--margin", type=_checked("margin", _margin), default="auto",
                    help="with --target: held-out quality a point needs above the target, for the held-out data's "
                         "noise: 'auto' (one standard error on the held-out samples / objects, default) or a share, "
