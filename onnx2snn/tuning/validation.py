@@ -98,6 +98,10 @@ class Validation:
         else:
             first = self.reference[0][0]
             self.kind = metric or ("agreement" if first.dim() == 2 and first.shape[1] > 1 else "output")
+        if self.labeled and self.ann_score() <= 0:
+            raise DataError(f"the ANN itself scores 0 {self.kind} on tune_options['validation'] ({self.n} samples): "
+                            "quality relative to it is undefined. Check the labels (and category_ids / "
+                            "annotations for detection data)")
 
     def _labeled(self, data, annotations, batch_size: int, preprocess, limit) -> tuple[list, "dict | None"]:
         """[(x, labels or BatchMeta)] of labeled validation data in memory, and the COCO ground
