@@ -108,6 +108,13 @@ def _by_mode(report: dict) -> list[dict]:
     return sorted(report["models"], key=lambda r: r.get("validation", "held-out") != "held-out")
 
 
+def _promises(report: dict) -> dict[str, tuple[int, int]]:
+    """Per validation mode: (searches whose choice kept the target on the test set, searches)."""
+    modes = [r.get("validation", "held-out") for r in report["models"]]
+    return {m: (sum(r["promise_held"] for r, k in zip(report["models"], modes) if k == m), modes.count(m))
+            for m in ("held-out", "labeled")}
+
+
 def table(report: dict) -> str:
     rows = []
     for r in _by_mode(report):
@@ -125,8 +132,7 @@ def table(report: dict) -> str:
                      f"{r['runs']} runs",
                      f"T={c['T']}, {s['percentile']}, levels={s['levels']}, tol={s['mse_tolerance']:g}" +
                      (f", reencode={s['reencode_levels']}" if "reencode_levels" in s else "")])
-    rate = {m: (sum(r["promise_held"] for r in report["models"] if r.get("validation", "held-out") == m),
-                sum(r.get("validation", "held-out") == m for r in report["models"])) for m in ("held-out", "labeled")}
+    rate = _promises(report)
     return ("### Settings search (`convert(..., target=...)`), checked on test data the search did not see\n\n" +
             format_table(["model", "target", "validated on", "quality on the test set (% of ANN)",
                           "energy vs the default conversion at T=8", "search time", "chosen"], rows) +
@@ -159,8 +165,7 @@ def readme_table(report: dict) -> str:
                          f"(T={r['chosen']['T']}, {r['energy_vs_default_t8']:.2f}x)")
         top = by_t[max(by_t)]
         rows.append([model, mode] + cells + [f"{top['search_s']:.0f} s = {top['search_vs_sweep']:.2f}x"])
-    held = {m: (sum(r["promise_held"] for r in report["models"] if r.get("validation", "held-out") == m),
-                sum(r.get("validation", "held-out") == m for r in report["models"])) for m in ("held-out", "labeled")}
+    held = _promises(report)
     return (format_table(["model", "validated on"] + [f"target {t:g}" for t in targets] +
                          [f"search time ({max(targets):g}) vs a verify sweep"], rows) +
             "\n\nPromise held: " + ", ".join(f"{k} of {n} ({m})" for m, (k, n) in held.items() if n) + ".")

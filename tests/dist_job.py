@@ -17,6 +17,14 @@ import onnx2snn
 from onnx2snn import distributed as dist
 
 
+def finish(res: dict, out: str) -> None:
+    """Rank 0 writes ``res`` to ``out``; the process group (if any) is closed."""
+    if dist.is_main():
+        torch.save(res, out)
+    if dist.initialized():
+        torch.distributed.destroy_process_group()
+
+
 def main(model: str, data: str, out: str) -> None:
     torch.manual_seed(0)
     with np.load(data) as f:
@@ -41,10 +49,7 @@ def main(model: str, data: str, out: str) -> None:
     res["layers"] = report.layers
     res["verify_config"] = {k: report.config[k] for k in ("world_size", "samples_per_rank")}
     res["n_samples"] = report.n_samples
-    if dist.is_main():
-        torch.save(res, out)
-    if dist.initialized():
-        torch.distributed.destroy_process_group()
+    finish(res, out)
 
 
 if __name__ == "__main__":

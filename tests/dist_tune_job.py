@@ -10,6 +10,7 @@ import torch
 
 import onnx2snn
 from onnx2snn import distributed as dist
+from dist_job import finish  # this script's folder is on sys.path
 
 
 def main(model: str, data: str, out: str) -> None:
@@ -21,10 +22,7 @@ def main(model: str, data: str, out: str) -> None:
     res = {"world_size": dist.current().world, "tune": snn.config["tune"],
            "thresholds": {k: v.clone() for k, v in snn.thresholds.items()},
            "points": snn.tune_report.points}
-    if dist.is_main():
-        torch.save(res, out)
-    if dist.initialized():
-        torch.distributed.destroy_process_group()
+    finish(res, out)
 
 
 if __name__ == "__main__":

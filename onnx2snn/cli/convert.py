@@ -9,22 +9,22 @@ from .common import (_checked, add_preprocess_options, existing, merged, parser,
                      preprocess_from_args, real, register_zoo_names, replacement, shape)
 
 
-def _target(param: str, text: str) -> float:
+def _number(text: str) -> "float | str":
+    """The number ``text`` spells, else ``text`` itself (for the check to name)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = text
-    return checks.real(param, value, 0.0, 1.0, strict_min=True)
+        return text
+
+
+def _target(param: str, text: str) -> float:
+    return checks.real(param, _number(text), 0.0, 1.0, strict_min=True)
 
 
 def _margin(param: str, text: str) -> "float | str":
     from ..tuning.search import check_margin
 
-    try:
-        value = float(text)
-    except ValueError:
-        value = text
-    return check_margin(value, param)
+    return check_margin(_number(text), param)
 
 
 def add(sub) -> None:

@@ -171,6 +171,13 @@ class Outcome:
     report: TuneReport = field(repr=False)
 
 
+def _reencode_choices(default: Setting, o: dict) -> tuple:
+    """Spikes per step of the re-encoding neurons to try, the default first ((None,): none)."""
+    if default.reencode is None:
+        return (None,)
+    return tuple(dict.fromkeys((default.reencode,) + (o["reencode_levels"] or REENCODE_CHOICES)))
+
+
 def _settings(default: Setting, o: dict, levels_free: bool) -> list[Setting]:
     """Every setting of the space, the default first, then by how many fields differ."""
     levels = o["levels"] or ((default.levels, 1 if default.levels > 1 else 2) if levels_free else (default.levels,))
@@ -178,8 +185,7 @@ def _settings(default: Setting, o: dict, levels_free: bool) -> list[Setting]:
     signs = (default.signed, False) if o["allow_unsigned"] and default.signed else (default.signed,)
     pcts = tuple(dict.fromkeys((default.percentile,) + o["percentiles"]))
     tols = tuple(dict.fromkeys((default.mse_tolerance,) + o["mse_tolerances"]))
-    reencs = (None,) if default.reencode is None else \
-        tuple(dict.fromkeys((default.reencode,) + (o["reencode_levels"] or REENCODE_CHOICES)))
+    reencs = _reencode_choices(default, o)
     out = {default}
     for p, k, e, v, s, r in itertools.product(pcts, levels, tols, v_inits, signs, reencs):
         if p != "mse" and e:
@@ -262,9 +268,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     if learned is None:
         settings = _settings(default, o, levels is None)
     else:  # only what the fine-tuning did not learn: the re-encoding neurons' spikes per step
-        settings = [default] + ([replace(default, reencode=r) for r in dict.fromkeys(o["reencode_levels"] or
-                                                                                     REENCODE_CHOICES)
-                                 if r != default.reencode] if reencoders else [])
+        settings = [replace(default, reencode=r) for r in _reencode_choices(default, o)]
     candidates: list[dict] = []
     points: list[dict] = []
     cache: dict = {}
