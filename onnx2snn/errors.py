@@ -100,3 +100,9 @@ class ConfigError(Onnx2SnnError, ValueError):
     def __init__(self, message: str, param: str | None = None):
         self.param = param
         super().__init__(message)
+
+
+class LayoutError(Onnx2SnnError):
+    """The spiking core holds a tensor whose batch (and so time, which the engine folds into
+    the batch) cannot be followed: an op mixes the samples of a batch, or a reshape puts the
+    batch inside another axis. The message names the node."""

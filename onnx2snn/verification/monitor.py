@@ -59,7 +59,8 @@ import torch.fx as fx
 from torch import nn
 
 from ..graph.analysis import analyze
-from ..snn.neurons import _per_channel
+from ..snn.network import batch_layout
+from ..snn.neurons import _per_channel, time_folded, time_major
 from ..snn.partition import extract
 from .flops import count_flops
 
@@ -86,10 +87,11 @@ def fanout_map(module: nn.Module, sample_shape: Sequence[int]) -> torch.Tensor:
     return torch.ones(numel, dtype=torch.float64)  # batch norm: one multiply-add per element
 
 
-def _spike_counts(s: torch.Tensor, theta: torch.Tensor, binary: bool = False) -> torch.Tensor:
+def _spike_counts(s: torch.Tensor, theta: torch.Tensor, binary: bool = False, axis: "int | None" = 1) -> torch.Tensor:
     """Spikes per element of a multi-level output (k * theta per step -> k events; a neuron
-    with binary-weighted thresholds sends k as its binary digits: popcount(k) events)."""
-    k = (s.abs() / _per_channel(theta, s).to(s)).round()
+    with binary-weighted thresholds sends k as its binary digits: popcount(k) events);
+    ``theta`` varies along channel ``axis`` of ``s``."""
+    k = (s.abs() / _per_channel(theta, s, axis).to(s)).round()
     if not binary:
         return k
     k = k.long()
@@ -104,7 +106,18 @@ def _events(s: torch.Tensor, neuron) -> torch.Tensor:
     """Events per element of a neuron's output ``s``."""
     if getattr(neuron, "levels", 1) == 1:
         return s != 0
-    return _spike_counts(s, neuron.theta, getattr(neuron, "binary_events", False))
+    return _spike_counts(s, neuron.theta, getattr(neuron, "binary_events", False), getattr(neuron, "channel_axis", 1))
+
+
+def _per_sample(x: torch.Tensor, T: int, layout: "tuple[int, int] | None") -> torch.Tensor:
+    """``x`` (time x batch on its batch axis, see :func:`onnx2snn.snn.neurons.time_major`) as
+    ``[T, B, elements per sample]``, whatever its layout and strides."""
+    layout = layout or (0, 1)
+    xs = time_major(x, T, layout)
+    outer = layout[1]
+    if outer > 1:
+        xs = xs.reshape((T, outer, xs.shape[1] // outer) + tuple(xs.shape[2:])).transpose(1, 2)
+    return xs.reshape(T, xs.shape[1], -1)
 
 
 def _targets(gm: fx.GraphModule) -> set[str]:
@@ -138,6 +151,11 @@ class LayerMonitor:
         self.overhead: dict[str, float] = {}
         self._counting = False
         self.op = {t: type(ann.get_submodule(t)).__name__ for t in self.weighted}
+        # the batch (time x batch) layout of each weighted layer's input, and of every node
+        self.layout = {n.name: batch_layout(n) for n in snn.rewritten.graph.nodes}
+        self.in_layout = {n.target: self.layout[n.args[0].name] for n in snn.rewritten.graph.nodes
+                          if n.op == "call_module" and n.target in self.weighted and n.args
+                          and isinstance(n.args[0], fx.Node)}
         self.kind = {n: m.extra_repr().split(",")[0] for n, m in self.neurons.items()}
         self.sources = self._sources()
         # a network in binary-spike form (thresholds folded into the weights) fires 0/1:
@@ -278,7 +296,9 @@ class LayerMonitor:
     def _twin_weighted(self, t):
         def hook(mod, inp, out):
             if t not in self.fan and not self._counting:
-                shape = tuple(inp[0].shape[1:])
+                layout = self.in_layout.get(t) or (0, 1)
+                xm = time_major(inp[0], 1, layout)  # [1, outer * B, rest]: one sample is (outer, *rest)
+                shape = ((layout[1],) if layout[1] > 1 else ()) + tuple(xm.shape[2:])
                 self.fan[t] = fanout_map(mod, shape)
                 self.macs[t] = float(self.fan[t].sum())
                 self.in_size[t] = math.prod(shape)
@@ -299,7 +319,7 @@ class LayerMonitor:
         x = x.detach()
         graded = self.graded.get(t)
         ev = (x != 0) if graded is None else _events(x, graded)
-        nz = ev.reshape(T, x.shape[0] // T, -1).sum(1).float()  # [T, N] events per element
+        nz = _per_sample(ev, T, self.in_layout.get(t)).sum(1).float()  # [T, N] events per element
         self.synops[t][t0:t0 + T] += (nz.double() @ self._fanout(t, x.device).double()).cpu()
         self.events[t][t0:t0 + T] += nz.sum(1).double().cpu()
 
@@ -321,7 +341,11 @@ class LayerMonitor:
                 args.append(vals[n])
             else:  # a static value: the same at every step
                 v = self._static[n]
-                args.append(v.unsqueeze(0).expand((T,) + tuple(v.shape)).reshape((T * v.shape[0],) + tuple(v.shape[1:])))
+                layout = self.layout.get(n)
+                if layout is not None:  # repeated over time on its batch axis, as the engine does
+                    vm = time_major(v, 1, layout)
+                    v = time_folded(vm.expand((T,) + tuple(vm.shape[1:])), layout)
+                args.append(v)
         for t, x in zip(self.probe_targets, probe(*args)):
             self._count(t, x)
 
@@ -332,18 +356,20 @@ class LayerMonitor:
             t0, T = self._window()
             out = out.detach()
             ev = _events(out, mod)
-            self.spikes[name][t0:t0 + T] += ev.reshape(T, -1).sum(1).double().cpu()
-            self.size[name] = out[0].numel()
+            layout = mod.time_layout
+            self.spikes[name][t0:t0 + T] += time_major(ev, T, layout).reshape(T, -1).sum(1).double().cpu()
+            batch = out.shape[layout[0]] // (layout[1] * T)  # samples in this run
+            self.size[name] = out.numel() // (T * max(1, batch))
             a = self._acts.get(name)
             if a is None:
                 return
             lam = self.scale[name]
             if lam is not None:
-                out = out * _per_channel(lam, out).to(out)
-            s = out.reshape(T, out.shape[0] // T, -1)
+                out = out * _per_channel(lam, out, mod.channel_axis).to(out)
+            s = _per_sample(out, T, layout)
             lo, hi = self.ranged[name].clip_range(a)
-            r = torch.minimum(torch.maximum(a, lo), hi).reshape(s.shape[1], -1).to(s.dtype)
-            a = a.reshape(s.shape[1], -1).to(s.dtype)
+            r = _per_sample(torch.minimum(torch.maximum(a, lo), hi), 1, layout)[0].to(s.dtype)
+            a = _per_sample(a, 1, layout)[0].to(s.dtype)
             acc = self._run_acc.get(name) if t0 > 0 else None
             acc = torch.zeros_like(a) if acc is None else acc
             for t in range(T):
