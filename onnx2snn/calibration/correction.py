@@ -20,6 +20,7 @@ from .. import checks
 from .. import distributed as dist
 from ..distributed import ALONE, Shard, init as init_distributed
 from ..errors import ConfigError, DataError
+from ..graph.source import module_device
 from ..progress import bar as progress_bar
 from .thresholds import sample_batches
 
@@ -137,7 +138,7 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
     limit = checks.optional_integer("limit", limit, 1)
     if data is None:
         raise DataError("calibrate needs sample data (a tensor, DataLoader, .npz or image folder)")
-    dev = next(snn.parameters()).device
+    dev = module_device(snn)
     shard = init_distributed(distributed, dev)
     batches, _ = sample_batches(snn.ann, data, batch_size, limit, preprocess, "calibrate data", shard=shard)
     batches = [xb.to(dev) for xb in batches]

@@ -29,7 +29,7 @@ from ..distributed import Shard, init as init_distributed
 from ..errors import ConfigError, DataError, NonSpikingActivationError, Onnx2SnnError
 from ..graph.analysis import analyze
 from ..graph.layout import channel_axes
-from ..graph.source import replace_activations as replace_fn, to_twin
+from ..graph.source import module_device, replace_activations as replace_fn, to_twin
 from ..progress import bar as progress_bar
 from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
 from .losses import resolve_loss
@@ -195,7 +195,7 @@ def insert_quantized(twin: fx.GraphModule, thresholds: Mapping[str, torch.Tensor
         q = QuantizedNeuron(theta, timesteps, activation=act, alpha=alpha, v_init=v_init, noise=noise,
                             noise_scale=noise_scale, per_channel=per_channel, generator=generator, levels=k,
                             axis=axes[names[target]])
-        dev = next(twin.parameters()).device
+        dev = module_device(twin)
         _set_module(twin, target, q.to(dev))
         neurons[target] = q
     twin.recompile()

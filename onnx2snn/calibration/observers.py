@@ -25,6 +25,7 @@ from .. import distributed as dist
 from ..distributed import ALONE, Shard
 from ..graph.averaged import Reencode
 from ..graph.layout import channel_axes
+from ..graph.source import module_device
 from ..progress import bar as progress_bar
 
 
@@ -80,6 +81,8 @@ class StreamingHistogram:
         v = v.detach()
         if not v.is_floating_point():
             v = v.float()
+        if v.numel() == 0:  # an empty activation (a zero-size dim): no values to count
+            return
         C = v.shape[1]
         cmax = v.amax(dim=(0, 2)).double().cpu().clamp_min(0)
         self.max = torch.maximum(self.max, cmax)
@@ -312,7 +315,7 @@ def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Ite
             handles.append(mod.register_forward_pre_hook(lambda m, args, obs=obs: obs.observe(args[0].abs())))
         else:
             handles.append(mod.register_forward_pre_hook(lambda m, args, obs=obs: obs.observe(args[0])))
-    dev = torch.device(device) if device is not None else next(twin.parameters()).device
+    dev = torch.device(device) if device is not None else module_device(twin)
     try:
         with torch.no_grad():
             for xb in progress_bar(batches, total=total, desc="calibrating", unit="batch",

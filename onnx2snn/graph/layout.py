@@ -31,6 +31,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import LayoutError
+from .source import module_device
 from . import functional as OF
 
 # -- the batch axis, probed -------------------------------------------------------------------
@@ -39,7 +40,7 @@ from . import functional as OF
 def _probe_inputs(gm: fx.GraphModule, batch: int, seed: int) -> list[torch.Tensor]:
     shapes = getattr(getattr(gm, "onnx_info", None), "input_shapes", {}) or {}
     g = torch.Generator().manual_seed(seed)
-    dev = next(iter(gm.parameters()), next(iter(gm.buffers()), torch.empty(0))).device
+    dev = module_device(gm)
     out = []
     for ph in [n for n in gm.graph.nodes if n.op == "placeholder"]:
         shape = shapes.get(ph.meta.get("onnx_input", ph.name)) or ph.meta.get("shape")
@@ -100,6 +101,7 @@ def probe_batch_axes(gm: fx.GraphModule, names: "set[str]") -> "tuple[dict[str, 
     phs = iter(range(len(base)))
     axes: dict[str, tuple | None] = {}
     problems: dict[str, str] = {}
+    shapes: dict[str, tuple] = {}
     with torch.no_grad():
         for i, n in enumerate(nodes):
             if n.op == "placeholder":
@@ -119,6 +121,7 @@ def probe_batch_axes(gm: fx.GraphModule, names: "set[str]") -> "tuple[dict[str, 
                 run.env[n] = v
             v2, v3 = vals
             if n.op != "get_attr" and isinstance(v2, torch.Tensor) and isinstance(v3, torch.Tensor):
+                shapes[n.name] = tuple(v2.shape)
                 axes[n.name], why = _axis_of(v2, v3)
                 if why:
                     problems[n.name] = why
@@ -129,7 +132,41 @@ def probe_batch_axes(gm: fx.GraphModule, names: "set[str]") -> "tuple[dict[str, 
                 if last.get(a) == i and a.op != "get_attr":
                     for run in runs:
                         run.env.pop(a, None)
+    for name, shape in _large_batch_shapes(gm, nodes, LARGE_BATCH).items():
+        if name not in shapes or name in problems:
+            continue
+        want = list(shapes[name])
+        if axes.get(name) is not None:
+            want[axes[name][0]] = want[axes[name][0]] // 2 * LARGE_BATCH
+        if tuple(want) != shape:
+            problems[name] = (f"its shape {shapes[name]} at batch 2 becomes {shape} at batch {LARGE_BATCH}, not "
+                              f"{tuple(want)}: it does not follow the batch (e.g. a slice of the batch axis with fixed "
+                              "bounds)")
     return axes, problems
+
+
+LARGE_BATCH = 1009  # a batch far above the probe's, for shapes only (fake tensors: no memory, no compute)
+
+
+def _large_batch_shapes(gm: fx.GraphModule, nodes: "list[fx.Node]", batch: int) -> "dict[str, tuple]":
+    """Output shapes of ``nodes`` at a large batch, from fake tensors (shapes without data): what
+    a probe on 2 and 3 samples cannot see, such as a slice of the batch axis that keeps the
+    first 3 entries. Best effort: the shapes up to the first node fake tensors cannot run."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    out: dict[str, tuple] = {}
+    run = fx.Interpreter(gm)
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            ins = iter([torch.empty((batch,) + tuple(x.shape[1:])) for x in _probe_inputs(gm, 1, seed=0)])
+            for n in nodes:
+                run.env[n] = next(ins) if n.op == "placeholder" else run.run_node(n)
+                v = run.env[n]
+                if n.op != "get_attr" and isinstance(v, torch.Tensor):
+                    out[n.name] = tuple(int(d) for d in v.shape)
+    except Exception:  # noqa: BLE001 - an op fake tensors cannot run (data-dependent): stop there
+        pass
+    return out
 
 
 # -- the feature axis, followed through the graph ----------------------------------------------
