@@ -438,8 +438,14 @@ def _layout(twin: fx.GraphModule, analysis, core_names: set[str], config: dict[s
     a node there whose batch cannot be is refused, naming it (the engine folds time into the
     batch and could not split it again exactly). Weight layers and weight-free ops in between
     work on any layout."""
-    axes, problems = probe_batch_axes(twin, core_names)
     order = list(twin.graph.nodes)
+    key = (tuple(n.name for n in order), tuple(sorted(core_names)))
+    cached = getattr(twin, "_batch_layouts", None)
+    if cached is not None and cached[0] == key:  # the settings search builds many SNNs of one twin
+        axes, problems = cached[1]
+    else:
+        axes, problems = probe_batch_axes(twin, core_names)
+        twin._batch_layouts = (key, (axes, problems))
     info = analysis.by_name()
     neurons = {a.name for a in analysis.activations() if a.part == "core"}
     dynamic = dynamic_nodes(order, core_names, neurons, config.get("encoding") == "poisson")
