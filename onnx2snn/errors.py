@@ -100,3 +100,8 @@ class ConfigError(Onnx2SnnError, ValueError):
     def __init__(self, message: str, param: str | None = None):
         self.param = param
         super().__init__(message)
+
+
+class EnergyModelError(Onnx2SnnError, ValueError):
+    """The energy model cannot price a count: a cost table with a missing, unknown or negative
+    entry, or an op kind no table knows (it would otherwise be charged nothing)."""
