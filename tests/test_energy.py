@@ -211,3 +211,10 @@ def test_torchvision_vit_tokens_first_layout(tmp_path):
     ops = rep.layers["ops"]
     assert all(ops["snn"][t]["energy_pj"] > 0 and math.isfinite(ops["snn"][t]["energy_ratio_vs_ann"]) for t in (1, 2, 8))
     assert ops["snn"][8]["counts"]["exp"] > 0 and ops["snn"][8]["counts"]["sqrt"] > 0  # softmax, LayerNorm
+
+
+def test_readme_states_the_rules_and_costs_of_the_code():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert energy.rules_table() in readme  # the docs' table is the code's table
