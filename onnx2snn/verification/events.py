@@ -145,8 +145,9 @@ class EventFlow(fx.Interpreter):
             return y * (args[0][0, 0].numel() / max(1, y[0, 0].numel()))
         if isinstance(m, nn.Upsample) and m.mode != "nearest":
             return F.interpolate(args[0], size=m.size, scale_factor=m.scale_factor, mode="nearest")
-        if type(m).__name__ in ("Flatten", "Identity", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d",
-                                "ConstantPad3d", "PixelShuffle", "PixelUnshuffle", "Upsample", "Reencode"):
+        if type(m).__name__ in ("Flatten", "Unflatten", "Identity", "Dropout", "ZeroPad2d", "ConstantPad1d",
+                                "ConstantPad2d", "ConstantPad3d", "PixelShuffle", "PixelUnshuffle", "Upsample",
+                                "ChannelShuffle", "Reencode"):
             return m(*args, **kwargs)
         self.analog.add(n.name)  # a weight layer, a time-averaged op, anything else: analog
         return self._analog_like(n, args, kwargs)
@@ -182,6 +183,8 @@ class EventFlow(fx.Interpreter):
                 f in (operator.mul, torch.mul):
             return args[1].expand(torch.broadcast_shapes(args[0].shape if isinstance(args[0], torch.Tensor)
                                                          else (), args[1].shape)).clone()
+        if f is torch.where and len(args) == 3:  # a selection: constant values chosen carry no events
+            return torch.where(args[0], *[_zeros(a) if c else a for a, c in zip(args[1:], const[1:])])
         if f is torch.mean:
             return torch.sum(*args, **{k: v for k, v in kwargs.items() if k != "dtype"})
         if f is OF.pool_sum_div:

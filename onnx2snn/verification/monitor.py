@@ -272,6 +272,12 @@ class LayerMonitor:
             return
         if kind not in ("spiking", "readout") or self.work is None:
             return
+        if analog and kind == "spiking":
+            note = (f"{t}: spike-driven, but its input passes through an op the event count cannot follow; "
+                    "only the events that reach it around that op are counted")
+            if note not in self.notes:
+                self.notes.append(note)
+                warnings.warn(f"verify: {note}", stacklevel=2)
         t0, T = self._window()
         e = per_step(counts.detach().double(), T, self.work.in_shape[self.node_of[t]]).sum(1)  # [T, elements]
         self.synops[t][t0:t0 + T] += (e @ self._fanout(t, e.device)).cpu()
