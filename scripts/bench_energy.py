@@ -8,7 +8,9 @@ detectors: ``--n-det`` digit-scene val images). ``--code DIR`` imports onnx2snn 
 with an older checkout to measure the old count); ``--before JSON`` adds that run's energy ratios
 as the "before" column. Writes <out>/bench_energy.json, .md and .png.
 Usage: python scripts/bench_energy.py [--out docs/examples/energy] [--models ...] [--before old.json]
-       [--code /path/to/older/checkout]
+       [--code /path/to/older/checkout] [--measured earlier_run.json]
+The published run: ``git archive 9412d7a | tar -x -C /tmp/base`` (the commit before the new count),
+``--code /tmp/base --out /tmp/before``, then ``--before /tmp/before/bench_energy.json``.
 """
 from __future__ import annotations
 
@@ -117,6 +119,8 @@ def main() -> None:
     ap.add_argument("--n-det", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--before", type=Path, default=None, help="JSON of a run with the old count")
+    ap.add_argument("--measured", type=Path, default=None,
+                    help="reuse the measurements of an earlier run's JSON (to add --before to it)")
     ap.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1],
                     help="the checkout whose onnx2snn is measured (default: this one)")
     args = ap.parse_args()
@@ -126,11 +130,16 @@ def main() -> None:
 
     bench_start(args)
     import onnx2snn
-    report = {"settings": {"timesteps": list(TS), "n_cls": args.n_cls, "n_det": args.n_det, "calibration": 256,
-                           "conversion": "defaults, timesteps=4", "code": str(Path(onnx2snn.__file__).parent)},
-              "models": [measure(m, args.out, args.n_cls, args.n_det) for m in args.models]}
+    if args.measured is not None:
+        report = json.loads(args.measured.read_text())
+    else:
+        report = {"settings": {"timesteps": list(TS), "n_cls": args.n_cls, "n_det": args.n_det, "calibration": 256,
+                               "conversion": "defaults, timesteps=4", "code": str(Path(onnx2snn.__file__).parent)},
+                  "models": [measure(m, args.out, args.n_cls, args.n_det) for m in args.models]}
     if args.before is not None:
-        old = {r["model"]: r for r in json.loads(args.before.read_text())["models"]}
+        before = json.loads(args.before.read_text())
+        report["settings"]["before"] = {"code": before["settings"]["code"], "json": str(args.before)}
+        old = {r["model"]: r for r in before["models"]}
         for r in report["models"]:
             if r["model"] in old:
                 for T in TS:
