@@ -98,8 +98,6 @@ def test_same_spikes_cost_the_same_through_any_path(equivalent):
     assert k.sum() > k.numel() and snn.neurons()[neuron].levels == 3
     for t in TS:
         assert _layer_ac(rep, t) == pytest.approx(24 * float(k[:t].sum()) / 24, rel=1e-12)
-    assert any(float(((o.abs() / snn.neurons()[neuron].theta).round() > 1).sum()) for o in [
-        snn.neurons()[neuron](torch.full((4, 32), 5.0))])  # multi-level: k > 1 happens
     for name in ("Reshaped", "Transposed", "NdMatMul"):
         other = runs[name][1]
         for t in TS:

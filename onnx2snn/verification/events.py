@@ -24,7 +24,6 @@ number of events that element delivers:
 
 from __future__ import annotations
 
-import math
 import operator
 from typing import Any, Callable
 
