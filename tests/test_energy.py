@@ -87,15 +87,15 @@ def test_same_spikes_cost_the_same_through_any_path(equivalent):
     snn, rep = runs["Base"]
     # counted by hand: each of the first neuron's k-spikes (k events) reaches the 24 synapses of l2
     neuron = next(iter(snn.neurons()))
-    counts = []
-    h = snn.neurons()[neuron].register_forward_hook(
-        lambda m, i, o: counts.append((o.abs() / m.theta).round().reshape(4, -1).sum(1)))
+    ks = []
+    h = snn.neurons()[neuron].register_forward_hook(lambda m, i, o: ks.append((o.abs() / m.theta).round()))
     with torch.no_grad():
         for b in range(3):
             snn(x[8 * b:8 * b + 8], timesteps=4)
     h.remove()
-    k = torch.stack(counts).sum(0).double()  # events per step over the 24 samples
-    assert k.sum() > k.numel() and snn.neurons()[neuron].levels == 3
+    k = torch.stack([c.reshape(4, -1).sum(1) for c in ks]).sum(0).double()  # events per step, 24 samples
+    nonzero = sum(float((c != 0).sum()) for c in ks)
+    assert max(float(c.max()) for c in ks) > 1 and float(k.sum()) > nonzero  # k-spikes: more events than non-zeros
     for t in TS:
         assert _layer_ac(rep, t) == pytest.approx(24 * float(k[:t].sum()) / 24, rel=1e-12)
     for name in ("Reshaped", "Transposed", "NdMatMul"):
