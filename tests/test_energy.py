@@ -216,3 +216,23 @@ def test_readme_states_the_rules_and_costs_of_the_code():
 
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert energy.rules_table() in readme  # the docs' table is the code's table
+
+
+def test_counts_do_not_depend_on_chunks_of_time(tmp_path):
+    """digits_vgg (max-pools: the event count carries their state between chunks), multi-level
+    neurons: verify in chunks of one step counts what one chunk of T counts."""
+    from onnx2snn import zoo
+
+    path = str(onnx2snn.export_zoo_model("digits_vgg", tmp_path / "vgg.onnx"))
+    xtr, _ = zoo.load_digits(16, "train")
+    xte, yte = zoo.load_digits(16, "test")
+    snn = onnx2snn.convert(path, xtr[:128], timesteps=4, progress=False)
+    data = (xte[:16], yte[:16])
+    whole = onnx2snn.verify(snn, path, data=data, timesteps=[1, 2, 4], batch_size=16, progress=False)
+    per_step, state = snn.memory_per_sample()
+    snn.max_memory = 16 * (state + per_step) + 1  # one step per chunk
+    assert snn.chunk_length(4, 16) == 1
+    chunked = onnx2snn.verify(snn, path, data=data, timesteps=[1, 2, 4], batch_size=16, progress=False)
+    for t in (1, 2, 4):
+        a, b = whole.layers["ops"]["snn"][t]["counts"], chunked.layers["ops"]["snn"][t]["counts"]
+        assert a == pytest.approx(b, rel=1e-12) and a["ac"] > 0, t
