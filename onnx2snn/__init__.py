@@ -47,6 +47,7 @@ _EXPORTS = {
     "NonSpikingActivationError": (".errors", "NonSpikingActivationError"),
     "DataError": (".errors", "DataError"),
     "ConfigError": (".errors", "ConfigError"),
+    "LayoutError": (".errors", "LayoutError"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,6 +20,7 @@ from .. import checks
 from .. import distributed as dist
 from ..distributed import ALONE, Shard, init as init_distributed
 from ..errors import ConfigError, DataError
+from ..graph.source import module_device
 from ..progress import bar as progress_bar
 from .thresholds import sample_batches
 
@@ -30,9 +31,12 @@ class _Stop(Exception):
     """Raised by a hook once the observed neuron has run: the rest of the network is not needed."""
 
 
-def _channel_sums(out: torch.Tensor) -> tuple[torch.Tensor, int]:
-    c = out.shape[1] if out.dim() > 1 else 1
-    flat = out.detach().transpose(0, 1).reshape(c, -1) if out.dim() > 1 else out.detach().reshape(1, -1)
+def _channel_sums(out: torch.Tensor, axis: "int | None" = 1) -> tuple[torch.Tensor, int]:
+    """Per-channel sums of ``out`` along its channel ``axis`` (None: one channel), and the count."""
+    if out.dim() > 1 and axis is not None:
+        flat = out.detach().movedim(axis, 0).reshape(out.shape[axis], -1)
+    else:
+        flat = out.detach().reshape(1, -1)
     return flat.double().sum(1).cpu(), flat.shape[1]
 
 
@@ -46,16 +50,19 @@ def _mean(per_batch: list[tuple[int, tuple]], shard: Shard) -> torch.Tensor:
 
 
 def ann_channel_means(twin: torch.nn.Module, targets: list[str], batches: list[torch.Tensor],
-                      ids: list[int] | None = None, shard: Shard = ALONE) -> dict[str, torch.Tensor]:
-    """Per-channel mean output of each activation module of the twin over ``batches``
-    (``ids``: their indices in the one-process stream, for merging over ranks)."""
+                      ids: list[int] | None = None, shard: Shard = ALONE,
+                      axes: "dict[str, int | None] | None" = None) -> dict[str, torch.Tensor]:
+    """Per-channel mean output of each activation module of the twin over ``batches``, along
+    each one's channel axis (``axes``: target -> axis, default 1; ``ids``: their indices in the
+    one-process stream, for merging over ranks)."""
+    axes = axes or {}
     ids = list(range(len(batches))) if ids is None else ids
     sums: dict[str, list] = {t: [] for t in targets}
     current = [0]
     handles = []
     for t in targets:
         def hook(m, args, out, t=t):
-            sums[t].append((current[0], _channel_sums(out)))
+            sums[t].append((current[0], _channel_sums(out, axes.get(t, 1))))
         handles.append(twin.get_submodule(t).register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -76,7 +83,7 @@ def snn_channel_mean(snn, target: str, batches: list[torch.Tensor], timesteps: i
     acc = [0.0, 0]
 
     def hook(m, args, out):
-        s, n = _channel_sums(out)
+        s, n = _channel_sums(out, neuron.channel_axis)
         acc[0] = acc[0] + s
         acc[1] += n
         start, steps = snn.time_window or (0, timesteps)
@@ -131,7 +138,7 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
     limit = checks.optional_integer("limit", limit, 1)
     if data is None:
         raise DataError("calibrate needs sample data (a tensor, DataLoader, .npz or image folder)")
-    dev = next(snn.parameters()).device
+    dev = module_device(snn)
     shard = init_distributed(distributed, dev)
     batches, _ = sample_batches(snn.ann, data, batch_size, limit, preprocess, "calibrate data", shard=shard)
     batches = [xb.to(dev) for xb in batches]
@@ -142,7 +149,8 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
     order = neuron_order(snn)
     was_analog = any(m.analog for m in snn.spiking_modules().values())
     snn.set_analog(False)
-    target_means = ann_channel_means(snn.ann, order, batches, ids, shard)
+    target_means = ann_channel_means(snn.ann, order, batches, ids, shard,
+                                     {t: snn.rewritten.get_submodule(t).channel_axis for t in order})
     report = {}
 
     def measure(target):

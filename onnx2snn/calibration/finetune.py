@@ -28,7 +28,8 @@ from ..data.yolo_format import YoloDataset, collate, is_yolo_source
 from ..distributed import Shard, init as init_distributed
 from ..errors import ConfigError, DataError, NonSpikingActivationError, Onnx2SnnError
 from ..graph.analysis import analyze
-from ..graph.source import replace_activations as replace_fn, to_twin
+from ..graph.layout import channel_axes
+from ..graph.source import module_device, replace_activations as replace_fn, to_twin
 from ..progress import bar as progress_bar
 from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
 from .losses import resolve_loss
@@ -177,8 +178,11 @@ def _set_module(gm: nn.Module, target: str, new: nn.Module) -> None:
 def insert_quantized(twin: fx.GraphModule, thresholds: Mapping[str, torch.Tensor], timesteps: int,
                      noise: str | None, noise_scale: float, per_channel: bool, v_init: float = 0.5,
                      generator: torch.Generator | None = None, levels: int = 1) -> dict[str, QuantizedNeuron]:
-    """Replace each core activation of ``twin`` (in place) by a :class:`QuantizedNeuron`."""
+    """Replace each core activation of ``twin`` (in place) by a :class:`QuantizedNeuron`, its
+    thresholds along the activation's channel axis (:func:`onnx2snn.graph.layout.channel_axes`)."""
     neurons = {}
+    names = {n.target: n.name for n in twin.graph.nodes if n.op == "call_module"}
+    axes = channel_axes(twin, [names[t] for t in thresholds])
     for target, theta in thresholds.items():
         act = twin.get_submodule(target)
         alpha = None
@@ -189,8 +193,9 @@ def insert_quantized(twin: fx.GraphModule, thresholds: Mapping[str, torch.Tensor
                                 "replace it by LeakyReLU or ReLU")
         theta, k = cap_neuron(act, theta.clone(), levels)
         q = QuantizedNeuron(theta, timesteps, activation=act, alpha=alpha, v_init=v_init, noise=noise,
-                            noise_scale=noise_scale, per_channel=per_channel, generator=generator, levels=k)
-        dev = next(twin.parameters()).device
+                            noise_scale=noise_scale, per_channel=per_channel, generator=generator, levels=k,
+                            axis=axes[names[target]])
+        dev = module_device(twin)
         _set_module(twin, target, q.to(dev))
         neurons[target] = q
     twin.recompile()

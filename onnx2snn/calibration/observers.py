@@ -24,6 +24,8 @@ import torch.fx as fx
 from .. import distributed as dist
 from ..distributed import ALONE, Shard
 from ..graph.averaged import Reencode
+from ..graph.layout import channel_axes
+from ..graph.source import module_device
 from ..progress import bar as progress_bar
 
 
@@ -79,6 +81,8 @@ class StreamingHistogram:
         v = v.detach()
         if not v.is_floating_point():
             v = v.float()
+        if v.numel() == 0:  # an empty activation (a zero-size dim): no values to count
+            return
         C = v.shape[1]
         cmax = v.amax(dim=(0, 2)).double().cpu().clamp_min(0)
         self.max = torch.maximum(self.max, cmax)
@@ -90,7 +94,7 @@ class StreamingHistogram:
         flat_counts = self.counts.view(-1)
         step = max(1, self.CHUNK_VALUES // max(1, v[0].numel()))
         for i in range(0, v.shape[0], step):
-            idx = torch.mul(v[i:i + step], scale).clamp_(0, self.bins - 1).int().add_(offsets).view(-1)
+            idx = torch.mul(v[i:i + step], scale).clamp_(0, self.bins - 1).int().add_(offsets).reshape(-1)
             flat_counts.index_add_(0, idx, torch.ones(1, dtype=torch.int64, device=v.device).expand(idx.numel()))
         self.total += v.shape[0] * v.shape[2]
 
@@ -201,14 +205,17 @@ def neuron_error(counts: torch.Tensor, width: torch.Tensor, theta: torch.Tensor,
 
 
 class ActivationObserver:
-    """Statistics of one activation's input: per channel (dim 1) and per layer (the channel
-    histograms combined, exactly, when asked for)."""
+    """Statistics of one activation's input: per channel (along ``axis``, the input's feature
+    axis: see :func:`onnx2snn.graph.layout.channel_axes`; None: the layer is one channel) and
+    per layer (the channel histograms combined, exactly, when asked for). Any strides: a
+    transposed input is read as it is."""
 
     PERCENTILES = (99.0, 99.9, 99.99, 99.999)
 
-    def __init__(self, name: str, bins: int = 2048):
+    def __init__(self, name: str, bins: int = 2048, axis: "int | None" = 1):
         self.name = name
         self.bins = bins
+        self.axis = axis
         self.channel: StreamingHistogram | None = None
         self._layer: StreamingHistogram | None = None
         self.samples = 0
@@ -224,8 +231,10 @@ class ActivationObserver:
 
     def observe(self, x: torch.Tensor) -> None:
         x = x.detach()
-        if x.dim() < 2:
-            x = x.reshape(-1, 1)
+        if x.dim() < 2 or self.axis is None:
+            x = x.reshape(x.shape[0] if x.dim() else 1, 1, -1)
+        elif self.axis != 1:
+            x = x.movedim(self.axis, 1)
         c = x.shape[1]
         if self.channel is None:
             self.channel = StreamingHistogram(c, self.bins)
@@ -288,12 +297,14 @@ class ActivationObserver:
 def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Iterable[torch.Tensor],
                    bins: int = 2048, progress: bool = True, device: "torch.device | str | None" = None,
                    total: int | None = None, shard: Shard = ALONE) -> dict[str, ActivationObserver]:
-    """Run sample batches through the twin, observing the input of each named node.
+    """Run sample batches through the twin, observing the input of each named node, per
+    channel along its feature axis (:func:`onnx2snn.graph.layout.channel_axes`).
 
     With ``shard`` active, ``batches`` are this rank's share; the observers are merged over
     the ranks at the end (every rank gets the same, exact, statistics)."""
     names = list(node_names)
-    observers = {n: ActivationObserver(n, bins) for n in names}
+    axes = channel_axes(twin, names)
+    observers = {n: ActivationObserver(n, bins, axes[n]) for n in names}
     nodes = {n.name: n for n in twin.graph.nodes}
     handles = []
     for name in names:
@@ -304,7 +315,7 @@ def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Ite
             handles.append(mod.register_forward_pre_hook(lambda m, args, obs=obs: obs.observe(args[0].abs())))
         else:
             handles.append(mod.register_forward_pre_hook(lambda m, args, obs=obs: obs.observe(args[0])))
-    dev = torch.device(device) if device is not None else next(twin.parameters()).device
+    dev = torch.device(device) if device is not None else module_device(twin)
     try:
         with torch.no_grad():
             for xb in progress_bar(batches, total=total, desc="calibrating", unit="batch",

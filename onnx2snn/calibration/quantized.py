@@ -31,11 +31,13 @@ NOISE_KINDS = (None, "gaussian", "uniform")
 DEFAULT_LEVELS = 2  # spikes per step: the second one takes the rare values above theta instead of clipping
 
 
-def _chan(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A [C] (or scalar) tensor shaped to broadcast over dim 1 of ``like``."""
+def _chan(t: torch.Tensor, like: torch.Tensor, axis: "int | None" = 1) -> torch.Tensor:
+    """A [C] (or scalar) tensor shaped to broadcast along ``axis`` of ``like`` (dim 1 by default)."""
     if t.numel() == 1:
         return t.reshape(())
-    return t.reshape((1, -1) + (1,) * (like.dim() - 2))
+    shape = [1] * like.dim()
+    shape[1 if axis is None else axis] = -1
+    return t.reshape(shape)
 
 
 def _floor_ste(z: torch.Tensor) -> torch.Tensor:
@@ -114,8 +116,10 @@ class QuantizedNeuron(nn.Module):
 
     def __init__(self, theta: torch.Tensor, timesteps: int, activation: nn.Module, alpha: float | None = None,
                  v_init: float = 0.5, noise: str | None = "gaussian", noise_scale: float = 0.25,
-                 per_channel: bool = True, generator: torch.Generator | None = None, levels: int = 1):
+                 per_channel: bool = True, generator: torch.Generator | None = None, levels: int = 1,
+                 axis: "int | None" = 1):
         super().__init__()
+        self.axis = axis  # the input's channel axis, along which theta varies
         check_noise(noise, noise_scale)
         theta = theta.detach().float().reshape(-1)
         init = theta if per_channel else theta.max().reshape(())
@@ -148,7 +152,7 @@ class QuantizedNeuron(nn.Module):
         return e.to(x) * self.noise_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        th = _chan(self.theta.clamp_min(1e-6), x)
+        th = _chan(self.theta.clamp_min(1e-6), x, getattr(self, "axis", 1))
         n = if_counts(x, th, self.timesteps, self.v_init, self.alpha, self._noise(x), self.levels)
         if self.track_spikes:  # spikes fired in T steps over all elements, and the number of neuron-steps
             self.spikes = (n.abs().sum(), n.numel() * self.timesteps)

@@ -13,6 +13,7 @@ from ..data.batches import (check_fits, check_preprocess, iter_batches, peek, pr
 from ..distributed import ALONE, Shard, init as init_distributed
 from ..errors import ConfigError, DataError, Onnx2SnnError
 from ..graph.analysis import analyze
+from ..graph.source import module_device
 from .observers import ActivationObserver, calibrate_twin
 from .quantized import search_levels
 
@@ -93,7 +94,7 @@ def collect_statistics(twin: fx.GraphModule, data: Any, batch_size: int = 64, li
         raise Onnx2SnnError("the model has no activations in its spiking part: nothing to convert")
     if data is None:
         raise DataError("calibration data is required (sample inputs: a tensor, DataLoader, .npz or image folder)")
-    shard = init_distributed(distributed, next(twin.parameters()).device)
+    shard = init_distributed(distributed, module_device(twin))
     batches, total = sample_batches(twin, data, batch_size, limit, preprocess, shard=shard)
     return calibrate_twin(twin, names, progress_samples(batches, total, "calibrating", progress and shard.rank == 0),
                           progress=False, shard=shard)

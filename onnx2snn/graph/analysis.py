@@ -191,7 +191,7 @@ def _classify(gm: fx.GraphModule, n: fx.Node, shape_only: set = frozenset()) -> 
             info.role = "weighted"
         elif isinstance(m, _LINEAR_MODULES):
             info.role = "linear"
-        elif isinstance(m, _MAXPOOL):
+        elif isinstance(m, _MAXPOOL) and not getattr(m, "return_indices", False):
             info.role = "maxpool"
         return info
     target = n.target

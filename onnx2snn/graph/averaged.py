@@ -44,6 +44,8 @@ def has_averaged_form(gm: fx.GraphModule, n: fx.Node) -> tuple[bool, str]:
         m = gm.get_submodule(n.target)
         if isinstance(m, _NO_AVERAGE_MODULES):
             return False, f"{type(m).__name__} has no time-averaged form"
+        if getattr(m, "return_indices", False):
+            return False, f"{type(m).__name__} with an indices output has no time-averaged form"
         return True, ""
     if n.op == "call_method":
         if n.target in _NO_AVERAGE_METHODS:

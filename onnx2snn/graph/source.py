@@ -26,6 +26,16 @@ _KIND_TYPES = {"SiLU": nn.SiLU, "HardSwish": nn.Hardswish, "GELU": nn.GELU, "Tan
                "HardSigmoid": nn.Hardsigmoid}
 
 
+def module_device(m: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (the CPU for one with neither, such
+    as a graph of weight-free ops)."""
+    for t in m.parameters():
+        return t.device
+    for t in m.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 def to_twin(source: Any, example_input: torch.Tensor | None = None, input_shape=None) -> fx.GraphModule:
     """An ANN twin from an ONNX path / bytes / ModelProto, an nn.Module, or a twin."""
     if isinstance(source, fx.GraphModule) and hasattr(source, "onnx_info"):

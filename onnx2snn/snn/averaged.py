@@ -16,6 +16,11 @@ The engine runs a chunk of ``n`` steps at once: the running sums over the chunk,
 on the ``[n*B, ...]`` averages (batched like every other layer), then the differences; the
 state carried between chunks (and steps, in step mode) is the sums, the last
 ``t f(S_t / t)`` and t. Its float work per step is counted by verify (``nonspiking_flops``).
+
+Time x batch lies on each tensor's batch axis (``in_layouts``, ``out_layout``: batch-first but in
+layouts such as ``[N, B, D]``), time outermost within the batch, so ``f`` runs on the averages in the layout it was written
+for. Where ``f`` is undefined at a step (a division by a running average that is still 0), that
+step's value is left out of the running state (:func:`_hold_defined`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 import torch.fx as fx
 
 from ..errors import Onnx2SnnError
-from .neurons import SpikingModule, cumsum_time
+from .neurons import BATCH_FIRST, SpikingModule, cumsum_time, time_folded, time_major
 
 
 class _Slot:
@@ -66,6 +71,10 @@ class TimeAveraged(SpikingModule):
         self.args, self.kwargs, self.kinds = args, kwargs, list(kinds)
         self.op_name = name or getattr(fn, "__name__", type(fn).__name__)
         self.state: dict[str, Any] | None = None
+        # batch (time x batch) layout of each input and of the output (see onnx2snn.graph.layout);
+        # None: all batch-first
+        self.in_layouts: "list[tuple | None] | None" = None
+        self.out_layout = BATCH_FIRST
 
     def extra_repr(self) -> str:
         return f"{self.op_name}, inputs={self.kinds}"
@@ -94,19 +103,17 @@ class TimeAveraged(SpikingModule):
         t0 = 0 if st is None else st["t"]
         dyn = [i for i, k in enumerate(self.kinds) if k == "dynamic"]
         ref = inputs[dyn[0]] if dyn else inputs[0]
-        B = ref.shape[0] // n
         t = torch.arange(t0 + 1, t0 + n + 1, dtype=ref.dtype, device=ref.device)
         means = list(inputs)
         sums = {}
         for i in dyn:
-            x = inputs[i].reshape((n, B) + tuple(inputs[i].shape[1:]))
+            x = time_major(inputs[i], n, self.layout(i))
             cum = cumsum_time(x, init=None if st is None else st["sums"][i])
             sums[i] = cum[-1].clone()
-            tt = t.reshape((n,) + (1,) * (cum.dim() - 1))
-            means[i] = (cum / tt).reshape(inputs[i].shape)
-        g = self.call(*means)
-        g = g.reshape((n, B) + tuple(g.shape[1:]))
+            means[i] = time_folded(cum / t.reshape((n,) + (1,) * (cum.dim() - 1)), self.layout(i))
+        g = time_major(self.call(*means), n, self.out_layout)
         g = g * t.reshape((n,) + (1,) * (g.dim() - 1))  # t f(S_t / t)
+        g = _hold_defined(g, None if st is None else st["g"])
         out = torch.empty_like(g)
         if st is None:
             out[0] = g[0]
@@ -115,7 +122,29 @@ class TimeAveraged(SpikingModule):
         torch.sub(g[1:], g[:-1], out=out[1:])
         if self.carry or self.step_mode:
             self.state = {"t": t0 + n, "sums": sums, "g": g[-1].clone()}
-        return out.reshape((n * B,) + tuple(out.shape[2:]))
+        return time_folded(out, self.out_layout)
+
+    def layout(self, i: int) -> "tuple[int, int]":
+        """The batch (time x batch) layout of input ``i`` (see :func:`time_major`)."""
+        a = self.in_layouts[i] if self.in_layouts is not None and i < len(self.in_layouts) else None
+        return BATCH_FIRST if a is None else tuple(a)
+
+
+def _hold_defined(g: torch.Tensor, before: "torch.Tensor | None") -> torch.Tensor:
+    """``g`` ([n, ...] values of ``t f(S_t / t)``) where it is finite; where ``f`` is undefined at a
+    step (inf / NaN: a Div, Sqrt or Log whose running-average input is 0 or out of its domain,
+    e.g. before a neuron has fired), the last defined value (``before``: the one carried from an
+    earlier chunk; 0 at the start). That step then outputs 0 and the running state stays finite,
+    so the running output average is ``f`` of the running input averages again at every later
+    step where ``f`` is defined, instead of NaN for the rest of the run. In place."""
+    finite = torch.isfinite(g)
+    if bool(finite.all()):
+        return g
+    last = torch.zeros_like(g[0]) if before is None else before
+    for k in range(g.shape[0]):
+        torch.where(finite[k], g[k], last, out=g[k])
+        last = g[k]
+    return g
 
 
 def averaged_node(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node], name: str) -> TimeAveraged:

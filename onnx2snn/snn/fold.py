@@ -284,6 +284,14 @@ def fold_thresholds(snn):
     averaged = snn.averaged_ops() if hasattr(snn, "averaged_ops") else {}
     if averaged:  # a scale cannot pass a nonlinear op: there is no binary form to fold into
         raise no_binary_form([m.op_name for m in averaged.values()])
+    other = {t: (m.channel_axis, m.time_axis) for t, m in snn.neurons().items()
+             if m.theta.numel() > 1 and (tuple(m.time_layout) != (0, 1) or m.channel_axis != 1)}
+    if other:  # the folding rules move per-channel scales along dim 1 of batch-first tensors
+        t, (c, b) = next(iter(other.items()))
+        raise ConfigError(f"fold_thresholds moves per-channel thresholds along dim 1 of batch-first tensors; "
+                          f"{len(other)} neuron(s) have another layout (e.g. {t!r}: channel axis {c}, batch axis {b}, "
+                          "as in token layouts [B, N, D] or [N, B, D]). Convert with normalization='layer' (one "
+                          "threshold per layer) to fold such a network", "snn")
     gm = copy.deepcopy(snn.rewritten)
     folder = _Folder(gm)
     neurons = [n for n in gm.graph.nodes if isinstance(folder.mod(n), IFNeuron)]
@@ -316,6 +324,7 @@ def fold_thresholds(snn):
     neuron_names = {n.name for n in gm.graph.nodes if isinstance(folder.mod(n), IFNeuron)}
     config = {**snn.config, "folded": True}
     out = partition(snn.ann, gm, core, neuron_names, config)
+    out.channel_axes = dict(snn.channel_axes)
     out.unfolded_from = snn
     return out
 

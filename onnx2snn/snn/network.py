@@ -23,8 +23,10 @@ from . import guard
 from ..calibration.quantized import cap_neuron
 from ..graph.analysis import analyze
 from ..graph.averaged import Reencode
+from ..graph.layout import channel_axes as find_channel_axes, probe_batch_axes
+from ..errors import LayoutError
 from .averaged import TimeAveraged, averaged_node
-from .neurons import IFNeuron, Repeat, SpikingMaxPool, SpikingModule
+from .neurons import BATCH_FIRST, IFNeuron, Repeat, SpikingMaxPool, SpikingModule, time_folded, time_major
 from .partition import extract
 
 FORMAT = "onnx2snn.snn/1"
@@ -51,6 +53,7 @@ class SpikingNetwork(nn.Module):
         self.max_memory: int | None = None  # bytes for the core's chunks (None: default_memory_budget)
         self.time_window: tuple[int, int] | None = None  # (first step, steps) of the chunk running now
         self._memory_per_sample: tuple[int, int] | None = None  # the core's estimate (its graph is fixed)
+        self.channel_axes: dict[str, int | None] = {}  # neuron target -> axis its thresholds vary along
 
     # -- introspection --------------------------------------------------------------
     def spiking_modules(self) -> dict[str, SpikingModule]:
@@ -94,12 +97,13 @@ class SpikingNetwork(nn.Module):
 
     def _encode(self, static: dict[str, torch.Tensor], T: int, gen: "torch.Generator | None") -> list[torch.Tensor]:
         vals = []
-        for name in self.wiring["core_in"]:
+        axes = self.wiring.get("core_in_layouts") or [BATCH_FIRST] * len(self.wiring["core_in"])
+        for name, axis in zip(self.wiring["core_in"], axes):
             v = static[name]
             if gen is not None and name in self.wiring["inputs"]:
                 v = poisson(v, T, generator=gen)
             else:
-                v = self.repeat(v)
+                v = self.repeat(v, axis)
             vals.append(v)
         return vals
 
@@ -109,7 +113,14 @@ class SpikingNetwork(nn.Module):
             return None
         return torch.Generator(device=like.device).manual_seed(int(self.config.get("seed", 0)))
 
-    def _head(self, static: dict[str, torch.Tensor], means: Sequence[torch.Tensor]):
+    def _out_layouts(self) -> list[tuple]:
+        return [a or BATCH_FIRST for a in (self.wiring.get("core_out_layouts") or [None] * len(self.wiring["core_out"]))]
+
+    def _head(self, static: dict[str, torch.Tensor], means: Sequence[torch.Tensor], moved: bool = False):
+        """The head on the core's output averages (``moved``: each with its batch axis in front,
+        as the chunked run accumulates them)."""
+        if moved:  # [B, ...] -> the layout of the value (for a batch, time_folded of one step)
+            means = [time_folded(m.unsqueeze(0), a) for m, a in zip(means, self._out_layouts())]
         vals = dict(static)
         vals.update(zip(self.wiring["core_out"], means))
         outs = self.head(*[vals[n] for n in self.wiring["head_in"]])
@@ -170,7 +181,7 @@ class SpikingNetwork(nn.Module):
             self._set_time(n, step_mode=False)
             self.time_window = (t0, n)
             outs = self.core(*self._encode(static, n, gen)) if outs_needed else ()
-            steps = [o.reshape((n, o.shape[0] // n) + tuple(o.shape[1:])) for o in outs]
+            steps = [time_major(o, n, a) for o, a in zip(outs, self._out_layouts())]
             for k in range(n):
                 if sums is None:  # one add per step in time order, as cumsum_time
                     sums = [s[0].clone() for s in steps]
@@ -179,7 +190,7 @@ class SpikingNetwork(nn.Module):
                         acc.add_(s[k])
                 t = t0 + k + 1
                 if t in want:
-                    results[t] = self._head(static, [acc / t for acc in sums])
+                    results[t] = self._head(static, [acc / t for acc in sums], moved=True)
             del outs, steps
         return [results[int(t)] for t in checkpoints]
 
@@ -251,6 +262,7 @@ class SpikingNetwork(nn.Module):
             "config": json.dumps({**self.config, "folded": folded}),
             "ann_state": {k: v.detach().cpu() for k, v in self.ann.state_dict().items()},
             "thresholds": {k: v.detach().cpu() for k, v in self.thresholds.items()},
+            "channel_axes": json.dumps(self.channel_axes),
         }
         extra = {n: {k: v.detach().cpu() for k, v in m.state_dict().items() if k != "theta"}
                  for n, m in self.neurons().items()}
@@ -339,11 +351,17 @@ def _core_memory(core: fx.GraphModule, full: fx.GraphModule, spiking: set[str]) 
     return int(peak), int(state)
 
 
-def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], config: dict[str, Any]) -> SpikingNetwork:
+def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], config: dict[str, Any],
+                  channel_axes: "dict[str, int | None] | None" = None) -> SpikingNetwork:
     """Rewrite the twin (activations -> neurons, max-pools -> spiking max-pools, the other
     nonlinear ops after a neuron -> time-averaged operators) and cut it into prefix / core /
     head. Time-averaged ops must have their re-encoding points already
-    (:func:`onnx2snn.graph.analysis.prepare_averaged`: convert and load do it)."""
+    (:func:`onnx2snn.graph.analysis.prepare_averaged`: convert and load do it).
+
+    Every neuron, spiking max-pool and time-averaged op learns where time x batch lies in its
+    tensors (:func:`onnx2snn.graph.layout.probe_batch_axes`); ``channel_axes`` (activation
+    target -> the axis its thresholds vary along) defaults to the graph's feature axes
+    (:func:`onnx2snn.graph.layout.channel_axes`, as calibration uses them)."""
     analysis = analyze(twin)
     info = analysis.by_name()
     bad = {k: v for k, v in analysis.non_convertible.items()}
@@ -358,6 +376,13 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
     g.onnx_info = twin.onnx_info
     nodes = {n.name: n for n in g.graph.nodes}
     core_names = {n.name for n in analysis.nodes if n.part == "core"}
+    batch_axes = _layout(twin, analysis, core_names, config)
+    for n in g.graph.nodes:
+        if n.name in batch_axes:
+            n.meta["batch_layout"] = batch_axes[n.name]
+    acts = [a.name for a in analysis.activations() if a.part == "core"]
+    if channel_axes is None:
+        channel_axes = {nodes[k].target: v for k, v in find_channel_axes(twin, acts).items()}
     neuron_names = set()
     for a in analysis.activations():
         if a.part != "core":
@@ -383,19 +408,75 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
                           activation=nn.Identity() if two_sided else copy.deepcopy(act), levels=levels,
                           two_sided=two_sided)
         neuron.binary_events = two_sided and config.get("reencode_coding", "binary") == "binary"
+        neuron.channel_axis = _check_channels(theta, channel_axes.get(node.target, 1), node)
+        neuron.time_layout = batch_axes.get(a.name) or BATCH_FIRST
         _replace_module(g, node.target, neuron)
         neuron_names.add(a.name)
     for a in analysis.nodes:
         if a.part == "core" and a.role == "maxpool" and nodes[a.name].op == "call_module":
             node = nodes[a.name]
-            _replace_module(g, node.target, SpikingMaxPool(g.get_submodule(node.target)))
+            pool = SpikingMaxPool(g.get_submodule(node.target))
+            pool.time_layout = batch_axes.get(a.name) or BATCH_FIRST
+            _replace_module(g, node.target, pool)
     dynamic = dynamic_nodes(list(g.graph.nodes), core_names, neuron_names, config.get("encoding") == "poisson")
     for a in analysis.nodes:
         node = nodes[a.name]
         if a.role == "averaged" and node in dynamic:
-            averaged_node(g, node, dynamic, node.target if node.op == "call_module" else f"averaged_{a.name}")
+            mod = averaged_node(g, node, dynamic, node.target if node.op == "call_module" else f"averaged_{a.name}")
+            mod.in_layouts = [batch_axes.get(i.name) for i in node.all_input_nodes]
+            mod.out_layout = batch_axes.get(a.name) or BATCH_FIRST
     g.recompile()
-    return partition(twin, g, core_names, neuron_names, config)
+    snn = partition(twin, g, core_names, neuron_names, config)
+    snn.channel_axes = {k: v for k, v in channel_axes.items() if k in {nodes[n].target for n in neuron_names}}
+    return snn
+
+
+def _layout(twin: fx.GraphModule, analysis, core_names: set[str], config: dict[str, Any]) -> dict[str, "tuple | None"]:
+    """The batch layout of every core node (:func:`onnx2snn.graph.layout.probe_batch_axes`).
+    Where an op keeps time (a neuron, a spiking max-pool, a time-averaged op: their inputs and
+    outputs) or a value crosses into or out of the spiking core, the batch must be followed:
+    a node there whose batch cannot be is refused, naming it (the engine folds time into the
+    batch and could not split it again exactly). Weight layers and weight-free ops in between
+    work on any layout."""
+    axes, problems = probe_batch_axes(twin, core_names)
+    order = list(twin.graph.nodes)
+    info = analysis.by_name()
+    neurons = {a.name for a in analysis.activations() if a.part == "core"}
+    dynamic = dynamic_nodes(order, core_names, neurons, config.get("encoding") == "poisson")
+    keeps_time = {n for n in dynamic if n.name in neurons or info[n.name].role in ("averaged", "maxpool")}
+
+    def sensitive(n: fx.Node) -> bool:
+        if n in keeps_time or any(u in keeps_time for u in n.users):
+            return True
+        if n in dynamic:  # leaves the core
+            return any(u not in dynamic for u in n.users)
+        return n.name in core_names and any(u in dynamic for u in n.users)  # enters it
+
+    bad = [n for n in order if n.name in problems and sensitive(n)]
+    if bad:
+        n = bad[0]
+        raise LayoutError(
+            f"node {n.name!r} (ONNX node {n.meta.get('onnx_node') or '?'}) cannot run in the spiking engine: "
+            f"{problems[n.name]}. The engine folds time into the batch, so every op after the first neuron "
+            "must treat the samples of a batch apart"
+            + (f" ({len(bad) - 1} more node{'s' if len(bad) > 2 else ''}: "
+               f"{', '.join(b.name for b in bad[1:6])})" if len(bad) > 1 else "")
+            + ". Keep the samples apart in the model (no reduction, sort or softmax over the batch), or move "
+            "such ops before the first activation.")
+    return axes
+
+
+def _check_channels(theta: torch.Tensor, axis: "int | None", node: fx.Node) -> "int | None":
+    """The neuron's channel axis, checked against its thresholds and input shape."""
+    if theta.numel() == 1:
+        return axis
+    src = node.all_input_nodes[0] if node.all_input_nodes else None
+    shape = src.meta.get("shape") if src is not None else None
+    if axis is None or (shape is not None and (axis >= len(shape) or shape[axis] != theta.numel())):
+        raise Onnx2SnnError(f"{theta.numel()} thresholds for the neuron {node.target!r}, whose input {shape} has "
+                            f"{'no channel axis' if axis is None else f'{shape[axis]} channels on axis {axis}'}: the "
+                            "thresholds were computed for another graph; convert again")
+    return axis
 
 
 def partition(twin: fx.GraphModule, g: fx.GraphModule, core_names: set[str], neuron_names: set[str],
@@ -430,8 +511,23 @@ def partition(twin: fx.GraphModule, g: fx.GraphModule, core_names: set[str], neu
     head_gm = extract(g, head, head_in, head_outs, "Head")
     wiring = {"inputs": [n.name for n in placeholders], "prefix_out": [n.name for n in prefix_out],
               "core_in": [n.name for n in core_in], "core_out": [n.name for n in core_out],
-              "head_in": [n.name for n in head_in]}
+              "head_in": [n.name for n in head_in],
+              "core_in_layouts": [batch_layout(n) for n in core_in],
+              "core_out_layouts": [batch_layout(n) or BATCH_FIRST for n in core_out]}
     return SpikingNetwork(twin, g, prefix, core, head_gm, wiring, config)
+
+
+def batch_layout(n: fx.Node) -> "tuple[int, int] | None":
+    """The batch layout ``(axis, outer)`` of node ``n``'s value recorded by :func:`build_spiking`
+    (None: it has no batch; nodes added later, e.g. by folding, take their first input's)."""
+    seen = set()
+    while "batch_layout" not in n.meta:
+        ins = [a for a in n.all_input_nodes if a.op != "get_attr"]
+        if not ins or n in seen:
+            return BATCH_FIRST
+        seen.add(n)
+        n = ins[0]
+    return n.meta["batch_layout"]
 
 
 def dynamic_nodes(order: list[fx.Node], core_names: set[str], neuron_names: set[str],
@@ -454,4 +550,4 @@ def _replace_module(gm: fx.GraphModule, target: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-__all__ = ["SpikingNetwork", "build_spiking", "partition", "poisson", "default_memory_budget", "FORMAT"]
+__all__ = ["SpikingNetwork", "build_spiking", "partition", "poisson", "default_memory_budget", "batch_layout", "FORMAT"]

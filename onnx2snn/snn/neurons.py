@@ -23,11 +23,53 @@ import torch
 from torch import nn
 
 
-def _per_channel(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a [C] tensor to broadcast over channel dim 1 of ``like``."""
+def _per_channel(t: torch.Tensor, like: torch.Tensor, axis: "int | None" = 1) -> torch.Tensor:
+    """Reshape a [C] tensor to broadcast along channel axis ``axis`` of ``like`` (dim 1 by
+    default; a scalar stays a scalar)."""
     if t.dim() == 0 or t.numel() == 1:
         return t.reshape(())
-    return t.reshape((1, -1) + (1,) * (like.dim() - 2))
+    if axis is None:
+        raise ValueError(f"{t.numel()} per-channel values for a tensor with no channel axis")
+    shape = [1] * like.dim()
+    shape[axis] = -1
+    return t.reshape(shape)
+
+
+Layout = "tuple[int, int]"  # (the batch axis, blocks outside the batch on it: 1 = outermost)
+BATCH_FIRST = (0, 1)
+
+
+def time_major(x: torch.Tensor, T: int, layout: "tuple[int, int] | None" = BATCH_FIRST) -> torch.Tensor:
+    """``x`` with time x batch on its batch axis as ``[T, B, ...]`` (``B``: everything else of
+    that axis). ``layout = (axis, outer)``: the batch lies on ``axis``, inside ``outer`` blocks
+    (``[N * T * B, D]`` is ``(0, N)``), time outermost within the batch (see
+    :mod:`onnx2snn.graph.layout`). A view for batch-first tensors, else a copy."""
+    axis, outer = layout or BATCH_FIRST
+    if axis:
+        x = x.movedim(axis, 0)
+    if outer == 1:
+        return x.reshape((T, x.shape[0] // T) + tuple(x.shape[1:]))
+    x = x.reshape((outer, T, x.shape[0] // (outer * T)) + tuple(x.shape[1:])).transpose(0, 1)
+    return x.reshape((T, -1) + tuple(x.shape[3:]))
+
+
+def time_folded(xs: torch.Tensor, layout: "tuple[int, int] | None" = BATCH_FIRST) -> torch.Tensor:
+    """The inverse of :func:`time_major`: ``[T, B, ...]`` back to the tensor's own layout."""
+    axis, outer = layout or BATCH_FIRST
+    T = xs.shape[0]
+    if outer == 1:
+        x = xs.reshape((T * xs.shape[1],) + tuple(xs.shape[2:]))
+    else:
+        x = xs.reshape((T, outer, xs.shape[1] // outer) + tuple(xs.shape[2:])).transpose(0, 1)
+        x = x.reshape((-1,) + tuple(x.shape[3:]))
+    return x.movedim(0, axis) if axis else x
+
+
+def moved_axis(axis: "int | None", time_axis: int) -> "int | None":
+    """Where axis ``axis`` of a tensor lies once its ``time_axis`` is moved to the front."""
+    if axis is None or not time_axis:
+        return axis
+    return axis + 1 if axis < time_axis else axis
 
 
 def cumsum_time(xs: torch.Tensor, out: torch.Tensor | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
@@ -93,7 +135,10 @@ def compiled_if_spikes():
 class SpikingModule(nn.Module):
     """Base: holds T (multi-step: the steps of this call) or the step-mode flag, and the
     explicit state. ``carry``: multi-step calls continue from (and leave) the state, for
-    running time in chunks; :meth:`reset` starts again."""
+    running time in chunks; :meth:`reset` starts again. ``time_axis``: the axis of its input
+    that holds the batch, and so time x batch in multi-step calls (0 but in layouts such as
+    ``[N, B, D]``; ``time_layout = (axis, outer)`` also says how many blocks lie outside the
+    batch on it; set by the conversion from :mod:`onnx2snn.graph.layout`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,12 +146,20 @@ class SpikingModule(nn.Module):
         self.step_mode = False
         self.carry = False
         self.analog = False  # ideal rate function instead of spikes (checks the rewrite)
+        self.time_layout = BATCH_FIRST
+
+    @property
+    def time_axis(self) -> int:
+        return self.time_layout[0]
 
     def reset(self) -> None:
         """Clear the state kept between steps (step mode); subclasses extend it."""
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape((self.T, x.shape[0] // self.T) + tuple(x.shape[1:]))
+        return time_major(x, self.T, self.time_layout)
+
+    def _merge(self, xs: torch.Tensor) -> torch.Tensor:
+        return time_folded(xs, self.time_layout)
 
 
 class IFNeuron(SpikingModule):
@@ -165,6 +218,9 @@ class IFNeuron(SpikingModule):
         # counted differently by verify (multi-threshold neurons, ECMT / DCGS)
         self.binary_events = False
         self.compiled = False  # fused multi-step kernel via torch.compile (SpikingNetwork.compile)
+        # the axis of its input along which theta (and bias, v_init, alpha) vary: the feature axis
+        # (see onnx2snn.graph.layout.channel_axes); None: one value for the layer
+        self.channel_axis: "int | None" = 1
         self.activation = activation if activation is not None else (
             nn.ReLU() if alpha is None else nn.LeakyReLU(float(alpha)) if isinstance(alpha, float) else nn.PReLU())
         self.state: dict[str, torch.Tensor] | None = None
@@ -173,6 +229,8 @@ class IFNeuron(SpikingModule):
         kind = "IBT" if self.alpha else "two-sided IF" if self.two_sided else "signed IF" if self.signed else "IF"
         lv = f", levels={self.levels}" if self.levels > 1 else ""
         lv += ", binary-weighted spikes" if self.binary_events else ""
+        lv += f", channel axis {self.channel_axis}" if self.channel_axis != 1 and self.theta.numel() > 1 else ""
+        lv += f", batch layout {self.time_layout}" if tuple(self.time_layout) != BATCH_FIRST else ""
         v0 = f"{float(self.v_init):g}" if self.v_init.numel() == 1 else "per-channel"
         return f"{kind}, channels={self.theta.numel()}, v_init={v0}{lv}"
 
@@ -287,12 +345,12 @@ class IFNeuron(SpikingModule):
         return s
 
     # -- IBT: membrane potential ---------------------------------------------------------
-    def _step_potential(self, x: torch.Tensor, th: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
+    def _step_potential(self, x: torch.Tensor, th: torch.Tensor, v0: torch.Tensor, axis: "int | None") -> torch.Tensor:
         st = self.state
         if st is None:
             st = self.state = {"v": torch.zeros_like(x) + v0 * th, "n": torch.zeros_like(x)}
         v = st["v"] + x
-        lo = th / _per_channel(self.alpha_t, x).to(x)
+        lo = th / _per_channel(self.alpha_t, x, axis).to(x)
         k = self.levels
         f = torch.floor(v / th).clamp_(max=k)  # positive spikes this step if it fires up (up to k)
         below = -(v <= -lo).to(x)  # one negative spike when v is at or below -theta / alpha
@@ -320,7 +378,7 @@ class IFNeuron(SpikingModule):
         """(lowest, highest) mean output the neuron can give, broadcast like ``like`` (a
         batch): ``levels * theta`` above; below, 0 (IF), ``-theta`` (IBT: one negative spike
         per step) or ``-levels * theta`` (two-sided)."""
-        th = _per_channel(self.theta, like).to(like)
+        th = _per_channel(self.theta, like, self.channel_axis).to(like)
         hi = th * self.levels
         lo = -hi if self.two_sided else -th if self.alpha else torch.zeros_like(th)
         return lo, hi
@@ -335,13 +393,15 @@ class IFNeuron(SpikingModule):
         multi = not self.step_mode
         xs = self._split(x) if multi else x
         ref = xs[0] if multi else xs
-        th = _per_channel(self.theta, ref).to(x)
-        v0 = _per_channel(self.v_init, ref).to(x)  # as a fraction of theta
+        axis = moved_axis(self.channel_axis, self.time_axis) if multi else self.channel_axis
+        th = _per_channel(self.theta, ref, axis).to(x)
+        v0 = _per_channel(self.v_init, ref, axis).to(x)  # as a fraction of theta
         if self.use_bias:
-            xs = xs + _per_channel(self.bias, ref).to(x)
+            xs = xs + _per_channel(self.bias, ref, axis).to(x)
         if not multi:
-            s = self._step_plain(xs, th, v0) if self.plain else self._step_potential(xs, th, v0)
-        elif self.plain and self.compiled and not self.two_sided:
+            return self._step_plain(xs, th, v0) if self.plain else self._step_potential(xs, th, v0, axis)
+        if self.plain and self.compiled and not self.two_sided and tuple(self.time_layout) == BATCH_FIRST and \
+                (self.channel_axis == 1 or self.theta.numel() == 1):
             s = self._compiled_multi(xs, th, v0)
         elif self.plain:
             s = self._counts_multi(xs, th, v0)
@@ -350,10 +410,10 @@ class IFNeuron(SpikingModule):
             if not self.carry:
                 self.state = None
             for t in range(xs.shape[0]):
-                s[t] = self._step_potential(xs[t], th, v0)
+                s[t] = self._step_potential(xs[t], th, v0, axis)
             if not self.carry:
                 self.state = None
-        return s.reshape(x.shape)
+        return self._merge(s)
 
 
 class SpikingMaxPool(SpikingModule):
@@ -387,7 +447,7 @@ class SpikingMaxPool(SpikingModule):
             return out
         carried = self.carry and self.acc is not None
         cum = cumsum_time(self._split(x), init=self.acc if carried else None)
-        pooled = self._split(self.pool(cum.reshape(x.shape)))
+        pooled = self._split(self.pool(self._merge(cum)))
         out = diff_time(pooled, init=self.prev if carried else None)
         if self.carry:  # copied into the same state tensors chunk after chunk
             if carried:
@@ -395,18 +455,21 @@ class SpikingMaxPool(SpikingModule):
                 self.prev.copy_(pooled[-1])
             else:
                 self.acc, self.prev = cum[-1].clone(), pooled[-1].clone()
-        return out.reshape((-1,) + tuple(out.shape[2:]))
+        return self._merge(out)
 
 
 class Repeat(nn.Module):
-    """[B, ...] -> [T*B, ...]: a static (time-constant) value entering the spiking core."""
+    """[B, ...] -> [T*B, ...]: a static (time-constant) value entering the spiking core, repeated
+    on its batch axis (``layout``, see :func:`time_major`; None: a value with no batch, the same
+    for every sample and step)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.T = 1
         self.step_mode = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.step_mode:
+    def forward(self, x: torch.Tensor, layout: "tuple[int, int] | None" = BATCH_FIRST) -> torch.Tensor:
+        if self.step_mode or layout is None:
             return x
-        return x.unsqueeze(0).expand((self.T,) + tuple(x.shape)).reshape((self.T * x.shape[0],) + tuple(x.shape[1:]))
+        xm = time_major(x, 1, layout)  # [1, B, ...]
+        return time_folded(xm.expand((self.T,) + tuple(xm.shape[1:])), layout)

@@ -81,7 +81,9 @@ def load(path: "str | os.PathLike") -> SpikingNetwork:
                             config.get("reencode_levels", REENCODE_LEVELS))
     twin.load_state_dict(blob["ann_state"])
     folded = config.pop("folded", False)
-    snn = build_spiking(twin, blob["thresholds"], config)
+    # files written before thresholds followed the feature axis: every neuron's on dim 1
+    axes = json.loads(blob["channel_axes"]) if "channel_axes" in blob else {k: 1 for k in blob["thresholds"]}
+    snn = build_spiking(twin, blob["thresholds"], config, channel_axes=axes)
     for n, m in snn.neurons().items():
         if n in blob["neuron_state"]:
             m.load_state_dict({**blob["neuron_state"][n], "theta": blob["thresholds"][n]}, strict=False)

@@ -33,31 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..graph import functional as OF
+from ..snn.neurons import time_folded, time_major
 
 _ADDS = {operator.add, torch.add, operator.sub, torch.sub, operator.iadd, operator.isub}
 _SCALES = {operator.mul, torch.mul, operator.truediv, torch.div, operator.neg, torch.neg}
 _AVG = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
-
-
-def time_axis(shape, sample_shape) -> int:
-    """The axis of a core tensor of ``shape`` that carries time x batch: where it differs from
-    the same tensor for one sample (``sample_shape``, batch 1); 0 when none does (T*B = 1)."""
-    for d, (a, b) in enumerate(zip(shape, sample_shape)):
-        if a != b:
-            return d
-    return 0
-
-
-def per_step(x: torch.Tensor, T: int, sample_shape) -> torch.Tensor:
-    """``x`` (a core tensor, time x batch folded into one axis, anywhere) as [T, B, numel of a
-    sample], the sample's elements in the order of ``sample_shape`` flattened."""
-    d = time_axis(x.shape, sample_shape)
-    m = sample_shape[d] if len(sample_shape) > d else 1
-    moved = x.movedim(d, 0)
-    B = x.shape[d] // (T * m) if x.dim() else 1
-    v = moved.reshape((T, B, m) + tuple(moved.shape[1:]))  # time outermost, then batch, then the sample's own
-    return v.movedim(2, 2 + d).reshape(T, B, -1)
 
 
 def fanout(fn: Callable[[torch.Tensor], torch.Tensor], sample_shape) -> torch.Tensor:
@@ -80,18 +61,20 @@ class EventFlow(fx.Interpreter):
 
     ``neurons``: module target -> the counts of this call (the neuron's events per element);
     ``shapes``: module target -> its output shape in this call (analog modules); ``consume``:
-    called ``consume(node, counts)`` for each weight node named in ``layers`` with the counts
-    reaching its data input; ``maxpool``: module targets of spiking max-pools, ``state`` their
-    carried count state; ``T``: steps of this call. ``analog`` after a run: the analog nodes.
+    called ``consume(key, counts, analog)`` for each weight node named in ``layers`` (key ->
+    index of its data argument) with the counts reaching its data input; ``state``: the carried
+    count state of the spiking max-pools; ``T``: steps of this call; ``layouts``: node name ->
+    its batch layout ``(axis, outer)`` (:func:`onnx2snn.snn.network.batch_layout`; batch-first
+    when missing). ``analog`` after a run: the analog nodes.
     """
 
     def __init__(self, gm: fx.GraphModule, neurons: dict[str, torch.Tensor], shapes: dict[str, tuple],
                  layers: dict[str, Callable], consume: Callable, state: dict, T: int,
-                 weight_nodes: set[str] = frozenset(), analog_inputs: set[str] = frozenset()):
+                 analog_inputs: set[str] = frozenset(), layouts: dict | None = None):
         super().__init__(gm, garbage_collect_values=True)
         self.neurons, self.shapes, self.layers, self.consume = neurons, shapes, layers, consume
         self.state, self.T = state, T
-        self.weight_nodes, self.analog_inputs = weight_nodes, analog_inputs
+        self.analog_inputs, self.layouts = analog_inputs, layouts or {}
         self.analog: set[str] = set()
 
     def run_node(self, n: fx.Node) -> Any:
@@ -132,7 +115,8 @@ class EventFlow(fx.Interpreter):
             return self.neurons[t]
         m = self.module.get_submodule(t)
         if type(m).__name__ == "SpikingMaxPool":
-            return self._maxpool(t, m.pool, args[0])
+            src = n.args[0].name if isinstance(n.args[0], fx.Node) else n.name
+            return self._maxpool(t, m.pool, args[0], self.layouts.get(src), self.layouts.get(n.name))
         if isinstance(m, _AVG):
             c = args[0]
             if isinstance(m, nn.AvgPool1d):
@@ -151,17 +135,16 @@ class EventFlow(fx.Interpreter):
         self.analog.add(n.name)  # a weight layer, a time-averaged op, anything else: analog
         return self._analog_like(n, args, kwargs)
 
-    def _maxpool(self, t: str, pool: nn.Module, c: torch.Tensor) -> torch.Tensor:
+    def _maxpool(self, t: str, pool: nn.Module, c: torch.Tensor, layout_in, layout_out) -> torch.Tensor:
+        """The increase of the window maximum of the accumulated counts, at each step."""
         T = self.T
-        xs = c.reshape((T, c.shape[0] // T) + tuple(c.shape[1:]))
+        xs = time_major(c, T, layout_in)
         st = self.state.get(t)
         cum = xs.cumsum(0) + (st[0] if st is not None else 0)
-        pooled = pool(cum.reshape(c.shape))
-        pooled = pooled.reshape((T, c.shape[0] // T) + tuple(pooled.shape[1:]))
+        pooled = time_major(pool(time_folded(cum, layout_in)), T, layout_out)
         prev = torch.cat([(st[1] if st is not None else torch.zeros_like(pooled[0]))[None], pooled[:-1]])
         self.state[t] = (cum[-1].clone(), pooled[-1].clone())
-        out = pooled - prev
-        return out.reshape((-1,) + tuple(out.shape[2:]))
+        return time_folded(pooled - prev, layout_out)
 
     def _function(self, n: fx.Node, args, kwargs) -> Any:
         f = n.target
@@ -207,4 +190,4 @@ def _zeros(x):
     return torch.zeros_like(x) if isinstance(x, torch.Tensor) else 0
 
 
-__all__ = ["EventFlow", "fanout", "time_axis", "per_step"]
+__all__ = ["EventFlow", "fanout"]

@@ -18,8 +18,8 @@ other node, the work of one inference by kind, ANN and SNN by the same rules
 where they are consumed: the neurons' event counts (a k-spike is k events, popcount(k) when
 binary-weighted) are carried through the weight-free ops to each weight layer's input by
 :class:`onnx2snn.verification.events.EventFlow`, once per chunk of time, on the core's own graph
-(and on the readout's per-step input, recomputed from the core's per-step outputs); the time x
-batch axis of a layer's input is found from its shape, wherever it lies.
+(and on the readout's per-step input, recomputed from the core's per-step outputs); time x batch
+is taken apart on each tensor's own batch axis (its layout, recorded by the engine).
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ import torch.fx as fx
 from torch import nn
 
 from ..graph.analysis import analyze
-from ..snn.neurons import _per_channel
+from ..snn.network import batch_layout
+from ..snn.neurons import _per_channel, time_folded, time_major
 from ..snn.partition import extract
 from .energy import FP32
-from .events import EventFlow, fanout, per_step
+from .events import EventFlow, fanout
 from .tally import METHOD, compose
 from .work import node_work
 
@@ -56,10 +57,11 @@ def fanout_map(module: nn.Module, sample_shape: Sequence[int]) -> torch.Tensor:
     return fanout(m.forward, (1,) + tuple(sample_shape)).reshape(-1)
 
 
-def _spike_counts(s: torch.Tensor, theta: torch.Tensor, binary: bool = False) -> torch.Tensor:
+def _spike_counts(s: torch.Tensor, theta: torch.Tensor, binary: bool = False, axis: "int | None" = 1) -> torch.Tensor:
     """Spikes per element of a multi-level output (k * theta per step -> k events; a neuron
-    with binary-weighted thresholds sends k as its binary digits: popcount(k) events)."""
-    k = (s.abs() / _per_channel(theta, s).to(s)).round()
+    with binary-weighted thresholds sends k as its binary digits: popcount(k) events);
+    ``theta`` varies along channel ``axis`` of ``s``."""
+    k = (s.abs() / _per_channel(theta, s, axis).to(s)).round()
     if not binary:
         return k
     k = k.long()
@@ -74,7 +76,18 @@ def _events(s: torch.Tensor, neuron) -> torch.Tensor:
     """Events per element of a neuron's output ``s``."""
     if getattr(neuron, "levels", 1) == 1:
         return s != 0
-    return _spike_counts(s, neuron.theta, getattr(neuron, "binary_events", False))
+    return _spike_counts(s, neuron.theta, getattr(neuron, "binary_events", False), getattr(neuron, "channel_axis", 1))
+
+
+def _per_sample(x: torch.Tensor, T: int, layout: "tuple[int, int] | None") -> torch.Tensor:
+    """``x`` (time x batch on its batch axis, see :func:`onnx2snn.snn.neurons.time_major`) as
+    ``[T, B, elements per sample]``, whatever its layout and strides."""
+    layout = layout or (0, 1)
+    xs = time_major(x, T, layout)
+    outer = layout[1]
+    if outer > 1:
+        xs = xs.reshape((T, outer, xs.shape[1] // outer) + tuple(xs.shape[2:])).transpose(1, 2)
+    return xs.reshape(T, xs.shape[1], -1)
 
 
 def _keys(gm: fx.GraphModule) -> set[str]:
@@ -113,6 +126,14 @@ class LayerMonitor:
         self._counting = False
         self.op = {t: type(ann.get_submodule(t)).__name__ if nodes[self.node_of[t]].op == "call_module" else "MatMul"
                    for t in self.weighted}
+        # the batch (time x batch) layout of every node, and of each weight layer's data input
+        self.layout = {n.name: batch_layout(n) for n in snn.rewritten.graph.nodes}
+        rw = {n.name: n for n in snn.rewritten.graph.nodes}
+        self.in_layout = {}
+        for t, name in self.node_of.items():
+            arg = rw[name].args[self.data_arg[t]] if name in rw and len(rw[name].args) > self.data_arg[t] else None
+            if isinstance(arg, fx.Node):
+                self.in_layout[t] = self.layout[arg.name]
         self.kind = {n: m.extra_repr().split(",")[0] for n, m in self.neurons.items()}
         self.sources = self._sources()
         # a network in binary-spike form (thresholds folded into the weights) fires 0/1:
@@ -255,9 +276,12 @@ class LayerMonitor:
         return hook
 
     def _fanout(self, t: str, device) -> torch.Tensor:
+        """Fan-out per element of one sample of layer ``t``'s input, in the order of
+        :func:`_per_sample` (the fan-out map of a batch of one, taken apart the same way)."""
         f = self._fan_dev.get(t)
         if f is None or f.device != device:
-            f = self._fan_dev[t] = self.work.fan[self.node_of[t]].reshape(-1).to(device=device)
+            fan = self.work.fan[self.node_of[t]]
+            f = self._fan_dev[t] = _per_sample(fan, 1, self.in_layout.get(t))[0, 0].to(device=device)
         return f
 
     def _window(self) -> tuple[int, int]:
@@ -279,7 +303,7 @@ class LayerMonitor:
                 self.notes.append(note)
                 warnings.warn(f"verify: {note}", stacklevel=2)
         t0, T = self._window()
-        e = per_step(counts.detach().double(), T, self.work.in_shape[self.node_of[t]]).sum(1)  # [T, elements]
+        e = _per_sample(counts.detach().double(), T, self.in_layout.get(t)).sum(1)  # [T, elements]
         self.synops[t][t0:t0 + T] += (e @ self._fanout(t, e.device)).cpu()
         self.events[t][t0:t0 + T] += e.sum(1).cpu()
 
@@ -297,7 +321,7 @@ class LayerMonitor:
                 torch.zeros((), device=x.device).expand(x.shape) for name, x in zip(w["core_in"], inp)]
         layers = {t: self.data_arg[t] for t, k in self.weighted.items() if k in ("spiking", "analog per step")}
         flow = EventFlow(self.snn.core, {k: v for k, v in self._ev.items()}, self._shapes, layers, self._consume,
-                         self._pool_state, T)
+                         self._pool_state, T, layouts=self.layout)
         outs = flow.run(*args)
         self.analog_nodes |= flow.analog
         self._ev.clear()
@@ -311,9 +335,13 @@ class LayerMonitor:
                 pargs.append(vals[n])
             else:  # a static value: the same at every step, no events
                 v = self._static[n]
-                pargs.append(torch.zeros((), device=v.device).expand((T * v.shape[0],) + tuple(v.shape[1:])))
+                layout = self.layout.get(n)
+                if layout is not None:  # repeated over time on its batch axis, as the engine does
+                    vm = time_major(v, 1, layout)
+                    v = time_folded(vm.expand((T,) + tuple(vm.shape[1:])), layout)
+                pargs.append(torch.zeros((), device=v.device).expand(v.shape))
         rflow = EventFlow(probe, {}, {}, {}, self._consume, self._pool_state, T,
-                          analog_inputs={n for n in names if n in flow.analog})
+                          analog_inputs={n for n in names if n in flow.analog}, layouts=self.layout)
         counts = rflow.run(*pargs)  # the per-step inputs of the readout layers
         outs = next(n for n in probe.graph.nodes if n.op == "output").args[0]
         for t, c, node in zip(self.probe_targets, counts, outs):
@@ -327,18 +355,20 @@ class LayerMonitor:
             out = out.detach()
             ev = _events(out, mod)
             self._ev[name] = ev.to(torch.float32)
-            self.spikes[name][t0:t0 + T] += ev.reshape(T, -1).sum(1).double().cpu()
-            self.size[name] = out[0].numel()
+            layout = mod.time_layout
+            self.spikes[name][t0:t0 + T] += time_major(ev, T, layout).reshape(T, -1).sum(1).double().cpu()
+            batch = out.shape[layout[0]] // (layout[1] * T)  # samples in this run
+            self.size[name] = out.numel() // (T * max(1, batch))
             a = self._acts.get(name)
             if a is None:
                 return
             lam = self.scale[name]
             if lam is not None:
-                out = out * _per_channel(lam, out).to(out)
-            s = out.reshape(T, out.shape[0] // T, -1)
+                out = out * _per_channel(lam, out, mod.channel_axis).to(out)
+            s = _per_sample(out, T, layout)
             lo, hi = self.ranged[name].clip_range(a)
-            r = torch.minimum(torch.maximum(a, lo), hi).reshape(s.shape[1], -1).to(s.dtype)
-            a = a.reshape(s.shape[1], -1).to(s.dtype)
+            r = _per_sample(torch.minimum(torch.maximum(a, lo), hi), 1, layout)[0].to(s.dtype)
+            a = _per_sample(a, 1, layout)[0].to(s.dtype)
             acc = self._run_acc.get(name) if t0 > 0 else None
             acc = torch.zeros_like(a) if acc is None else acc
             for t in range(T):
