@@ -9,7 +9,7 @@ with an older checkout to measure the old count); ``--before JSON`` adds that ru
 as the "before" column. Writes <out>/bench_energy.json, .md and .png.
 Usage: python scripts/bench_energy.py [--out docs/examples/energy] [--models ...] [--before old.json]
        [--code /path/to/older/checkout] [--measured earlier_run.json]
-The published run: ``git archive 9412d7a | tar -x -C /tmp/base`` (the commit before the new count),
+The published run: ``git archive 1842e9c | tar -x -C /tmp/base`` (main before the new count),
 ``--code /tmp/base --out /tmp/before``, then ``--before /tmp/before/bench_energy.json``.
 """
 from __future__ import annotations
