@@ -102,6 +102,11 @@ class ConfigError(Onnx2SnnError, ValueError):
         super().__init__(message)
 
 
+class EnergyModelError(Onnx2SnnError, ValueError):
+    """The energy model cannot price a count: a cost table with a missing, unknown or negative
+    entry, or an op kind no table knows (it would otherwise be charged nothing)."""
+
+
 class LayoutError(Onnx2SnnError):
     """The spiking core holds a tensor whose batch (and so time, which the engine folds into
     the batch) cannot be followed: an op mixes the samples of a batch, or a reshape puts the

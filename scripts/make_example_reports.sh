@@ -32,6 +32,6 @@ onnx2snn verify "$D/tiny_yolo.snn.pt" --reference "$D/tiny_yolo.onnx" --data "$D
     --annotations "$D/val/instances.json" --task detection --postprocess tiny-yolo --timesteps $TS \
     --batch-size 16 --out "$D"
 for k in classification detection; do
-  cp "$W/$k/report.md" "$W/$k/report.png" "$W/$k/report.json" "docs/examples/$k/"
+  cp "$W/$k/report.md" "$W/$k/report.png" "$W/$k/report.json" "$W/$k/energy.png" "docs/examples/$k/"
 done
 echo "reports in docs/examples/ (work files in $W)"

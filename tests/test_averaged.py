@@ -177,23 +177,39 @@ def test_verify_counts_float_work_and_error_against_ideal_rate(gated):
     path, x, snn, d = gated
     np.savez(d / "data.npz", x=x.numpy(), y=np.zeros(len(x), dtype=np.int64))
     rep = onnx2snn.verify(snn, reference=path, data=str(d / "data.npz"), timesteps=[1, 2, 4, 8], progress=False)
+    from onnx2snn.verification.energy import FLOAT_KINDS, FP32
+
     ops = rep.layers["ops"]
-    flops = {f["name"]: f for f in rep.layers["float_ops"]}
-    stepped = sum(f["flops"] + f["overhead_per_step"] for f in flops.values() if f["form"] == "time-averaged")
-    once = sum(f["flops"] for f in flops.values() if f["form"] != "time-averaged")
-    assert stepped > 0 and ops["ann_nonspiking_flops"] == pytest.approx(sum(f["flops"] for f in flops.values()))
-    # the attention product [8 x 8] @ [8 x 8] per (sample, channel): 2 * 8 * 8 * 8 * 8 FLOPs
-    assert flops["MatMul"]["flops"] == 2 * 8 * 8 * 8 * 8
+    rows = {r["name"]: r for r in rep.layers["energy"]}
+    # counted by hand, per sample: the attention products [8 x 8] @ [8 x 8] for 8 channels, 8^4 multiply-adds
+    # each, every step; their compensation: an add and a multiply per element of both inputs and the output
+    for name in ("MatMul", "MatMul_1"):
+        r = rows[name]
+        assert r["form"] == "time-averaged" and r["ann"] == {"mac": 8 ** 4}
+        for t in (1, 2, 4, 8):
+            assert r["snn"][t] == {"mac": t * 8 ** 4, "add": t * 3 * 512, "mul": t * 3 * 512}
+    # softmax over 8 of 512 elements: compare (max), subtract, exp, sum, divide per element
+    assert rows["Softmax"]["ann"] == {"cmp": 512, "add": 1024, "exp": 512, "div": 512}
+    assert rows["Softmax"]["snn"][4] == {"cmp": 4 * 512, "add": 4 * 2048, "exp": 4 * 512, "div": 4 * 512,
+                                         "mul": 4 * 1024}
+    # LayerNorm over the last dim (8) of [8, 8, 8]: 64 rows, one sqrt and one divide each
+    assert rows["ln"]["ann"]["sqrt"] == rows["ln"]["ann"]["div"] == 64 and rows["ln"]["snn"][8]["sqrt"] == 8 * 64
+    assert rows["Mul"]["form"] == "static" and rows["Mul"]["snn"][8] == rows["Mul"]["ann"]  # before the first neuron
+    neurons = sum(n["neurons"] for n in rep.layers["neurons"])
     for t in (1, 2, 4, 8):
         tot = ops["snn"][t]
-        assert tot["nonspiking_flops"] == pytest.approx(once + t * stepped)
-        assert tot["energy_pj"] == pytest.approx(0.9 * tot["synops"] + 4.6 * tot["macs"] + 3.7 * tot["nonspiking_flops"])
-    assert ops["ann_energy_pj"] == pytest.approx(4.6 * ops["ann_macs"] + 3.7 * ops["ann_nonspiking_flops"])
+        for k in tot["counts"]:  # the totals are the sum of the nodes
+            assert tot["counts"][k] == pytest.approx(sum(r["snn"][t].get(k, 0.0) for r in rows.values()))
+        assert tot["counts"]["neuron"] == t * neurons
+        assert tot["nonspiking_flops"] == pytest.approx(sum(tot["counts"][k] for k in FLOAT_KINDS))
+        assert tot["energy_pj"] == pytest.approx(sum(FP32[k] * v for k, v in tot["counts"].items()))
+        assert 0 < tot["float_share"] < 1
+    assert ops["ann_energy_pj"] == pytest.approx(sum(FP32[k] * v for k, v in ops["ann_counts"].items()))
     for n in rep.layers["neurons"]:  # the spiking error (vs the ideal rate function) falls with T
         errs = [n["rel_error"][t] for t in (1, 2, 4, 8)]
         assert errs[-1] < 0.5 * errs[0], n
         assert 0 <= n["clip_error"] < 1 and not math.isnan(n["clip_error"])
-    assert "non-spiking FLOPs" in rep.table()
+    assert "non-spiking FLOPs" in rep.table() and "Work per layer" in rep.table()
 
 
 def test_binary_weighted_spikes_same_outputs_fewer_events(gated):

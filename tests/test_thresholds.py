@@ -165,15 +165,17 @@ def _energy(snn, path, scenes, T):
 def test_relu_yolo_mse_tolerance_trades_little_accuracy_for_energy(relu_yolo):
     """yolov8_relu, T=8, ``mse_tolerance=0.25`` against the default (0): measured on 200 val
     scenes 99.5 / 98.3 % of the ANN's mAP@0.5 / mAP@0.5:0.95 (default 99.5 / 98.4) and energy
-    0.378x against 0.408x the ANN's (verify's estimate, 100 scenes). Bounds: issue #10's
-    99 / 97 % and 0.4x, and less energy than the default."""
+    0.430x against 0.463x the ANN's (verify's estimate, 100 scenes; 0.378x / 0.408x by the count before
+    issue #29, which left neuron updates out and counted a k-spike behind a reshape or pool once).
+    Bounds: issue #10's 99 / 97 % and 0.4x by the old count (0.45x by the new one), and less energy
+    than the default."""
     path, calib, val, ann = relu_yolo
     snns = {tol: onnx2snn.convert(path, calib, timesteps=8, mse_tolerance=tol, progress=False) for tol in (0.0, 0.25)}
     m = _map(snns[0.25], val, 8)
     r50, r5095 = m["mAP50"] / ann["mAP50"], m["mAP50_95"] / ann["mAP50_95"]
     assert r50 >= 0.99 and r5095 >= 0.97, (r50, r5095)
     energy = {tol: _energy(snn, path, val[:100], 8) for tol, snn in snns.items()}
-    assert energy[0.25] <= 0.40 and energy[0.25] < energy[0.0] - 0.01, energy
+    assert energy[0.25] <= 0.45 and energy[0.25] < energy[0.0] - 0.01, energy
     assert snns[0.25].config["mse_tolerance"] == 0.25
 
 

@@ -15,7 +15,7 @@ import onnx2snn
 from onnx2snn import zoo
 from onnx2snn.cli import main
 from onnx2snn.export import export_zoo_model
-from onnx2snn.verification import ENERGY_AC_PJ, ENERGY_MAC_PJ, BatchMeta
+from onnx2snn.verification import ENERGY_AC_PJ, ENERGY_MAC_PJ, FP32, INT8, BatchMeta
 
 TS = [1, 2, 4, 8, 16]
 N_TEST, BATCH = 160, 64
@@ -125,24 +125,45 @@ def test_synops_and_energy(cls):
             cls.snn(c, timesteps=4)
     h.remove()
     assert rows["layers_0_conv2"]["synops"][4] == pytest.approx(sum(syn) / N_TEST, rel=1e-9)
+    outs = {}  # output elements per sample of every weight layer with a bias
+    hs = [cls.snn.ann.get_submodule(w["name"]).register_forward_hook(
+        lambda m, i, o, k=w["name"]: outs.update({k: o[0].numel() if m.bias is not None else 0}))
+        for w in L["weighted"]]
+    with torch.no_grad():
+        cls.snn.ann(cls.x[:1])
+    for h in hs:
+        h.remove()
+    bias_core = sum(v for k, v in outs.items() if rows[k]["input"] == "spiking")
+    bias_once = sum(v for k, v in outs.items() if rows[k]["input"] != "spiking")
     for t in TS:
         tot = ops["snn"][t]
         spiking = [w for w in L["weighted"] if "synops" in w]
         assert tot["synops"] == pytest.approx(sum(w["synops"][t] for w in spiking)) and tot["synops"] > 0
         assert all(w["synops"][t] <= w["macs"] * t * (1 + 1e-9) for w in spiking if w["input"] == "spiking")
         assert tot["macs"] == rows["stem_0"]["macs"]  # the analog input layer: computed once (static prefix)
-        assert tot["energy_pj"] == pytest.approx(ENERGY_AC_PJ * tot["synops"] + ENERGY_MAC_PJ * tot["macs"])
-        assert tot["energy_ratio_vs_ann"] == pytest.approx(tot["energy_pj"] / (ENERGY_MAC_PJ * ops["ann_macs"]))
-    assert ops["ann_energy_pj"] == pytest.approx(4.6 * ops["ann_macs"])
+        c = tot["counts"]
+        assert c["neuron"] == t * sum(n["neurons"] for n in L["neurons"])  # every neuron, every step
+        # accumulates: the events x fan-out, plus a bias add per output element (per step in the core,
+        # once for the readout); the analog stem layer: MACs and its bias once
+        assert c["ac"] == pytest.approx(tot["synops"] + t * bias_core + bias_once, rel=1e-12)
+        assert tot["energy_pj"] == pytest.approx(sum(FP32[k] * v for k, v in c.items()))
+        assert tot["energy_int8_pj"] == pytest.approx(sum(INT8[k] * v for k, v in c.items()))
+        assert tot["energy_ratio_vs_ann"] == pytest.approx(tot["energy_pj"] / ops["ann_energy_pj"])
+        assert tot["energy_ratio_vs_int8_ann"] == pytest.approx(tot["energy_int8_pj"] / ops["ann_energy_int8_pj"])
+        assert c["exp"] == c["div"] == c["sqrt"] == c["mul"] == 0  # a ReLU ResNet has no float work but its adds
+    a = ops["ann_counts"]
+    assert a["mac"] == ops["ann_macs"] and a["ac"] == bias_core + bias_once and a["neuron"] == 0
+    assert a["cmp"] == sum(n["neurons"] for n in L["neurons"])  # one compare per ReLU element
+    assert ops["ann_energy_pj"] == pytest.approx(sum(FP32[k] * v for k, v in a.items()))
+    assert FP32["ac"] == ENERGY_AC_PJ == 0.9 and FP32["mac"] == ENERGY_MAC_PJ == pytest.approx(4.6)
+    assert INT8["ac"] == 0.1 and INT8["mac"] == pytest.approx(0.3) and INT8["neuron"] == pytest.approx(0.3)
     calls = []  # what the MACs-once count rests on: the engine runs the analog layer once per input
     h = cls.snn.prefix.get_submodule("stem_0").register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
     with torch.no_grad():
         cls.snn(cls.x[:4], timesteps=8)
     h.remove()
     assert calls == [4]
-    assert ops["constants"] == {"accumulate_pj": 0.9, "multiply_accumulate_pj": 4.6, "float_op_pj": 3.7,
-                                "process": ops["constants"]["process"]}
-    assert ops["ann_nonspiking_flops"] == 0 and all(ops["snn"][t]["nonspiking_flops"] == 0 for t in TS)
+    assert ops["costs"]["fp32_pj"] == FP32 and ops["costs"]["int8_pj"] == INT8
 
 
 def test_report_table_json_plot_summary(cls, tmp_path):

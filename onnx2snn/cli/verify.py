@@ -66,6 +66,10 @@ def run(args) -> int:
         f.write(md + "\n")
     report.to_json(os.path.join(out, "report.json"))
     report.plot(os.path.join(out, "report.png"))
+    written = "report.md, report.json, report.png"
+    if report.layers is not None and report.layers["ops"].get("snn"):
+        report.energy_plot(os.path.join(out, "energy.png"))
+        written += ", energy.png"
     print(md)
-    print(f"\nwrote {out}/report.md, report.json, report.png ({report.seconds} s)")
+    print(f"\nwrote {out}/{written} ({report.seconds} s)")
     return 0

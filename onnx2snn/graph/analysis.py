@@ -1,7 +1,7 @@
 """What each node of the ANN twin is, and where the spiking part of the network ends.
 
 Roles: ``activation`` (with a kind and the neuron it becomes), ``weighted`` (conv,
-linear, BN), ``linear`` (weight-free but linear or affine: add, concat, reshape,
+linear, BN, a MatMul with a constant weight), ``linear`` (weight-free but linear or affine: add, concat, reshape,
 average pool, upsample, scaling by constants), ``maxpool`` (has an exact spiking form),
 ``averaged`` (a nonlinear op inside the spiking part that runs as a time-averaged operator:
 SiLU, GELU, Softmax, LayerNorm, products of two computed tensors, ...; see
@@ -206,7 +206,7 @@ def _classify(gm: fx.GraphModule, n: fx.Node, shape_only: set = frozenset()) -> 
         if target is torch.matmul and not any(_is_const(a, shape_only) for a in n.args[:2]):
             info.reason = _PRODUCT
             return info
-        info.role = "linear"
+        info.role = "weighted" if is_weight_matmul(n) else "linear"
     elif target in (operator.mul, operator.truediv, torch.mul):
         if any(_is_const(a, shape_only) for a in n.args[:2]) and \
                 not (target is operator.truediv and not _is_const(n.args[1], shape_only)):
@@ -222,6 +222,15 @@ def _classify(gm: fx.GraphModule, n: fx.Node, shape_only: set = frozenset()) -> 
     else:
         info.reason = f"{info.op} has no spiking form"
     return info
+
+
+def is_weight_matmul(n: fx.Node) -> bool:
+    """A MatMul with a constant weight tensor on one side (``x @ W`` with an N-D ``W``, or
+    ``W @ x``): a weight layer like a Linear (the importer makes 2-D ``x @ W`` one already)."""
+    if n.op != "call_function" or n.target is not torch.matmul or len(n.args) < 2:
+        return False
+    consts = [isinstance(a, fx.Node) and a.op == "get_attr" for a in n.args[:2]]
+    return sum(consts) == 1 and all(isinstance(a, fx.Node) for a in n.args[:2])
 
 
 def analyze(gm: fx.GraphModule) -> GraphAnalysis:

@@ -12,38 +12,14 @@ For every neuron (named by its module target) at every checkpoint T:
 - firing rate: spikes (either sign; a multi-level output ``k * theta`` counts k) per
   neuron per step.
 
-For every weighted layer (conv, linear, batch norm) the cost of one inference:
-
-- ANN MACs: ``sum_i fanout(i)`` over the layer's input elements, where ``fanout(i)`` is
-  the number of synapses input element ``i`` drives: (output, weight) pairs that read
-  it, padding taps not counted. It is computed exactly per position, once per layer,
-  as the input gradient of ``sum(layer_with_all_ones_weights(x))``.
-- SynOps of a spike-driven layer (spiking core and readout): every nonzero input
-  element at every step is one event costing ``fanout(i)`` accumulates,
-  ``SynOps = sum_t sum_i [x_t,i != 0] * fanout(i)``, with ``x_t`` the tensor the layer
-  receives at step t (spikes, or what weight-free ops made of them; a layer reading a
-  multi-level neuron directly counts its k-spike outputs as k events). Consequences,
-  stated in the report: the accumulations of the weight-free ops between neurons and
-  the layer (residual adds, average / max pools, upsampling, concatenation) are not
-  counted; two spike trains merged by an add count one event where both fire at the
-  same element and step; a readout layer, which the engine runs once on time-averaged
-  spikes, is charged for its per-step input, recomputed from the spiking core's
-  per-step outputs.
-- A weight layer of the spiking core whose input is not spikes (it reads a weight layer's or a
-  time-averaged operator's output through weight-free ops: ``analog per step``) costs its
-  MACs at every step.
-- Non-spiking float work (:mod:`onnx2snn.verification.flops`): every time-averaged operator
-  computes its op on the running averages at every step, plus 2 FLOPs per input element
-  (running sum, division by t) and 2 per output element (times t, difference); those before
-  the first neuron run once. The ANN is charged its own work for the same ops, once.
-  Post-processing ops run once in both and are left out of both. ``nonspiking_flops`` per
-  sample and T, at ``ENERGY_FLOP_PJ`` each.
-- Layers before the first neuron (direct encoding) see the same analog input at every step:
-  the engine computes them once (its static prefix) and feeds the result to the first
-  neurons as a constant current, so their MACs count once, as in the field's estimates
-  (first layer x E_MAC, the rest x E_AC per event). Layers after the readout
-  (post-processing): MACs once. With Poisson encoding the input is spikes and the first
-  layer is spike-driven like the others.
+For every weight layer (conv, linear, batch norm, a MatMul with a constant weight) and every
+other node, the work of one inference by kind, ANN and SNN by the same rules
+(:mod:`onnx2snn.verification.energy`, :mod:`onnx2snn.verification.work`). Events are counted
+where they are consumed: the neurons' event counts (a k-spike is k events, popcount(k) when
+binary-weighted) are carried through the weight-free ops to each weight layer's input by
+:class:`onnx2snn.verification.events.EventFlow`, once per chunk of time, on the core's own graph
+(and on the readout's per-step input, recomputed from the core's per-step outputs); time x batch
+is taken apart on each tensor's own batch axis (its layout, recorded by the engine).
 """
 
 from __future__ import annotations
@@ -62,29 +38,23 @@ from ..graph.analysis import analyze
 from ..snn.network import batch_layout
 from ..snn.neurons import _per_channel, time_folded, time_major
 from ..snn.partition import extract
-from .flops import count_flops
+from .energy import FP32
+from .events import EventFlow, fanout
+from .tally import METHOD, compose
+from .work import node_work
 
-ENERGY_AC_PJ = 0.9   # one 32-bit float accumulate, 45 nm (Horowitz, ISSCC 2014)
-ENERGY_MAC_PJ = 4.6  # one 32-bit float multiply-accumulate, 45 nm
-ENERGY_FLOP_PJ = 3.7  # one 32-bit float operation of a non-spiking op, at the cost of a multiply, 45 nm
+ENERGY_AC_PJ = FP32["ac"]    # one 32-bit float accumulate, 45 nm (Horowitz, ISSCC 2014)
+ENERGY_MAC_PJ = FP32["mac"]  # one 32-bit float multiply-accumulate, 45 nm
 
 
 def fanout_map(module: nn.Module, sample_shape: Sequence[int]) -> torch.Tensor:
     """Synapses driven by each input element of ``module`` for one sample (float64, flat)."""
-    numel = math.prod(sample_shape)
-    if isinstance(module, nn.Linear):
-        return torch.full((numel,), float(module.out_features), dtype=torch.float64)
-    if isinstance(module, nn.modules.conv._ConvNd):
-        # a shallow copy with all-ones weights and no bias, run through forward() itself
-        # (not __call__: the original's hooks must not fire)
-        m = copy.copy(module)
-        dev = module.weight.device
-        m._parameters = {"weight": torch.ones(module.weight.shape, device=dev), "bias": None}
-        with torch.enable_grad():
-            x = torch.ones((1,) + tuple(sample_shape), device=dev, requires_grad=True)
-            m.forward(x).sum().backward()
-        return x.grad.reshape(-1).double().cpu()
-    return torch.ones(numel, dtype=torch.float64)  # batch norm: one multiply-add per element
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return torch.ones(math.prod(sample_shape), dtype=torch.float64)
+    m = copy.copy(module)
+    m._parameters = {"weight": torch.ones(module.weight.shape), "bias": None}
+    m._forward_hooks, m._forward_pre_hooks = {}, {}
+    return fanout(m.forward, (1,) + tuple(sample_shape)).reshape(-1)
 
 
 def _spike_counts(s: torch.Tensor, theta: torch.Tensor, binary: bool = False, axis: "int | None" = 1) -> torch.Tensor:
@@ -120,8 +90,10 @@ def _per_sample(x: torch.Tensor, T: int, layout: "tuple[int, int] | None") -> to
     return xs.reshape(T, xs.shape[1], -1)
 
 
-def _targets(gm: fx.GraphModule) -> set[str]:
-    return {n.target for n in gm.graph.nodes if n.op == "call_module"}
+def _keys(gm: fx.GraphModule) -> set[str]:
+    """Module targets and the names of function nodes of a graph (how layers are keyed)."""
+    return {n.target if n.op == "call_module" else n.name for n in gm.graph.nodes
+            if n.op in ("call_module", "call_function", "call_method")}
 
 
 class LayerMonitor:
@@ -133,29 +105,35 @@ class LayerMonitor:
         self.T = self.checkpoints[-1]
         self.neurons = snn.neurons()
         ann = snn.ann
-        info = analyze(ann)
-        targets = {n.name: n.target for n in ann.graph.nodes}
-        in_prefix, in_core = _targets(snn.prefix), _targets(snn.core)
-        self.weighted: dict[str, str] = {}  # target -> analog | spiking | readout | post
-        for a in info.nodes:
+        self.analysis = analyze(ann)
+        nodes = {n.name: n for n in ann.graph.nodes}
+        in_prefix, in_core = _keys(snn.prefix), _keys(snn.core)
+        self.weighted: dict[str, str] = {}  # layer key -> analog | analog per step | spiking | readout | post
+        self.node_of: dict[str, str] = {}   # layer key (module target, or node name) -> node name
+        self.data_arg: dict[str, int] = {}  # layer key -> which argument is its data input
+        for a in self.analysis.nodes:
             if a.role != "weighted":
                 continue
-            t = targets[a.name]
+            n = nodes[a.name]
+            t = n.target if n.op == "call_module" else n.name
+            self.node_of[t] = a.name
+            self.data_arg[t] = 0 if n.op == "call_module" or not (
+                isinstance(n.args[0], fx.Node) and n.args[0].op == "get_attr") else 1
             self.weighted[t] = ("analog" if t in in_prefix else
                                 "analog per step" if t in in_core and a.form == "analog per step" else
                                 "spiking" if t in in_core else "readout" if a.part == "readout" else "post")
-        # non-spiking ops outside post-processing: FLOPs per sample, measured on the first batch
-        self.float_ops = {a.name: a.form for a in info.nodes
-                          if a.role in ("averaged", "nonlinear") and a.part in ("core", "readout")}
-        self.flops: dict[str, float] | None = None
-        self.overhead: dict[str, float] = {}
+        self.work = None        # per-node work of one sample (work.NodeWork), measured on the first batch
         self._counting = False
-        self.op = {t: type(ann.get_submodule(t)).__name__ for t in self.weighted}
-        # the batch (time x batch) layout of each weighted layer's input, and of every node
+        self.op = {t: type(ann.get_submodule(t)).__name__ if nodes[self.node_of[t]].op == "call_module" else "MatMul"
+                   for t in self.weighted}
+        # the batch (time x batch) layout of every node, and of each weight layer's data input
         self.layout = {n.name: batch_layout(n) for n in snn.rewritten.graph.nodes}
-        self.in_layout = {n.target: self.layout[n.args[0].name] for n in snn.rewritten.graph.nodes
-                          if n.op == "call_module" and n.target in self.weighted and n.args
-                          and isinstance(n.args[0], fx.Node)}
+        rw = {n.name: n for n in snn.rewritten.graph.nodes}
+        self.in_layout = {}
+        for t, name in self.node_of.items():
+            arg = rw[name].args[self.data_arg[t]] if name in rw and len(rw[name].args) > self.data_arg[t] else None
+            if isinstance(arg, fx.Node):
+                self.in_layout[t] = self.layout[arg.name]
         self.kind = {n: m.extra_repr().split(",")[0] for n, m in self.neurons.items()}
         self.sources = self._sources()
         # a network in binary-spike form (thresholds folded into the weights) fires 0/1:
@@ -166,13 +144,6 @@ class LayerMonitor:
         self.ranged = {n: unfolded.neurons()[n] if unfolded is not None and n in unfolded.neurons() else m
                        for n, m in self.neurons.items()}  # the neuron whose theta sets the range
         self.clip = {n: 0.0 for n in self.neurons}
-        # layers reading a multi-level neuron directly: a k * theta output is k events
-        self.graded = {}
-        for n in snn.rewritten.graph.nodes:
-            a = n.args[0] if n.op == "call_module" and n.target in self.weighted and n.args else None
-            if isinstance(a, fx.Node) and a.op == "call_module" and a.target in self.neurons and \
-                    getattr(self.neurons[a.target], "levels", 1) > 1:
-                self.graded[n.target] = self.neurons[a.target]
         # accumulators
         T = self.T
         self.samples = 0
@@ -182,15 +153,17 @@ class LayerMonitor:
         self.ref = {n: 0.0 for n in self.neurons}
         self._batch: dict[str, dict] = {}  # this batch's error terms per neuron, kept for merging over ranks
         self._terms: list[tuple[int, dict]] = []
-        self.macs: dict[str, float] = {}
-        self.in_size: dict[str, int] = {}
-        self.fan: dict[str, torch.Tensor] = {}
         spiking = [t for t, k in self.weighted.items() if k in ("spiking", "readout")]
         self.synops = {t: torch.zeros(T, dtype=torch.float64) for t in spiking}
         self.events = {t: torch.zeros(T, dtype=torch.float64) for t in spiking}
+        self.readout_analog: set[str] = set()  # readout layers whose per-step input is analog
+        self.analog_nodes: set[str] = set()    # core nodes computing analog values at every step
         self._acts: dict[str, torch.Tensor] = {}
         self._run_acc: dict[str, torch.Tensor] = {}  # running spike sums of a batch, across chunks of time
         self._static: dict[str, torch.Tensor] = {}
+        self._ev: dict[str, torch.Tensor] = {}       # this chunk's events per neuron (for the event flow)
+        self._shapes: dict[str, tuple] = {}          # output shapes of the core's other modules, this chunk
+        self._pool_state: dict[str, tuple] = {}
         self._fan_dev: dict[str, torch.Tensor] = {}
         self.notes: list[str] = []
         self.probe, self.probe_targets = self._readout_probe()
@@ -200,8 +173,10 @@ class LayerMonitor:
         """For each weighted layer, the neurons whose spikes reach it through weight-free ops."""
         g = self.snn.rewritten
         out = {}
+        def key(n):
+            return n.target if n.op == "call_module" else n.name
         for n in g.graph.nodes:
-            if n.op != "call_module" or n.target not in self.weighted:
+            if n.op not in ("call_module", "call_function") or key(n) not in self.weighted:
                 continue
             found, seen, stack = [], set(), list(n.all_input_nodes)
             while stack:
@@ -211,9 +186,9 @@ class LayerMonitor:
                 seen.add(a)
                 if a.op == "call_module" and a.target in self.neurons:
                     found.append(a.target)
-                elif not (a.op == "call_module" and a.target in self.weighted):
+                elif key(a) not in self.weighted:
                     stack.extend(a.all_input_nodes)
-            out[n.target] = sorted(set(found), key=list(self.neurons).index)
+            out[key(n)] = sorted(set(found), key=list(self.neurons).index)
         return out
 
     def _readout_probe(self):
@@ -224,8 +199,8 @@ class LayerMonitor:
             return None, []
         g = self.snn.rewritten
         head_in = set(self.snn.wiring["head_in"])
-        calls = [n for n in g.graph.nodes if n.op == "call_module" and n.target in readout]
-        outs = [n.args[0] for n in calls]
+        calls = [n for n in g.graph.nodes if (n.target if n.op == "call_module" else n.name) in readout]
+        outs = [n.args[self.data_arg[n.target if n.op == "call_module" else n.name]] for n in calls]
         need, inputs, seen, stack = set(), [], set(), list(outs)
         while stack:
             n = stack.pop()
@@ -241,7 +216,7 @@ class LayerMonitor:
             order = [n for n in g.graph.nodes if n in need]
             inputs = [n for n in g.graph.nodes if n in inputs]
             probe = extract(g, order, inputs, outs, "ReadoutProbe")
-            return (probe, [n.name for n in inputs]), [n.target for n in calls]
+            return (probe, [n.name for n in inputs]), [n.target if n.op == "call_module" else n.name for n in calls]
         except Exception as e:  # noqa: BLE001 - an unusual head: say so, count what we can
             warnings.warn(f"verify: cannot trace the readout's per-step input ({e}); its SynOps are not counted",
                           stacklevel=2)
@@ -253,21 +228,17 @@ class LayerMonitor:
     def attached(self):
         handles = []
         ann = self.snn.ann
-        if self.float_ops:
-            handles.append(ann.register_forward_pre_hook(self._count_flops))
+        handles.append(ann.register_forward_pre_hook(self._measure))
         for name in self.neurons:
             handles.append(ann.get_submodule(name).register_forward_hook(self._twin_act(name)))
-        for t in self.weighted:
-            handles.append(ann.get_submodule(t).register_forward_hook(self._twin_weighted(t)))
         for name, m in self.neurons.items():
             handles.append(m.register_forward_hook(self._neuron(name)))
-        rw = self.snn.rewritten
-        for t, k in self.weighted.items():
-            if k == "spiking":
-                handles.append(rw.get_submodule(t).register_forward_hook(self._spiking_layer(t)))
-        if self.probe is not None:
-            handles.append(self.snn.prefix.register_forward_hook(self._prefix_out))
-            handles.append(self.snn.core.register_forward_hook(self._core_out))
+        core = self.snn.core
+        for n in core.graph.nodes:  # the output shapes of the core's analog modules, for the event flow
+            if n.op == "call_module" and n.target not in self.neurons:
+                handles.append(core.get_submodule(n.target).register_forward_hook(self._shape(n.target)))
+        handles.append(self.snn.prefix.register_forward_hook(self._prefix_out))
+        handles.append(core.register_forward_hook(self._core_out))
         try:
             yield self
         finally:
@@ -276,16 +247,21 @@ class LayerMonitor:
             self._acts.clear()
             self._static.clear()
             self._run_acc.clear()
+            self._ev.clear()
+            self._pool_state.clear()
 
-    def _count_flops(self, mod, inputs):
-        """FLOPs per sample of every non-spiking op (once, on the first batch's first sample)."""
-        if self.flops is not None or self._counting:
+    def _measure(self, mod, inputs):
+        """The work of every node for one sample (once, on the first batch's first sample)."""
+        if self.work is not None or self._counting:
             return
         self._counting = True
         try:
-            self.flops, self.overhead = _node_flops(self.snn.ann, [x[:1] for x in inputs], set(self.float_ops))
+            self.work = node_work(self.snn.ann, [x[:1] for x in inputs], set(self.node_of.values()))
         finally:
             self._counting = False
+        if self.work.unknown:
+            self.notes.append("ops without a counting rule, charged one multiply per output element: "
+                              + ", ".join(sorted(self.work.unknown)))
 
     def _twin_act(self, name):
         def hook(mod, inp, out):
@@ -293,61 +269,83 @@ class LayerMonitor:
                 self._acts[name] = out.detach()
         return hook
 
-    def _twin_weighted(self, t):
+    def _shape(self, target):
         def hook(mod, inp, out):
-            if t not in self.fan and not self._counting:
-                layout = self.in_layout.get(t) or (0, 1)
-                xm = time_major(inp[0], 1, layout)  # [1, outer * B, rest]: one sample is (outer, *rest)
-                shape = ((layout[1],) if layout[1] > 1 else ()) + tuple(xm.shape[2:])
-                self.fan[t] = fanout_map(mod, shape)
-                self.macs[t] = float(self.fan[t].sum())
-                self.in_size[t] = math.prod(shape)
+            if isinstance(out, torch.Tensor):
+                self._shapes[target] = tuple(out.shape)
         return hook
 
     def _fanout(self, t: str, device) -> torch.Tensor:
+        """Fan-out per element of one sample of layer ``t``'s input, in the order of
+        :func:`_per_sample` (the fan-out map of a batch of one, taken apart the same way)."""
         f = self._fan_dev.get(t)
         if f is None or f.device != device:
-            f = self._fan_dev[t] = self.fan[t].to(device=device, dtype=torch.float32)
+            fan = self.work.fan[self.node_of[t]]
+            f = self._fan_dev[t] = _per_sample(fan, 1, self.in_layout.get(t))[0, 0].to(device=device)
         return f
 
     def _window(self) -> tuple[int, int]:
         """(first step, steps) of the chunk of time the engine is running."""
         return self.snn.time_window or (0, self.T)
 
-    def _count(self, t: str, x: torch.Tensor) -> None:
+    def _consume(self, t: str, counts: torch.Tensor, analog: bool) -> None:
+        """Events reaching weight layer ``t`` in this chunk: each costs one accumulate per synapse."""
+        kind = self.weighted[t]
+        if kind == "readout" and analog:
+            self.readout_analog.add(t)
+            return
+        if kind not in ("spiking", "readout") or self.work is None:
+            return
+        if analog and kind == "spiking":
+            note = (f"{t}: spike-driven, but its input passes through an op the event count cannot follow; "
+                    "only the events that reach it around that op are counted")
+            if note not in self.notes:
+                self.notes.append(note)
+                warnings.warn(f"verify: {note}", stacklevel=2)
         t0, T = self._window()
-        x = x.detach()
-        graded = self.graded.get(t)
-        ev = (x != 0) if graded is None else _events(x, graded)
-        nz = _per_sample(ev, T, self.in_layout.get(t)).sum(1).float()  # [T, N] events per element
-        self.synops[t][t0:t0 + T] += (nz.double() @ self._fanout(t, x.device).double()).cpu()
-        self.events[t][t0:t0 + T] += nz.sum(1).double().cpu()
-
-    def _spiking_layer(self, t):
-        def hook(mod, inp, out):
-            self._count(t, inp[0])
-        return hook
+        e = _per_sample(counts.detach().double(), T, self.in_layout.get(t)).sum(1)  # [T, elements]
+        self.synops[t][t0:t0 + T] += (e @ self._fanout(t, e.device)).cpu()
+        self.events[t][t0:t0 + T] += e.sum(1).cpu()
 
     def _prefix_out(self, mod, inp, out):
         self._static = dict(zip(self.snn.wiring["prefix_out"], out))
 
     def _core_out(self, mod, inp, out):
-        vals = dict(zip(self.snn.wiring["core_out"], out))
+        """Carry this chunk's events through the core (and the readout's per-step input)."""
+        t0, T = self._window()
+        if t0 == 0:
+            self._pool_state.clear()
+        w = self.snn.wiring
+        poisson = self.snn.config.get("encoding") == "poisson"
+        args = [(x != 0).float() if poisson and name in w["inputs"] else
+                torch.zeros((), device=x.device).expand(x.shape) for name, x in zip(w["core_in"], inp)]
+        layers = {t: self.data_arg[t] for t, k in self.weighted.items() if k in ("spiking", "analog per step")}
+        flow = EventFlow(self.snn.core, {k: v for k, v in self._ev.items()}, self._shapes, layers, self._consume,
+                         self._pool_state, T, layouts=self.layout)
+        outs = flow.run(*args)
+        self.analog_nodes |= flow.analog
+        self._ev.clear()
+        if self.probe is None:
+            return
+        vals = dict(zip(w["core_out"], outs if isinstance(outs, (tuple, list)) else (outs,)))
         probe, names = self.probe
-        T = self._window()[1]
-        args = []
+        pargs = []
         for n in names:
             if n in vals:
-                args.append(vals[n])
-            else:  # a static value: the same at every step
+                pargs.append(vals[n])
+            else:  # a static value: the same at every step, no events
                 v = self._static[n]
                 layout = self.layout.get(n)
                 if layout is not None:  # repeated over time on its batch axis, as the engine does
                     vm = time_major(v, 1, layout)
                     v = time_folded(vm.expand((T,) + tuple(vm.shape[1:])), layout)
-                args.append(v)
-        for t, x in zip(self.probe_targets, probe(*args)):
-            self._count(t, x)
+                pargs.append(torch.zeros((), device=v.device).expand(v.shape))
+        rflow = EventFlow(probe, {}, {}, {}, self._consume, self._pool_state, T,
+                          analog_inputs={n for n in names if n in flow.analog}, layouts=self.layout)
+        counts = rflow.run(*pargs)  # the per-step inputs of the readout layers
+        outs = next(n for n in probe.graph.nodes if n.op == "output").args[0]
+        for t, c, node in zip(self.probe_targets, counts, outs):
+            self._consume(t, c, isinstance(node, fx.Node) and node.name in rflow.analog)
 
     def _neuron(self, name):
         cps = set(self.checkpoints)
@@ -356,6 +354,7 @@ class LayerMonitor:
             t0, T = self._window()
             out = out.detach()
             ev = _events(out, mod)
+            self._ev[name] = ev.to(torch.float32)
             layout = mod.time_layout
             self.spikes[name][t0:t0 + T] += time_major(ev, T, layout).reshape(T, -1).sum(1).double().cpu()
             batch = out.shape[layout[0]] // (layout[1] * T)  # samples in this run
@@ -411,9 +410,12 @@ class LayerMonitor:
                 acc[k] = dist.all_reduce(acc[k], "sum", shard)
         sizes = dist.all_gather(self.size, shard)
         self.size = {n: max(s[n] for s in sizes) for n in self.size}
-        shapes = [r for r in dist.all_gather((self.fan, self.macs, self.in_size), shard) if r[0]]
-        if shapes:
-            self.fan, self.macs, self.in_size = shapes[0]
+        works = [r for r in dist.all_gather(self.work, shard) if r is not None]
+        if works:
+            self.work = works[0]
+        for part in dist.all_gather((self.readout_analog, self.analog_nodes), shard):
+            self.readout_analog |= part[0]
+            self.analog_nodes |= part[1]
         terms = dist.gather_batches(self._terms, shard)
         self.err = {n: {t: 0.0 for t in self.checkpoints} for n in self.neurons}
         self.ref = {n: 0.0 for n in self.neurons}
@@ -424,9 +426,6 @@ class LayerMonitor:
                     self.err[name][t] += e
                 self.ref[name] += b["ref"]
                 self.clip[name] += b.get("clip", 0.0)
-        flops = [r for r in dist.all_gather((self.flops, self.overhead), shard) if r[0] is not None]
-        if flops:
-            self.flops, self.overhead = flops[0]
 
     # -- results -----------------------------------------------------------------------
     def results(self) -> dict:
@@ -445,83 +444,20 @@ class LayerMonitor:
                 "clip_error": math.sqrt(self.clip[name] / self.ref[name]) if self.ref[name] > 0 else 0.0,
             })
         weighted = []
+        work = self.work
         for t, kind in self.weighted.items():
-            macs = self.macs.get(t, 0.0)
-            row = {"name": t, "op": self.op[t], "input": kind, "sources": self.sources.get(t, []), "macs": macs}
-            if t in self.synops:
+            name = self.node_of[t]
+            macs = work.counts[name]["mac"] if work is not None and name in work.counts else 0.0
+            row = {"name": t, "op": self.op[t], "input": "readout (analog)" if t in self.readout_analog else kind,
+                   "sources": self.sources.get(t, []), "macs": macs}
+            if t in self.synops and t not in self.readout_analog:
                 syn, ev = self.synops[t].cumsum(0), self.events[t].cumsum(0)
+                size = math.prod(work.in_shape[name]) if work is not None and name in work.in_shape else 1
                 row["synops"] = {c: float(syn[c - 1]) / N for c in cps}
-                row["input_density"] = {c: float(ev[c - 1]) / (N * self.in_size.get(t, 1) * c) for c in cps}
+                row["input_density"] = {c: float(ev[c - 1]) / (N * size * c) for c in cps}
             weighted.append(row)
-        ann_macs = sum(self.macs.values())
-        analog = sum(self.macs.get(t, 0.0) for t, k in self.weighted.items() if k == "analog")
-        post = sum(self.macs.get(t, 0.0) for t, k in self.weighted.items() if k == "post")
-        per_step = sum(self.macs.get(t, 0.0) for t, k in self.weighted.items() if k == "analog per step")
-        flops = self.flops or {}
-        ann_flops = sum(flops.values())
-        once = sum(f for n, f in flops.items() if self.float_ops.get(n) != "time-averaged")
-        stepped = sum(f + self.overhead.get(n, 0.0) for n, f in flops.items()
-                      if self.float_ops.get(n) == "time-averaged")
-        float_ops = [{"name": n, "form": self.float_ops[n], "flops": f, "overhead_per_step": self.overhead.get(n, 0.0)}
-                     for n, f in flops.items()]
-        totals = {}
-        for c in cps:
-            syn = sum(r["synops"][c] for r in weighted if "synops" in r)
-            mac = analog + post + c * per_step  # the static prefix and post-processing run once, whatever T
-            nsf = once + c * stepped
-            totals[c] = {"synops": syn, "macs": mac, "nonspiking_flops": nsf,
-                         "synops_over_ann_macs": syn / ann_macs if ann_macs else 0.0,
-                         "energy_pj": ENERGY_AC_PJ * syn + ENERGY_MAC_PJ * mac + ENERGY_FLOP_PJ * nsf}
-        ann_pj = ENERGY_MAC_PJ * ann_macs + ENERGY_FLOP_PJ * ann_flops
-        for c in cps:
-            totals[c]["energy_ratio_vs_ann"] = totals[c]["energy_pj"] / ann_pj if ann_pj else 0.0
-        return {
-            "neurons": layers, "weighted": weighted,
-            "float_ops": float_ops,
-            "ops": {"ann_macs": ann_macs, "ann_nonspiking_flops": ann_flops, "ann_energy_pj": ann_pj,
-                    "analog_macs": analog, "post_macs": post, "analog_per_step_macs": per_step, "snn": totals,
-                    "constants": {"accumulate_pj": ENERGY_AC_PJ, "multiply_accumulate_pj": ENERGY_MAC_PJ,
-                                  "float_op_pj": ENERGY_FLOP_PJ,
-                                  "process": "45 nm, 32-bit float (Horowitz, ISSCC 2014)"},
-                    "method": METHOD, "notes": list(self.notes)},
-        }
+        ops, per_layer = compose(self)
+        return {"neurons": layers, "weighted": weighted, "energy": per_layer, "ops": ops}
 
 
-METHOD = ("Per sample. ANN MACs of a layer = sum over its input elements of their fan-out (synapses driven, "
-          "padding taps excluded). SynOps of a spike-driven layer = sum over steps and input elements of "
-          "[input != 0] * fan-out: each event entering the layer costs one accumulate per synapse. Weight-free ops "
-          "between neurons and layers (add, pooling, upsample, concat) are not counted; coincident spikes merged "
-          "by an add count once. Layers before the first neuron see the analog input, the same at every step: "
-          "the engine computes them once (static prefix), MACs once. Post-processing layers: MACs once. "
-          "Weight layers of the spiking core reading analog values (not spikes): MACs at every step. "
-          "Non-spiking float work: each time-averaged operator runs its op at every step (matrix products "
-          "2 FLOPs per multiply-add, composite kernels a fixed count per element, other ops 1 per output "
-          "element) plus 2 FLOPs per input and 2 per output element for the compensation; those before the "
-          "first neuron run once; the ANN is charged the same ops once; post-processing ops are left out of both. "
-          "Energy = 0.9 pJ x SynOps + 4.6 pJ x MACs + 3.7 pJ x non-spiking FLOPs; "
-          "ANN = 4.6 pJ x MACs + 3.7 pJ x its FLOPs of the same ops.")
-
-def _node_flops(gm: fx.GraphModule, inputs: list[torch.Tensor], names: set[str]) -> tuple[dict, dict]:
-    """FLOPs of the named nodes of ``gm`` for these inputs (one sample), and the compensation
-    work a time-averaged operator adds per step: 2 per element of each computed input, 2 per
-    output element."""
-    flops: dict[str, float] = {}
-    overhead: dict[str, float] = {}
-
-    class Counting(fx.Interpreter):
-        def run_node(self, n):
-            if n.name not in names:
-                return super().run_node(n)
-            out = {}
-            flops[n.name] = count_flops(lambda: out.setdefault("y", super(Counting, self).run_node(n)))
-            y = out["y"]
-            vals = [self.env[a] for a in n.all_input_nodes if a.op != "get_attr"]  # weights are not summed
-            ins = sum(v.numel() for v in vals if isinstance(v, torch.Tensor))
-            overhead[n.name] = 2.0 * ins + 2.0 * (y.numel() if isinstance(y, torch.Tensor) else 0)
-            return y
-    with torch.no_grad():
-        Counting(gm).run(*inputs)
-    return flops, overhead
-
-
-__all__ = ["LayerMonitor", "fanout_map", "ENERGY_AC_PJ", "ENERGY_MAC_PJ", "ENERGY_FLOP_PJ", "METHOD"]
+__all__ = ["LayerMonitor", "fanout_map", "ENERGY_AC_PJ", "ENERGY_MAC_PJ", "METHOD"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..table import format_table
+from .energy import KINDS
 
 METRIC_NAMES = {"top1": "top-1 (%)", "top5": "top-5 (%)", "agreement": "agreement (%)", "rel_l2": "rel. L2",
                 "mAP50": "mAP@0.5", "mAP50_95": "mAP@0.5:0.95", "detections": "detections",
@@ -103,6 +104,7 @@ class VerifyReport:
             tot = self.layers["ops"]["snn"][t]
             out["synops_at_smallest_t"] = tot["synops"]
             out["energy_ratio_vs_ann_at_smallest_t"] = tot["energy_ratio_vs_ann"]
+            out["energy_ratio_vs_int8_ann_at_smallest_t"] = tot.get("energy_ratio_vs_int8_ann")
         return out
 
     # -- output ------------------------------------------------------------------------
@@ -129,19 +131,19 @@ class VerifyReport:
         headers = ["model"] + [METRIC_NAMES[k] for k in keys]
         if ops:
             headers += ["SynOps / sample", "MACs / sample", "non-spiking FLOPs / sample", "energy (uJ)",
-                        "energy vs ANN"]
+                        "energy vs ANN", "INT8: SNN vs INT8 ANN"]
         rows = [["reference (onnxruntime)"] + [_fmt(k, ref.get(k)) if k not in ("agreement", "rel_l2") else "-"
                                                 for k in keys]]
         if ops:
             rows[0] += ["-", _big(ops["ann_macs"]), _big(ops.get("ann_nonspiking_flops", 0.0)),
-                        f"{ops['ann_energy_pj'] / 1e6:.4g}", "1"]
+                        f"{ops['ann_energy_pj'] / 1e6:.4g}", "1", "1"]
         for t in self.timesteps:
             row = [f"SNN T={t}"] + [_fmt(k, snn[t].get(k)) for k in keys]
             if ops:
                 o = ops["snn"][t]
                 row += [_big(o["synops"]), _big(o["macs"]), _big(o.get("nonspiking_flops", 0.0)),
                         f"{o['energy_pj'] / 1e6:.4g}",
-                        f"{o['energy_ratio_vs_ann']:.3g}"]
+                        f"{o['energy_ratio_vs_ann']:.3g}", f"{o.get('energy_ratio_vs_int8_ann', 0.0):.3g}"]
             rows.append(row)
         s = self.summary
         tol = (f"{100 * s['tolerance']:g} % relative" if s["tolerance_kind"] == "relative"
@@ -198,25 +200,18 @@ class VerifyReport:
                 row += [f"{_big(w['macs'] * (T if w['input'] == 'analog per step' else 1))} MACs", "-"]
             rows.append(row)
         o = L["ops"]
-        c = o["constants"]
         out += ["", f"### Operations per sample at T={T} (events entering each layer x fan-out)",
                 format_table(["layer", "op", "input", "spikes from", "ANN MACs", f"SynOps T={T}",
-                              "input events / element / step"], rows), "",
-                f"Energy: {c['accumulate_pj']} pJ per accumulate (SynOp), {c['multiply_accumulate_pj']} pJ per "
-                f"multiply-accumulate ({c['process']}). Layers on the analog input count as MACs once (computed once, "
-                "the same input at every step); "
-                "the adds, pools, upsamplings and concatenations between neurons and layers are not counted; "
-                "coincident spikes merged by an add count as one event. Layers of the spiking core reading analog "
-                "values count their MACs at every step."]
-        if L.get("float_ops"):
-            rows = [[f["name"], f["form"], _big(f["flops"]),
-                     _big(f["overhead_per_step"]) if f["form"] == "time-averaged" else "-",
-                     _big((f["flops"] + f["overhead_per_step"]) * T if f["form"] == "time-averaged" else f["flops"])]
-                    for f in L["float_ops"]]
-            out += ["", f"### Non-spiking float work per sample (FLOPs; {c.get('float_op_pj', 0)} pJ each)",
-                    format_table(["op", "form", "FLOPs of the op", "compensation / step", f"total at T={T}"], rows)]
+                              "input events / element / step"], rows), ""]
+        out += _kind_tables(o, L.get("energy") or [], self.timesteps)
         out += [f"Note: {n}" for n in o["notes"]]
         return out
+
+    def energy_plot(self, path: "str | os.PathLike") -> str:
+        """PNG: energy by kind vs T (stacked) with the ANN's line, FP32 and INT8 side by side."""
+        if not self.layers or not self.layers["ops"].get("snn"):
+            raise ValueError("energy_plot needs a report measured with layers=True")
+        return energy_plot(self.layers, self.timesteps, os.fspath(path))
 
     def plot(self, path: "str | os.PathLike") -> str:
         """PNG: the metric(s) vs T with the reference as horizontal lines; firing rate per
@@ -262,6 +257,69 @@ class VerifyReport:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
+
+
+def energy_plot(layers: dict, ts: list[int], path: str) -> str:
+    """PNG: energy per sample by kind vs T, stacked, with the ANN's as a line; FP32 (the field's
+    convention) and INT8 deployment (integer SNN vs INT8 ANN) side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    o = layers["ops"]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = list(range(len(ts)))
+    for ax, key, ann_key, title in ((axes[0], "energy_by_kind_pj", "ann_energy_pj", "FP32 SNN vs FP32 ANN"),
+                                    (axes[1], "energy_by_kind_int8_pj", "ann_energy_int8_pj",
+                                     "integer SNN vs INT8 ANN")):
+        bottom = [0.0] * len(ts)
+        for k in KINDS:
+            vals = [o["snn"][t][key][k] / 1e6 for t in ts]
+            if any(vals):
+                ax.bar(x, vals, bottom=bottom, label=k)
+                bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.axhline(o[ann_key] / 1e6, color="black", ls="--", label="ANN")
+        ax.set_xticks(x, [str(t) for t in ts])
+        ax.set(xlabel="timesteps T", ylabel="energy per sample (uJ)", title=title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _kind_tables(o: dict, per_layer: list[dict], ts: list[int]) -> list[str]:
+    """Markdown: counts by kind and energy (FP32, INT8) at each T next to the ANN's; per layer at
+    the largest T, the costliest first."""
+    if not o.get("snn"):
+        return []
+    kinds = list(KINDS)
+    fp, i8 = o["costs"]["fp32_pj"], o["costs"]["int8_pj"]
+    head = ["", *[f"{k}" for k in kinds], "FP32 (uJ)", "vs FP32 ANN", "float share", "INT8 (uJ)", "vs INT8 ANN"]
+    a = o["ann_counts"]
+    rows = [["ANN"] + [_big(a[k]) for k in kinds] + [f"{o['ann_energy_pj'] / 1e6:.4g}", "1",
+                                                     f"{o['ann_float_share']:.2f}", f"{o['ann_energy_int8_pj'] / 1e6:.4g}", "1"]]
+    for t in ts:
+        s = o["snn"][t]
+        rows.append([f"SNN T={t}"] + [_big(s["counts"][k]) for k in kinds]
+                    + [f"{s['energy_pj'] / 1e6:.4g}", f"{s['energy_ratio_vs_ann']:.3g}", f"{s['float_share']:.2f}",
+                       f"{s['energy_int8_pj'] / 1e6:.4g}", f"{s['energy_ratio_vs_int8_ann']:.3g}"])
+    costs = ", ".join(f"{k} {fp[k]:.3g} / {i8[k]:.3g}" for k in kinds)
+    out = ["### Work per sample by kind and energy (same rules for SNN and ANN)", format_table(head, rows), "",
+           f"Costs in pJ, FP32 / INT8 deployment: {costs}. {o['costs']['source']}"]
+    T = ts[-1]
+    if per_layer:
+        def pj(c):
+            return sum(fp[k] * v for k, v in c.items())
+        ranked = sorted(per_layer, key=lambda r: -pj(r["snn"][T]))
+        rows = [[r["name"], r["op"], r["form"], f"{pj(r['ann']) / 1e3:.4g}", f"{pj(r['snn'][T]) / 1e3:.4g}"]
+                + [_big(r["snn"][T].get(k, 0.0)) for k in kinds] for r in ranked[:30]]
+        out += ["", f"### Work per layer at T={T} (costliest first{', 30 of ' + str(len(ranked)) if len(ranked) > 30 else ''};"
+                    " energy in nJ, FP32)",
+                format_table(["node", "op", "form", "ANN nJ", f"SNN nJ T={T}", *kinds], rows)]
+    return out
 
 
 def _layer_errors(fig, ax, neurons: list[dict], ts: list[int]) -> None:
