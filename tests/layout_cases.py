@@ -70,13 +70,13 @@ def build_node_case(case, p: int) -> "tuple[bytes, torch.Tensor]":
     rank = x.ndim
     perm = list(range(1, rank))
     perm.insert(p, 0)  # batch-first input -> the batch on axis p, the node's own layout
-    X = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch"] + list(x.shape[1:]))
-    nodes = [helper.make_node("Transpose", ["X"], ["Xt"], perm=perm, name="to_layout"),
-             helper.make_node("Relu", ["Xt"], [gi[0].name], name="relu_in"), node,
-             helper.make_node("Relu", [node.output[0]], ["Y"], name="relu_out")]
+    X = helper.make_tensor_value_info("X_wrapped", TensorProto.FLOAT, ["batch"] + list(x.shape[1:]))
+    nodes = [helper.make_node("Transpose", ["X_wrapped"], ["Xt_wrapped"], perm=perm, name="to_layout"),
+             helper.make_node("Relu", ["Xt_wrapped"], [gi[0].name], name="relu_in"), node,
+             helper.make_node("Relu", [node.output[0]], ["Y_wrapped"], name="relu_out")]
     shape = list(outs[0].shape)
     shape[p] = "batch"
-    Y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)
+    Y = helper.make_tensor_value_info("Y_wrapped", TensorProto.FLOAT, shape)
     g = helper.make_graph(nodes, "wrapped", [X], [Y], inits)
     model = helper.make_model(g, opset_imports=m.opset_import, ir_version=m.ir_version)
     return model.SerializeToString(), torch.as_tensor(np.ascontiguousarray(x))

@@ -212,10 +212,11 @@ class ActivationObserver:
 
     PERCENTILES = (99.0, 99.9, 99.99, 99.999)
 
-    def __init__(self, name: str, bins: int = 2048, axis: "int | None" = 1):
+    def __init__(self, name: str, bins: int = 2048, axis: "int | None" = 1, channels: "int | None" = None):
         self.name = name
         self.bins = bins
         self.axis = axis
+        self.channels = channels  # the axis' size in the graph: one that differs grows with the batch
         self.channel: StreamingHistogram | None = None
         self._layer: StreamingHistogram | None = None
         self.samples = 0
@@ -231,6 +232,9 @@ class ActivationObserver:
 
     def observe(self, x: torch.Tensor) -> None:
         x = x.detach()
+        if self.channel is None and self.axis is not None and self.channels is not None and \
+                x.dim() > self.axis and x.shape[self.axis] != self.channels:
+            self.axis = None  # the "channels" hold the batch (an odd layout): one threshold for the layer
         if x.dim() < 2 or self.axis is None:
             x = x.reshape(x.shape[0] if x.dim() else 1, 1, -1)
         elif self.axis != 1:
@@ -294,6 +298,14 @@ class ActivationObserver:
         return out
 
 
+def _size(node: fx.Node, axis: "int | None") -> "int | None":
+    """The size of ``axis`` of the node's input as recorded at import (None when unknown)."""
+    src = node.all_input_nodes[0] if node.all_input_nodes else None
+    shape = src.meta.get("shape") if src is not None else None
+    ok = axis is not None and shape is not None and axis < len(shape) and isinstance(shape[axis], int)
+    return shape[axis] if ok else None
+
+
 def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Iterable[torch.Tensor],
                    bins: int = 2048, progress: bool = True, device: "torch.device | str | None" = None,
                    total: int | None = None, shard: Shard = ALONE) -> dict[str, ActivationObserver]:
@@ -304,8 +316,8 @@ def calibrate_twin(twin: fx.GraphModule, node_names: Iterable[str], batches: Ite
     the ranks at the end (every rank gets the same, exact, statistics)."""
     names = list(node_names)
     axes = channel_axes(twin, names)
-    observers = {n: ActivationObserver(n, bins, axes[n]) for n in names}
     nodes = {n.name: n for n in twin.graph.nodes}
+    observers = {n: ActivationObserver(n, bins, axes[n], _size(nodes[n], axes[n])) for n in names}
     handles = []
     for name in names:
         node = nodes[name]

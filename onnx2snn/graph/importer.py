@@ -438,7 +438,12 @@ def _batch_problem(twin: fx.GraphModule, declared, value_dtypes) -> str:
     for k, y in enumerate(both):
         if not isinstance(y, torch.Tensor) or not y.dtype.is_floating_point:
             continue
-        ref = torch.cat([e[k] for e in each]) if y.dim() else None
+        # the batch axis of the output: where batch 2 is twice one sample (0 for batch-first outputs;
+        # 1 for [N, B, D] ones, as nn.MultiheadAttention returns them)
+        one = each[0][k]
+        grown = [d for d in range(y.dim()) if one.dim() == y.dim() and y.shape[d] != one.shape[d]]
+        axis = grown[0] if len(grown) == 1 else 0
+        ref = torch.cat([e[k] for e in each], axis) if y.dim() else None
         if ref is None or ref.shape != y.shape:
             return f"output {k} has shape {tuple(y.shape)} at batch 2"
         if ref.numel() == 0:  # an empty output: nothing that could differ

@@ -209,7 +209,10 @@ def _through_reshape(axis: int, src: tuple, dst: tuple) -> "int | None":
     return None
 
 
-def _feature_axis(gm: fx.GraphModule, n: fx.Node, axes: dict) -> "int | None":
+def _feature_axis(gm: fx.GraphModule, n: fx.Node, axes: dict, sources: bool = True) -> "int | None":
+    """The axis of ``n``'s output that carries its inputs' axes (``axes``): moved by transposes and
+    reshapes, kept by element-wise ops; with ``sources``, set by the weight layers and norms that
+    make features (the feature axis), else carried through them too (the batch axis)."""
     shape = _shape(n)
     rank = len(shape) if shape is not None else None
     ins = [a for a in n.all_input_nodes if a.op != "get_attr" and a in axes]
@@ -224,9 +227,9 @@ def _feature_axis(gm: fx.GraphModule, n: fx.Node, axes: dict) -> "int | None":
 
     if n.op == "call_module":
         m = gm.get_submodule(n.target)
-        if isinstance(m, _FEATURE_LAST):
+        if sources and isinstance(m, _FEATURE_LAST):
             return rank - 1 if rank else None
-        if isinstance(m, _CHANNEL_FIRST):
+        if sources and isinstance(m, _CHANNEL_FIRST):
             return 1 if rank and rank > 1 else None
         if isinstance(m, nn.Flatten):
             ax = axes.get(first) if first is not None else None
@@ -235,7 +238,7 @@ def _feature_axis(gm: fx.GraphModule, n: fx.Node, axes: dict) -> "int | None":
     if n.op not in ("call_function", "call_method") or first is None:
         return None
     if n.target is torch.matmul or n.target is operator.matmul:
-        return rank - 1 if rank else None
+        return (rank - 1 if rank else None) if sources else carried(first)
     if n.target in ("permute", "transpose") or n.target is torch.permute or n.target is torch.transpose:
         ax, s = axes.get(first), _shape(first)
         if ax is None or s is None:
@@ -257,23 +260,24 @@ def _feature_axis(gm: fx.GraphModule, n: fx.Node, axes: dict) -> "int | None":
     return None
 
 
-def feature_axes(gm: fx.GraphModule) -> "dict[str, int | None]":
-    """The feature axis of every node's output (see the module docstring); None where it
-    cannot be followed. From the graph and the shapes recorded at import; no data."""
+def feature_axes(gm: fx.GraphModule, batch: bool = False) -> "dict[str, int | None]":
+    """The feature axis of every node's output (see the module docstring), or with ``batch`` the
+    batch axis as the graph moves it (inputs batch first); None where it cannot be followed. From
+    the graph and the shapes recorded at import; no data."""
     axes: dict[fx.Node, int | None] = {}
     for n in gm.graph.nodes:
         if n.op == "placeholder":
             s = _shape(n)
-            axes[n] = 1 if s is not None and len(s) > 1 else None
+            axes[n] = 0 if batch else 1 if s is not None and len(s) > 1 else None
         elif n.op != "output":
-            axes[n] = _feature_axis(gm, n, axes)
+            axes[n] = _feature_axis(gm, n, axes, sources=not batch)
     return {n.name: a for n, a in axes.items()}
 
 
 def channel_axes(gm: fx.GraphModule, names: "list[str]") -> "dict[str, int | None]":
     """For each activation node named, the axis of its input along which its thresholds vary
     (its input's feature axis; None: one threshold for the layer)."""
-    feats = feature_axes(gm)
+    feats, batch = feature_axes(gm), feature_axes(gm, batch=True)
     nodes = {n.name: n for n in gm.graph.nodes}
     out = {}
     for name in names:
@@ -281,8 +285,9 @@ def channel_axes(gm: fx.GraphModule, names: "list[str]") -> "dict[str, int | Non
         src = n.all_input_nodes[0] if n.all_input_nodes else None
         ax = feats.get(src.name) if src is not None else None
         shape = _shape(src) if src is not None else None
-        if ax == 0 or (shape is not None and ax is not None and ax >= len(shape)):
-            ax = None
+        if ax == 0 or (shape is not None and ax is not None and ax >= len(shape)) or \
+                (src is not None and ax is not None and ax == batch.get(src.name)):
+            ax = None  # never along the batch (a channel-first op on a tensor whose batch moved)
         out[name] = ax
     return out
 

@@ -209,6 +209,12 @@ def einsum(ctx: NodeContext):
 
 
 # -- normalizations ---------------------------------------------------------------------------
+def _broadcasts(src: tuple, dst: tuple) -> bool:
+    """Whether an array of shape ``src`` broadcasts to ``dst`` (numpy's rule)."""
+    if len(src) > len(dst):
+        return False
+    return all(a in (1, b) for a, b in zip(src[::-1], dst[::-1]))
+
 def _norm_shape(ctx: NodeContext, axis: int) -> tuple[int, tuple]:
     """The axis and the normalized dims (from the axis on: the leading ones may stay unknown)."""
     rank = ctx.rank(0)
@@ -226,6 +232,10 @@ def layer_norm(ctx: NodeContext):
     scale, bias = ctx.inputs[1], ctx.inputs[2] if ctx.has_input(2) else None
     x = ctx.inputs[0]
     if isinstance(scale, np.ndarray) and (bias is None or isinstance(bias, np.ndarray)) and ctx.is_float(0):
+        for p in (scale, bias):
+            if p is not None and not _broadcasts(p.shape, shape):
+                raise ConversionFailure(f"scale / bias of shape {list(p.shape)} do not fit the normalized shape "
+                                        f"{list(shape)} at the imported batch (axis {axis}: the norm spans the batch)")
         m = nn.LayerNorm(shape, eps=eps, elementwise_affine=True, bias=True)
         m.weight = _param(np.broadcast_to(scale, shape))
         m.bias = _param(np.broadcast_to(bias if bias is not None else np.zeros((), scale.dtype), shape))
