@@ -134,9 +134,9 @@ def _decoder_for(meta: ModelMetadata, nc: int | None, outputs: Sequence, why_det
     if nc is not None or (not known and meta.task == "detect") or \
             (meta.task == "detect" and len(known) == 1 and any(d is None for d in known[0])):
         return DETECTION_DECODER
-    raise ConfigError(f"{why_detection}, but its outputs {known} are not the [B, 4 + nc, anchors] of a "
-                      "YOLOv8-style head the built-in decoder reads: pass postprocess= (a decoder name: "
-                      "'yolov8', 'tiny-yolo', 'yolo_relu', or a callable(outputs, batch_meta) -> COCO detections)",
+    raise ConfigError(f"{why_detection}, which needs postprocess= here: its outputs {known} are not the "
+                      "[B, 4 + nc, anchors] of a YOLOv8-style head the built-in decoder reads. Pass a decoder name "
+                      "('yolov8', 'tiny-yolo', 'yolo_relu') or a callable(outputs, batch_meta) -> COCO detections",
                       "postprocess")
 
 
@@ -218,14 +218,15 @@ def resolve_task(model: Any, data: Any = None, annotations: Any = None, task: st
             inferred["task"] = f"detection ({why})"
         task = "detection"
     else:
-        why = "task='detection' given"
+        why = "task='detection'"
     if postprocess is None:
         if meta.task is not None and meta.task != "detect" and ULTRALYTICS_TASKS.get(meta.task) is None and require:
             raise ConfigError(f"task='detection' given, but {src} says task={meta.task!r}: the built-in decoder "
                               "reads plain detection heads only. Pass postprocess= a callable(outputs, batch_meta) "
                               "-> COCO detections", "postprocess")
         try:
-            postprocess = _decoder_for(meta, nc, outputs, f"the model is taken for a detector ({why})")
+            postprocess = _decoder_for(meta, nc, outputs, why if why == "task='detection'"
+                                       else f"the model is taken for a detector ({why})")
         except ConfigError:
             if require:
                 raise

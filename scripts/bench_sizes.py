@@ -1,0 +1,270 @@
+"""Real sizes, measured: convert time, SNN time at T = 4 / 8 against the ANN twin on a T-times
+batch and against onnxruntime on the same batch, and peak memory against the twin's at the same
+batch, for a YOLOv8n-shaped detector at 640 x 640 (80 classes, Ultralytics' metadata keys in the
+file: convert and verify read the task, names and size from it), torchvision ResNet-50 and
+ViT-B/16 at 224 (random weights: time and memory do not depend on them).
+
+Each model is measured in a process of its own (peak memory is the process's high-water mark,
+reset through ``/proc/self/clear_refs`` just before each measured call, minus what it held
+before; ``MALLOC_MMAP_THRESHOLD_`` makes large blocks go back to the system when freed, so that
+one measurement's peak does not hide in the next one's baseline). Times are medians of
+``--repeats`` interleaved runs (SNN, twin, onnxruntime, in turn) after a warm-up, all with the
+same threads; OMP_WAIT_POLICY=PASSIVE is set before torch starts. Where the SNN costs more than
+1.3x the twin, a profile of one SNN run says which ops take the time. Prints a table, writes JSON.
+
+    python scripts/bench_sizes.py                      # docs/examples/scale/bench_sizes.json
+    python scripts/bench_sizes.py --models resnet50 --repeats 5
+
+It is a script, not a test: about 5 minutes on 2 busy cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts (here and in the children)
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from onnx2snn.table import format_table  # noqa: E402
+
+MODELS = {"yolov8n": 640, "resnet50": 224, "vit_b_16": 224}
+LABELS = {"yolov8n": "YOLOv8n-shaped detector (SiLU, 80 classes)", "resnet50": "ResNet-50", "vit_b_16": "ViT-B/16"}
+GOAL_TWIN, GOAL_MEMORY = 1.3, 2.0
+OUT = ROOT / "docs" / "examples" / "scale" / "bench_sizes.json"
+
+
+def export(name: str, folder: str) -> str:
+    """The model as ONNX; the detector with the metadata an Ultralytics export carries."""
+    import onnx
+    import torch
+    import torchvision
+
+    import onnx2snn
+    from onnx2snn.graph.metadata import set_metadata
+
+    torch.manual_seed(0)
+    size = MODELS[name]
+    if name == "yolov8n":
+        from bench_scale import yolov8n
+
+        model = yolov8n(80)
+    else:
+        model = getattr(torchvision.models, name)()
+    path = onnx2snn.export_onnx(model.eval(), torch.randn(1, 3, size, size), os.path.join(folder, f"{name}.onnx"))
+    if name == "yolov8n":
+        proto = onnx.load(path)
+        set_metadata(proto, {"task": "detect", "imgsz": [size, size], "stride": 32, "batch": 1, "channels": 3,
+                             "end2end": False, "names": {i: f"class{i}" for i in range(80)},
+                             "description": "YOLOv8n-shaped detector, random weights (bench_sizes.py)"})
+        onnx.save(proto, path)
+    return path
+
+
+# -- the child: one model -------------------------------------------------------------------
+def _kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _peak_mib(fn) -> float | None:
+    """Peak resident memory of ``fn()`` above what the process held before (MiB)."""
+    import gc
+
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # the high-water mark (VmHWM) back to the current RSS
+    except OSError:
+        return None
+    before = _kib("VmRSS")
+    fn()
+    return (_kib("VmHWM") - before) / 1024
+
+
+def child(args: dict) -> dict:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    import onnx2snn
+    from onnx2snn.onnx_io import DISABLED_ORT_OPTIMIZERS
+
+    name, path, size, B = args["model"], args["path"], MODELS[args["model"]], args["batch"]
+    threads = torch.get_num_threads()
+    g = torch.Generator().manual_seed(0)
+    calib = torch.rand(args["calib"], 3, size, size, generator=g)
+    t0 = time.perf_counter()
+    snn = onnx2snn.convert(path, calib, timesteps=max(args["timesteps"]), progress=False)
+    convert_s = time.perf_counter() - t0
+    twin = snn.ann
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=DISABLED_ORT_OPTIMIZERS)
+    feed_name = sess.get_inputs()[0].name
+    x = torch.rand(B, 3, size, size, generator=g)
+    out = {"model": name, "label": LABELS[name], "size": size, "batch": B, "threads": threads,
+           "calibration_images": args["calib"], "convert_s": convert_s, "neurons": len(snn.neurons()),
+           "averaged_ops": len(snn.averaged_ops()) if hasattr(snn, "averaged_ops") else 0,
+           "inferred": snn.config.get("inferred", {}).get("said", {}), "speed": [], "memory": {}}
+    with torch.no_grad():
+        for T in args["timesteps"]:
+            big = x.repeat(T, 1, 1, 1)
+            feed = {feed_name: big.numpy()}
+            runs = {"snn": lambda: snn(x, timesteps=T), "twin": lambda: twin(big), "onnxruntime": lambda: sess.run(
+                None, feed)}
+            times = {k: [] for k in runs}
+            for fn in runs.values():
+                fn()
+            for _ in range(args["repeats"]):
+                for k, fn in runs.items():
+                    t1 = time.perf_counter()
+                    fn()
+                    times[k].append(time.perf_counter() - t1)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            out["speed"].append({"T": T, "snn_s": med["snn"], "twin_s": med["twin"], "onnxruntime_s": med["onnxruntime"],
+                                 "vs_twin": med["snn"] / med["twin"], "vs_onnxruntime": med["snn"] / med["onnxruntime"],
+                                 "chunk": snn.chunk_length(T, B), "all_s": times})
+            print(name, "speed", {k: v for k, v in out["speed"][-1].items() if k != "all_s"}, file=sys.stderr,
+                  flush=True)
+        for T in args["timesteps"]:
+            out["memory"][f"snn_T{T}"] = _peak_mib(lambda: snn(x, timesteps=T))
+        out["memory"]["twin"] = _peak_mib(lambda: twin(x))
+        out["memory"][f"twin_batch_{max(args['timesteps'])}x"] = _peak_mib(
+            lambda: twin(x.repeat(max(args["timesteps"]), 1, 1, 1)))
+        out["memory"]["onnxruntime"] = _peak_mib(lambda: sess.run(None, {feed_name: x.numpy()}))
+        out["memory"]["process_peak_mib"] = _kib("VmPeak") / 1024
+        worst = max(out["speed"], key=lambda s: s["vs_twin"])
+        if worst["vs_twin"] > GOAL_TWIN or args.get("profile"):
+            out["profile"] = profile(snn, x, min(args["timesteps"]))
+    out["goal"] = {"vs_twin_T4": GOAL_TWIN, "memory_vs_twin": GOAL_MEMORY}
+    del np
+    return out
+
+
+def profile(snn, x, T: int, top: int = 8) -> dict:
+    """Which ops take the SNN's time at T: self CPU time per op (one run), the top ones."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    snn(x, timesteps=T)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        snn(x, timesteps=T)
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1
+    return {"T": T, "total_ms": total / 1000,
+            "top": [{"op": e.key, "share": e.self_cpu_time_total / total, "ms": e.self_cpu_time_total / 1000,
+                     "calls": e.count} for e in rows[:top]]}
+
+
+# -- the table -----------------------------------------------------------------------------------
+def readme_table(record: dict) -> str:
+    """README's table: per model, convert time, SNN time at each T against the twin on a T-times
+    batch and onnxruntime on the same batch, and peak memory against the twin's at the same batch."""
+    rows = []
+    for name, m in record["models"].items():
+        if "error" in m:
+            rows.append([LABELS.get(name, name), "error"] + ["-"] * 4)
+            continue
+        speed = {s["T"]: s for s in m["speed"]}
+        cells = [f"{speed[T]['snn_s']:.2f} s: {speed[T]['vs_twin']:.2f}x / {speed[T]['vs_onnxruntime']:.2f}x"
+                 for T in record["timesteps"]]
+        mem = m["memory"]
+        t4 = f"snn_T{min(record['timesteps'])}"
+        mem_cell = (f"{mem[t4]:.0f} MiB = {mem[t4] / mem['twin']:.1f}x" if mem.get(t4) and mem.get("twin") else "-")
+        rows.append([f"{LABELS[name]}, {m['size']} px", f"{m['convert_s']:.0f} s ({m['calibration_images']} images)"]
+                    + cells + [mem_cell])
+    heads = ["model", "convert"] + [f"SNN T={T}, B={record['batch']}: vs twin (batch {T * record['batch']}) / "
+                                    f"vs onnxruntime" for T in record["timesteps"]] + \
+        [f"peak memory at T={min(record['timesteps'])} vs the twin's (batch {record['batch']})"]
+    return format_table(heads, rows)
+
+
+def notes(record: dict) -> list[str]:
+    """Where a goal is missed: what costs the time (the profile's top ops)."""
+    out = []
+    for name, m in record["models"].items():
+        if "error" in m:
+            continue
+        s4 = min(m["speed"], key=lambda s: s["T"])
+        mem = m["memory"]
+        t4 = f"snn_T{s4['T']}"
+        miss = []
+        if s4["vs_twin"] > GOAL_TWIN:
+            miss.append(f"T={s4['T']} at {s4['vs_twin']:.2f}x the twin (goal {GOAL_TWIN}x)")
+        if mem.get(t4) and mem.get("twin") and mem[t4] / mem["twin"] > GOAL_MEMORY:
+            miss.append(f"memory {mem[t4] / mem['twin']:.1f}x the twin's (goal {GOAL_MEMORY}x)")
+        if miss and m.get("profile"):
+            top = ", ".join(f"{t['op']} {100 * t['share']:.0f} %" for t in m["profile"]["top"][:5])
+            out.append(f"{LABELS[name]}: {'; '.join(miss)}. Profile at T={m['profile']['T']}: {top}")
+        elif miss:
+            out.append(f"{LABELS[name]}: {'; '.join(miss)}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--timesteps", default="4,8")
+    ap.add_argument("--batch", type=int, default=1, help="SNN batch B (the twin and onnxruntime get T*B)")
+    ap.add_argument("--calib", type=int, default=16, help="calibration images (random)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="profile every model (default: where a goal is missed)")
+    ap.add_argument("--json", default=str(OUT))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print("RESULT " + json.dumps(child(json.loads(a.child))), flush=True)
+        return
+    names = [m for m in a.models.split(",") if m]
+    ts = [int(t) for t in a.timesteps.split(",")]
+    record = {"settings": {k: v for k, v in vars(a).items() if k != "child"}, "timesteps": ts, "batch": a.batch,
+              "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "models": {}}
+    t_start = time.time()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    with tempfile.TemporaryDirectory() as tmp:
+        it = tqdm(names, desc="bench_sizes", unit="model") if tqdm else names
+        for name in it:
+            path = export(name, tmp)
+            args = {"model": name, "path": path, "batch": a.batch, "timesteps": ts, "calib": a.calib,
+                    "repeats": a.repeats, "profile": a.profile}
+            r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(args)],
+                               capture_output=True, text=True, env=dict(os.environ))
+            lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+            record["models"][name] = json.loads(lines[-1][7:]) if r.returncode == 0 and lines else \
+                {"error": (r.stderr or r.stdout)[-800:]}
+            if "error" in record["models"][name]:
+                print(name, record["models"][name]["error"], file=sys.stderr)
+    record["seconds"] = round(time.time() - t_start, 1)
+    record["load_avg_end"] = os.getloadavg()
+    record["notes"] = notes(record)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump(record, f, indent=1)
+    print(readme_table(record))
+    for n in record["notes"]:
+        print("-", n)
+    print(f"wrote {a.json} ({record['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
