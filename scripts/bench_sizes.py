@@ -4,10 +4,10 @@ batch, for a YOLOv8n-shaped detector at 640 x 640 (80 classes, Ultralytics' meta
 file: convert and verify read the task, names and size from it), torchvision ResNet-50 and
 ViT-B/16 at 224 (random weights: time and memory do not depend on them).
 
-Each model is measured in a process of its own (peak memory is the process's high-water mark,
-reset through ``/proc/self/clear_refs`` just before each measured call, minus what it held
-before; ``MALLOC_MMAP_THRESHOLD_`` makes large blocks go back to the system when freed, so that
-one measurement's peak does not hide in the next one's baseline). Times are medians of
+Per model, one process converts (from the ONNX file: import, calibration, build) and times; then
+each peak memory is measured in a fresh process that loads the saved SNN and makes that one call
+(the process's high-water mark, reset through ``/proc/self/clear_refs`` just before the call,
+minus what it held before: the weights are not counted, the activations and states are). Times are medians of
 ``--repeats`` interleaved runs (SNN, twin, onnxruntime, in turn) after a warm-up, all with the
 same threads; OMP_WAIT_POLICY=PASSIVE is set before torch starts. Where the SNN costs more than
 1.3x the twin, a profile of one SNN run says which ops take the time. Prints a table, writes JSON.
@@ -97,39 +97,73 @@ def _peak_mib(fn) -> float | None:
     return (_kib("VmHWM") - before) / 1024
 
 
-def child(args: dict) -> dict:
-    import numpy as np
-    import onnxruntime as ort
+def _inputs(name: str, n: int, seed: int):
     import torch
 
-    import onnx2snn
+    size = MODELS[name]
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _session(path: str, threads: int):
+    import onnxruntime as ort
+
     from onnx2snn.onnx_io import DISABLED_ORT_OPTIMIZERS
 
-    name, path, size, B = args["model"], args["path"], MODELS[args["model"]], args["batch"]
-    threads = torch.get_num_threads()
-    g = torch.Generator().manual_seed(0)
-    calib = torch.rand(args["calib"], 3, size, size, generator=g)
-    t0 = time.perf_counter()
-    snn = onnx2snn.convert(path, calib, timesteps=max(args["timesteps"]), progress=False)
-    convert_s = time.perf_counter() - t0
-    twin = snn.ann
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"],
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=DISABLED_ORT_OPTIMIZERS)
+
+
+def child(args: dict) -> dict:
+    """``args["task"]``: "time" (convert, then SNN / twin / onnxruntime side by side; saves the
+    SNN) or "memory" (load the saved SNN, measure one call's peak: ``args["what"]``)."""
+    import torch
+
+    import onnx2snn
+
+    name, path, B = args["model"], args["path"], args["batch"]
+    threads = torch.get_num_threads()
+    x = _inputs(name, B, 2)
+    if args["task"] == "memory":
+        snn = onnx2snn.load(args["snn"])
+        what = args["what"]
+        with torch.no_grad():
+            if what.startswith("snn_T"):
+                T = int(what[5:])
+                return {"peak_mib": _peak_mib(lambda: snn(x, timesteps=T))}
+            if what == "twin":
+                return {"peak_mib": _peak_mib(lambda: snn.ann(x))}
+            if what.startswith("twin_x"):
+                big = x.repeat(int(what[6:]), 1, 1, 1)
+                return {"peak_mib": _peak_mib(lambda: snn.ann(big))}
+            if what == "onnxruntime":
+                sess = _session(path, threads)
+                feed = {sess.get_inputs()[0].name: x.numpy()}
+                return {"peak_mib": _peak_mib(lambda: sess.run(None, feed))}
+        raise ValueError(what)
+    calib = _inputs(name, args["calib"], 0)
+    t0 = time.perf_counter()
+    onnx2snn.import_onnx(path)
+    import_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    snn = onnx2snn.convert(path, calib, timesteps=max(args["timesteps"]), progress=False)
+    convert_s = time.perf_counter() - t0
+    snn.save(args["snn"])
+    twin = snn.ann
+    sess = _session(path, threads)
     feed_name = sess.get_inputs()[0].name
-    x = torch.rand(B, 3, size, size, generator=g)
-    out = {"model": name, "label": LABELS[name], "size": size, "batch": B, "threads": threads,
-           "calibration_images": args["calib"], "convert_s": convert_s, "neurons": len(snn.neurons()),
-           "averaged_ops": len(snn.averaged_ops()) if hasattr(snn, "averaged_ops") else 0,
-           "inferred": snn.config.get("inferred", {}).get("said", {}), "speed": [], "memory": {}}
+    out = {"model": name, "label": LABELS[name], "size": MODELS[name], "batch": B, "threads": threads,
+           "calibration_images": args["calib"], "import_s": import_s, "convert_s": convert_s,
+           "neurons": len(snn.neurons()), "averaged_ops": len(snn.averaged_ops()) if hasattr(snn, "averaged_ops") else 0,
+           "inferred": snn.config.get("inferred", {}).get("said", {}), "speed": []}
     with torch.no_grad():
         for T in args["timesteps"]:
             big = x.repeat(T, 1, 1, 1)
             feed = {feed_name: big.numpy()}
-            runs = {"snn": lambda: snn(x, timesteps=T), "twin": lambda: twin(big), "onnxruntime": lambda: sess.run(
-                None, feed)}
+            runs = {"snn": lambda: snn(x, timesteps=T), "twin": lambda: twin(big),
+                    "onnxruntime": lambda: sess.run(None, feed)}
             times = {k: [] for k in runs}
             for fn in runs.values():
                 fn()
@@ -144,28 +178,23 @@ def child(args: dict) -> dict:
                                  "chunk": snn.chunk_length(T, B), "all_s": times})
             print(name, "speed", {k: v for k, v in out["speed"][-1].items() if k != "all_s"}, file=sys.stderr,
                   flush=True)
-        for T in args["timesteps"]:
-            out["memory"][f"snn_T{T}"] = _peak_mib(lambda: snn(x, timesteps=T))
-        out["memory"]["twin"] = _peak_mib(lambda: twin(x))
-        out["memory"][f"twin_batch_{max(args['timesteps'])}x"] = _peak_mib(
-            lambda: twin(x.repeat(max(args["timesteps"]), 1, 1, 1)))
-        out["memory"]["onnxruntime"] = _peak_mib(lambda: sess.run(None, {feed_name: x.numpy()}))
-        out["memory"]["process_peak_mib"] = _kib("VmPeak") / 1024
         worst = max(out["speed"], key=lambda s: s["vs_twin"])
         if worst["vs_twin"] > GOAL_TWIN or args.get("profile"):
-            out["profile"] = profile(snn, x, min(args["timesteps"]))
-    out["goal"] = {"vs_twin_T4": GOAL_TWIN, "memory_vs_twin": GOAL_MEMORY}
-    del np
+            T = min(args["timesteps"])
+            out["profile"] = profile(snn, x, T)
+            out["profile_twin"] = profile(twin, x.repeat(T, 1, 1, 1), None)
     return out
 
 
-def profile(snn, x, T: int, top: int = 8) -> dict:
-    """Which ops take the SNN's time at T: self CPU time per op (one run), the top ones."""
+def profile(model, x, T: int | None, top: int = 8) -> dict:
+    """Which ops take the time (the SNN at T, or the twin with T None): self CPU time per op
+    (one run after a warm-up), the top ones."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    snn(x, timesteps=T)
+    run = (lambda: model(x)) if T is None else (lambda: model(x, timesteps=T))
+    run()
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        snn(x, timesteps=T)
+        run()
     rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in rows) or 1
     return {"T": T, "total_ms": total / 1000,
@@ -218,6 +247,16 @@ def notes(record: dict) -> list[str]:
     return out
 
 
+def run_child(args: dict) -> dict:
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(args)],
+                       capture_output=True, text=True, env=dict(os.environ))
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    if r.returncode == 0 and lines:
+        return json.loads(lines[-1][7:])
+    print(args["model"], args["task"], (r.stderr or r.stdout)[-800:], file=sys.stderr)
+    return {"error": (r.stderr or r.stdout)[-800:]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -246,14 +285,15 @@ def main() -> None:
         for name in it:
             path = export(name, tmp)
             args = {"model": name, "path": path, "batch": a.batch, "timesteps": ts, "calib": a.calib,
-                    "repeats": a.repeats, "profile": a.profile}
-            r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(args)],
-                               capture_output=True, text=True, env=dict(os.environ))
-            lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
-            record["models"][name] = json.loads(lines[-1][7:]) if r.returncode == 0 and lines else \
-                {"error": (r.stderr or r.stdout)[-800:]}
-            if "error" in record["models"][name]:
-                print(name, record["models"][name]["error"], file=sys.stderr)
+                    "repeats": a.repeats, "profile": a.profile, "snn": os.path.join(tmp, f"{name}.snn.pt")}
+            res = record["models"][name] = run_child(dict(args, task="time"))
+            if "error" in res:
+                continue
+            res["memory"] = {}
+            for what in [f"snn_T{T}" for T in ts] + ["twin", f"twin_x{max(ts)}", "onnxruntime"]:
+                m = run_child(dict(args, task="memory", what=what))
+                res["memory"][what] = m.get("peak_mib")
+            print(name, "memory", res["memory"], file=sys.stderr, flush=True)
     record["seconds"] = round(time.time() - t_start, 1)
     record["load_avg_end"] = os.getloadavg()
     record["notes"] = notes(record)
