@@ -166,6 +166,17 @@ def test_conflicts_are_errors_naming_both_sides(files, snn, tmp_path):
         onnx2snn.verify(snn, wrong, data=files["data"], **kw)
 
 
+def test_a_detector_on_unlabeled_tensors_says_what_to_pass(files, snn):
+    """Inferred detection needs ground truth: the error says why it is a detector and the ways
+    out; task='classification' (the user's word wins) compares the raw outputs."""
+    x = torch.from_numpy(np.stack([s.image for s in zoo.make_scenes(4, "val")]))[:, None]
+    with pytest.raises(DataError, match=r"detector \(task='detect' in .*best.onnx's metadata\).*no ground truth"):
+        onnx2snn.verify(snn, files["best"], data=x, timesteps=[1], progress=False, layers=False)
+    r = onnx2snn.verify(snn, files["best"], data=x, task="classification", timesteps=[8], progress=False,
+                        layers=False)
+    assert r.task == "classification" and r.metrics["snn"][8]["rel_l2"] < 0.2
+
+
 def test_heads_without_a_decoder_are_named(files, snn, tmp_path):
     e2e = _write(files["proto"], tmp_path / "e2e.onnx", ultralytics_props(end2end="True", head="YOLO26Detect"))
     with pytest.raises(ConfigError, match=r"end2end=True, head 'YOLO26Detect'.*not supported yet"):

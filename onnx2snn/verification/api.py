@@ -24,7 +24,7 @@ from .metrics import Classification, Detection, RelativeL2, resolve_postprocess
 from .monitor import LayerMonitor
 from .reference import Reference
 from .report import VerifyReport
-from ..task import resolve_task
+from ..task import detection_data, resolve_task
 
 DEFAULT_TIMESTEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 TASKS = ("classification", "detection")
@@ -123,6 +123,10 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     info = resolve_task(snn, data, annotations, task, postprocess, reference=reference,
                         stored=(getattr(snn, "config", None) or {}).get("inferred"))
     task, postprocess = info.task or "classification", info.postprocess
+    if task == "detection" and "task" in info.inferred and detection_data(data, annotations) is None:
+        raise DataError(f"verify takes the model for a detector ({info.inferred['task'].split(' (', 1)[1][:-1]}), "
+                        f"but data= ({_describe(data)}) has no ground truth: pass a YOLO data.yaml, a COCO json or "
+                        "annotations=, or task='classification' to compare the raw outputs")
     info.announce("verify", progress)
     preprocess = resolve_preprocess(data, preprocess, snn.ann.onnx_info.input_shapes)
     post_desc = None
