@@ -218,6 +218,14 @@ def test_dynamic_height_and_width_are_filled_from_imgsz_or_the_data(files):
     assert r.task == "detection" and r.metrics["snn"][4]["mAP50"] > 0.85
 
 
+def test_finetune_reads_the_size_and_records_what_it_inferred(files):
+    ft = onnx2snn.finetune(files["dynamic"], files["data"], timesteps=4, epochs=0, calibration_limit=16,
+                           batch_size=16, replace_activations={"SiLU": "ReLU"}, progress=False)
+    assert ft.onnx_info.input_shapes["input"] == (1, 1, 64, 64)
+    said = ft.finetune_info["inferred"]
+    assert "imgsz [64, 64]" in said["input shape"] and "task='detect'" in said["task"]
+
+
 # -- the settings search --------------------------------------------------------------------
 def test_the_search_scores_a_detector_by_map_with_nothing_named(files):
     """convert(best.onnx, calib, target=...) knows it holds a detector: quality is mAP@0.5
