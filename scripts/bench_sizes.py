@@ -7,7 +7,8 @@ ViT-B/16 at 224 (random weights: time and memory do not depend on them).
 Per model, one process converts (from the ONNX file: import, calibration, build) and times; then
 each peak memory is measured in a fresh process that loads the saved SNN and makes that one call
 (the process's high-water mark, reset through ``/proc/self/clear_refs`` just before the call,
-minus what it held before: the weights are not counted, the activations and states are). Times are medians of
+minus what it held before, after ``malloc_trim``: the weights are not counted, the activations and
+states are). Times are medians of
 ``--repeats`` interleaved runs (SNN, twin, onnxruntime, in turn) after a warm-up, all with the
 same threads; OMP_WAIT_POLICY=PASSIVE is set before torch starts. A profile of one SNN run at the
 smallest T and one twin run on its batch says where the time goes (the notes, where the SNN misses
@@ -88,9 +89,14 @@ def _kib(field: str) -> int:
 
 def _peak_mib(fn) -> float | None:
     """Peak resident memory of ``fn()`` above what the process held before (MiB)."""
+    import ctypes
     import gc
 
     gc.collect()
+    try:  # free heap pages back to the system: a call must not hide in memory an earlier step freed
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # the high-water mark (VmHWM) back to the current RSS
