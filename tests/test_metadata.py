@@ -248,3 +248,12 @@ def test_cli_verify_without_task_or_postprocess(files, snn, tmp_path):
                  "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "## Verification (detection)" in md and "| nine" in md
+
+
+def test_cli_inspect_shows_the_metadata_of_a_dynamic_export(files, capsys):
+    from onnx2snn.cli import main
+
+    assert main(["inspect", files["dynamic"]]) == 0
+    out = capsys.readouterr().out
+    assert "metadata: task detect, imgsz (64, 64), stride 16, end2end False, names 10" in out
+    assert "input size from imgsz [64, 64]" in out
