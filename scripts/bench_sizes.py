@@ -229,7 +229,8 @@ def readme_table(record: dict) -> str:
     heads = ["model", "convert"] + [f"SNN T={t}, B={B}: vs twin / onnxruntime (batch {t * B})"
                                     for t in record["timesteps"]] + \
         [f"peak memory, SNN T={T}: vs twin at batch {T * B} / at batch {B}"]
-    return format_table(heads, rows)
+    ns = notes(record)
+    return "\n".join([format_table(heads, rows)] + ([""] if ns else []) + [f"- {n}" for n in ns])
 
 
 def notes(record: dict) -> list[str]:
@@ -282,8 +283,6 @@ def main() -> None:
     if a.render:
         record = json.loads(Path(a.json).read_text())
         print(readme_table(record))
-        for n in record.get("notes", []):
-            print("-", n)
         return
     if a.child:
         print("RESULT " + json.dumps(child(json.loads(a.child))), flush=True)
@@ -318,8 +317,6 @@ def main() -> None:
     with open(a.json, "w") as f:
         json.dump(record, f, indent=1)
     print(readme_table(record))
-    for n in record["notes"]:
-        print("-", n)
     print(f"wrote {a.json} ({record['seconds']} s)")
 
 
