@@ -231,6 +231,7 @@ def test_the_search_scores_a_detector_by_map_with_nothing_named(files):
     """convert(best.onnx, calib, target=...) knows it holds a detector: quality is mAP@0.5
     against the ANN's detections (not 1 - relative output error)."""
     x = torch.from_numpy(np.stack([s.image for s in zoo.make_scenes(72, "train")]))[:, None]
+    # no postprocess named (max_runs only keeps the test short: the full search takes ~100 s here)
     s = onnx2snn.convert(files["best"], x, timesteps=4, target=0.9, tune_options={"max_runs": 2}, progress=False)
     rep = s.tune_report
     assert rep.kind == "mAP50" and "ANN's detections" in rep.quality
