@@ -16,6 +16,7 @@ from .graph.analysis import analyze, prepare_averaged
 from .graph.averaged import REENCODE_LEVELS
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
+from .task import fill_input_shape, resolve_task
 
 ENCODINGS = ("direct", "poisson")
 REENCODE_CODINGS = ("unit", "binary")
@@ -129,6 +130,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         raise ConfigError(f"example_input must be a torch.Tensor (a batch of the model's input shape), got "
                           f"{type(example_input).__name__}", "example_input")
     check_preprocess(preprocess)
+    given_tune_options = tune_options
     if target is not None:
         from .tuning import check_objective, check_options, check_target
 
@@ -139,7 +141,20 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     if calibrate_timesteps and calibration_data is None:
         raise DataError("calibrate_timesteps needs calibration_data (sample inputs, no labels)")
     torch.manual_seed(seed)
+    input_shape, shape_from = fill_input_shape(source, input_shape, calibration_data)
     twin = to_twin(source, example_input, input_shape)
+    # what the files say (metadata, data, outputs): a detector's search scores mAP with its decoder
+    given_post = None if tune_options is None else tune_options["postprocess"]
+    info = resolve_task(twin, calibration_data if tune_options is None or tune_options["validation"] is None
+                        else tune_options["validation"], None if tune_options is None else tune_options["annotations"],
+                        postprocess=given_post, require=target is not None)
+    if target is not None and given_post is None and info.postprocess is not None:
+        from .tuning import check_options
+
+        tune_options = check_options({**(given_tune_options or {}), "postprocess": info.postprocess})
+    if shape_from:
+        info.inferred["input shape"] = f"{tuple(input_shape)} ({shape_from})"
+    info.announce("convert", progress)
     replace_activations = replace_activations or getattr(twin, "replaced_activations", None)
     if twin is source:  # never change the caller's twin (it may be a teacher)
         twin = copy_twin(twin)
@@ -155,6 +170,11 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
               "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": levels, "ibt_levels": levels,
               "seed": seed, "mse_tolerance": mse_tolerance, "reencode_levels": reencode_levels,
               "reencode_coding": reencode_coding}
+    if info.inferred or info.task:
+        config["inferred"] = {"task": info.task, "postprocess": info.postprocess if isinstance(info.postprocess, str)
+                              else None, "names": info.names, "said": dict(info.inferred)}
+        if shape_from:
+            config["inferred"].update(input_shape=list(input_shape), input_shape_from=shape_from)
     report = None
     nodes = {n.name: n for n in twin.graph.nodes}
     missing = [] if learned is None else [a.name for a in analyze(twin).activations()

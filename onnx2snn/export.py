@@ -78,4 +78,15 @@ def export_zoo_model(name: str, path: "str | os.PathLike", opset: int = 17, batc
     preset = zoo.get_preset(name)
     model = zoo.build_model(name)
     example = torch.zeros(batch, *preset.input_shape)
-    return export_onnx(model, example, path, opset=opset)
+    out = export_onnx(model, example, path, opset=opset)
+    if preset.decoder == "decode_ultralytics":  # describe it as Ultralytics describes its exports
+        from .graph.metadata import set_metadata
+        from .zoo.models.yolov8 import STRIDES
+
+        proto = onnx.load(out)
+        set_metadata(proto, {"description": f"onnx2snn zoo {name}", "author": "onnx2snn", "task": "detect",
+                             "stride": max(STRIDES), "batch": batch, "imgsz": list(preset.input_shape[1:]),
+                             "channels": preset.input_shape[0], "end2end": False,
+                             "names": {i: str(i) for i in range(preset.num_classes)}})
+        onnx.save(proto, out)
+    return out

@@ -9,6 +9,8 @@ from typing import Any
 from . import onnx_io
 from .graph.analysis import FORMS, analyze, prepare_averaged
 from .graph.importer import import_onnx
+from .graph.metadata import metadata_from_proto
+from .task import fill_input_shape
 from .errors import UnsupportedOpError
 from .table import format_table
 
@@ -25,6 +27,12 @@ def inspect_onnx(path, input_shape=None) -> dict[str, Any]:
         "inputs": {i.name: onnx_io.input_dims(i) for i in onnx_io.graph_inputs(proto)},
         "outputs": {o.name: onnx_io.input_dims(o) for o in proto.graph.output},
     }
+    meta = metadata_from_proto(proto, str(path))
+    if meta:  # what the file says about itself (Ultralytics: task, names, imgsz, stride, end2end)
+        info["metadata"] = meta.to_dict()
+    input_shape, shape_from = fill_input_shape(proto, input_shape)
+    if shape_from:
+        info["input_shape_from"] = shape_from
     try:
         twin = import_onnx(proto, input_shape=input_shape)
     except UnsupportedOpError as e:
@@ -61,6 +69,9 @@ def inspect_onnx(path, input_shape=None) -> dict[str, Any]:
 def render(info: dict[str, Any]) -> str:
     out = [f"# {info['file']}", "",
            f"opset {info['opset']}, producer {info['producer'] or '?'}", ""]
+    if info.get("metadata"):
+        out += ["metadata: " + ", ".join(f"{k} {v}" for k, v in info["metadata"].items())
+                + (f"; input size from {info['input_shape_from']}" if info.get("input_shape_from") else ""), ""]
     out.append(format_table(["input", "shape"], [[k, v] for k, v in info["inputs"].items()]))
     out.append("")
     out.append(format_table(["output", "shape"], [[k, v] for k, v in info["outputs"].items()]))

@@ -132,7 +132,8 @@ API_CASES = [
     ("input_shape with a 0", lambda c: _convert(c, input_shape=(1, 0, 16, 16)), ConfigError, r"input_shape="),
     ("preprocess of a wrong type", lambda c: _convert(c, preprocess={"size": 16}), ConfigError,
      r"preprocess must be an onnx2snn.zoo.Preprocess"),
-    ("dynamic dims, no input_shape", lambda c: _convert(c, source=c.dynamic), onnx2snn.DynamicShapeError,
+    # (calibration tensors fill the dynamic dims, see test_metadata; images of any size cannot)
+    ("dynamic dims, no input_shape", lambda c: _convert(c, source=c.dynamic, data=c.images), onnx2snn.DynamicShapeError,
      r"dynamic dimension 2.*input_shape="),
     ("model file missing", lambda c: _convert(c, source=str(c.dir / "nope.onnx")), InvalidModelError,
      r"nope.onnx: no such file"),
@@ -449,7 +450,7 @@ def test_cli_battery(ctx, capsys, monkeypatch, case, argv, message):
 
 
 CLI_API_CASES = [  # errors raised by the API, printed under the CLI's option names
-    ("dynamic dims without --input-shape", ["convert", "{dynamic}", "--calib", "{npz}", "--quiet",
+    ("dynamic dims without --input-shape", ["convert", "{dynamic}", "--calib", "{images}", "--quiet",
                                             "-o", "{dir}/d.snn.pt"], "--input-shape", "input_shape="),
     ("uint8 .npz without preprocessing", ["convert", "{onnx}", "--calib", "{npz8}", "--quiet", "-o", "{dir}/u.snn.pt"],
      "--size H,W --mean ... --std ...", "Preprocess("),
@@ -475,7 +476,7 @@ CLI_API_CASES = [  # errors raised by the API, printed under the CLI's option na
 def test_cli_api_errors_speak_cli(ctx, capsys, case, argv, message, absent):
     fill = {"onnx": ctx.onnx, "npz": ctx.dir / "calib.npz", "npz8": ctx.dir / "calib8.npz",
             "npz3": ctx.dir / "calib3.npz", "snn": ctx.snn_path, "dir": ctx.dir, "silu": ctx.silu,
-            "dynamic": ctx.dynamic, "corrupt": ctx.corrupt, "empty": ctx.empty}
+            "dynamic": ctx.dynamic, "corrupt": ctx.corrupt, "empty": ctx.empty, "images": ctx.images}
     rc, err, _ = cli(capsys, *[a.format(**fill) for a in argv])
     if case.startswith("verify --size"):  # runs, with the warning as one line
         assert rc == 0 and any("warning:" in e and message in e for e in err), err

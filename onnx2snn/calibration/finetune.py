@@ -31,6 +31,7 @@ from ..graph.analysis import analyze
 from ..graph.layout import channel_axes
 from ..graph.source import module_device, replace_activations as replace_fn, to_twin
 from ..progress import bar as progress_bar
+from ..task import fill_input_shape, resolve_task
 from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
 from .losses import resolve_loss
 from .quantized import DEFAULT_LEVELS, QuantizedNeuron, cap_neuron, check_noise, finetuned_levels
@@ -316,7 +317,12 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     except (RuntimeError, TypeError):
         raise ConfigError(f"device={device!r} is not valid: expected 'cpu', 'cuda', 'cuda:0', ...", "device") from None
 
+    input_shape, shape_from = fill_input_shape(source, input_shape, train_data)
     base = to_twin(source, example_input, input_shape)
+    info = resolve_task(base, train_data, require=False)  # what the files say, for the record
+    if shape_from:
+        info.inferred["input shape"] = f"{tuple(input_shape)} ({shape_from})"
+    info.announce("finetune", progress)
     if isinstance(train_data, (str, os.PathLike)):
         if preprocess is None:
             preprocess = _default_preprocess(base, train_data)
@@ -449,7 +455,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                           "levels": levels, "percentile": percentile,
                           "noise_scale": float(noise_scale), "per_channel": bool(per_channel), "lr": lr,
                           "seed": seed, "history": history, "seconds": round(time.time() - t0, 2),
-                          "world_size": shard.world}
+                          "world_size": shard.world, "inferred": info.to_dict()}
     if use_distill:
         twin.finetune_info["distill_targets"] = [{"node": t.node, "kind": t.kind} for t in dloss.targets]
     for p in twin.parameters():

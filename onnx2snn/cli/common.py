@@ -257,7 +257,14 @@ def onnx_input_shape(path: str, input_shape=None):
     inputs = onnx_io.graph_inputs(proto)
     if len(inputs) != 1:
         return None
-    return tuple(d if isinstance(d, int) and d > 0 else None for d in onnx_io.input_dims(inputs[0]))
+    dims = tuple(d if isinstance(d, int) and d > 0 else None for d in onnx_io.input_dims(inputs[0]))
+    if None in dims[1:]:  # dynamic: the size its metadata (imgsz) gives, as convert / finetune take it
+        from ..task import fill_input_shape
+
+        filled, _ = fill_input_shape(proto, None)
+        if filled is not None:
+            return tuple(filled)
+    return dims
 
 
 __all__ = ["Formatter", "Parser", "parser", "positive_int", "real", "percentile", "timesteps_list", "shape", "size",

@@ -69,7 +69,8 @@ def add(sub) -> None:
                         "share in (0, 1] of the ANN's quality on a held-out part of --calib, e.g. 0.99")
     t.add_argument("--objective", choices=["energy", "timesteps"], default="energy",
                    help="with --target: least estimated energy, or smallest T")
-    t.add_argument("--postprocess", help="with --target on a detector: its decoder (tiny-yolo, yolo_relu, yolov8); "
+    t.add_argument("--postprocess", help="with --target on a detector: its decoder (tiny-yolo, yolo_relu, yolov8; "
+                                         "default: yolov8 where the ONNX metadata, YOLO data or the output says so); "
                                          "quality is then mAP@0.5 against the ANN's own detections (or --tune-data's labels)")
     t.add_argument("--margin", type=_checked("margin", _margin), default="auto",
                    help="with --target: held-out quality a point needs above the target, for the held-out data's "

@@ -19,11 +19,14 @@ def add(sub) -> None:
                    help="classification: .npz with x (and y), or an image folder (class sub-folders give labels); "
                         "detection: a COCO json, an image folder with --annotations, or YOLO-format data (data.yaml or a "
                         "folder with images/ and labels/: its val split, letterboxed)")
-    v.add_argument("--task", choices=["classification", "detection"], default="classification", help="what to score")
+    v.add_argument("--task", choices=["classification", "detection"],
+                   help="what to score (default: what the files say: task='detect' in the ONNX metadata, YOLO / COCO "
+                        "data or a YOLOv8-style output make it detection with the yolov8 decoder; else classification)")
     v.add_argument("-T", "--timesteps", type=timesteps_list, default="1,2,4,8,16,32,64,128",
                    help="comma-separated sweep, e.g. 1,2,4,8,16")
     v.add_argument("--annotations", type=existing("file"), help="COCO json with the ground truth of the images in --data")
-    v.add_argument("--postprocess", help="detection decoder: tiny-yolo, yolo_relu or yolov8")
+    v.add_argument("--postprocess", help="detection decoder: tiny-yolo, yolo_relu or yolov8 (default for detectors: "
+                                         "yolov8 where the metadata or the output says so)")
     v.add_argument("--batch-size", type=positive_int("batch_size"), default=32, help="samples per batch")
     v.add_argument("--limit", type=positive_int("limit"), help="evaluate at most this many samples")
     add_preprocess_options(v)
@@ -48,7 +51,7 @@ def run(args) -> int:
     snn = load(args.snn)
     shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
     pre = preprocess_from_args(args, shape)
-    if pre is not None and args.task == "detection":
+    if pre is not None and args.task != "classification":
         from ..data.yolo_format import is_yolo_source
 
         pre.letterbox = is_yolo_source(args.data)  # as Ultralytics validates

@@ -51,6 +51,8 @@ class OnnxInfo:
     source: str = ""
     batch_flexible: bool = True  # False: the graph ties its shapes to the imported batch
     onnx_bytes: bytes = field(default=b"", repr=False)
+    metadata: dict[str, str] = field(default_factory=dict)  # the file's metadata_props (graph.metadata reads them)
+    output_shapes: dict[str, tuple | None] = field(default_factory=dict)  # at the imported batch; None dims: unknown
 
 
 def _value_shapes(proto: onnx.ModelProto) -> tuple[dict[str, tuple | None], dict[str, int], dict[str, str]]:
@@ -368,7 +370,8 @@ def import_onnx(model: "str | os.PathLike | onnx.ModelProto | bytes",
         input_names=[vi.name for vi in declared], input_shapes=shapes,
         output_names=[vo.name for vo in graph.output], opset=opset,
         producer=f"{proto.producer_name} {proto.producer_version}".strip(), source=source,
-        onnx_bytes=original_bytes)
+        onnx_bytes=original_bytes, metadata={p.key: p.value for p in proto.metadata_props},
+        output_shapes={vo.name: value_shapes.get(vo.name) for vo in graph.output})
     why = _batch_problem(twin, declared, value_dtypes)
     if why:
         _require_batch(twin, batch0, why)

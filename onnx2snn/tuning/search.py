@@ -55,6 +55,7 @@ from ..calibration.thresholds import (collect_statistics, sample_batches, statis
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
 from ..graph.averaged import Reencode
 from ..snn.network import build_spiking
+from ..task import resolve_task
 from .report import TuneReport
 from .validation import GT_CONFIDENCE, Validation
 
@@ -239,6 +240,10 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     t0 = time.time()
     target, objective = check_target(target), check_objective(objective)
     o = check_options(options)
+    if o["postprocess"] is None:  # a detector known by its metadata, data or output: mAP with its decoder
+        info = resolve_task(twin, data if o["validation"] is None else o["validation"], o["annotations"])
+        if info.postprocess is not None:
+            o = check_options({**(options or {}), "postprocess": info.postprocess})
     T_max = int(base_config["timesteps"])
     learned = getattr(twin, "learned_thresholds", None)
     if learned is not None:

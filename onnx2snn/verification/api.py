@@ -24,6 +24,7 @@ from .metrics import Classification, Detection, RelativeL2, resolve_postprocess
 from .monitor import LayerMonitor
 from .reference import Reference
 from .report import VerifyReport
+from ..task import detection_data, resolve_task
 
 DEFAULT_TIMESTEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 TASKS = ("classification", "detection")
@@ -50,7 +51,7 @@ def _describe(data: Any) -> str:
 
 
 def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, data: Any = None,
-           timesteps: Sequence[int] = DEFAULT_TIMESTEPS, task: str = "classification", postprocess=None,
+           timesteps: Sequence[int] = DEFAULT_TIMESTEPS, task: str | None = None, postprocess=None,
            annotations: Any = None, batch_size: int = 32, limit: int | None = None, preprocess=None,
            category_ids: Sequence[int] | None = None, layers: bool = True, tolerance: float | None = None,
            progress: bool = True, return_outputs: bool = False, seed: int = 0,
@@ -69,10 +70,18 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
             tensor with ``annotations=``.
         timesteps: the sweep; the SNN runs once per batch to the largest T.
         task: ``"classification"`` (top-1 / top-5 with labels, agreement, rel. L2) or
-            ``"detection"`` (COCO mAP@0.5 and mAP@0.5:0.95).
+            ``"detection"`` (COCO mAP@0.5 and mAP@0.5:0.95, AP per class). None (default): what the
+            files say (:func:`onnx2snn.task.resolve_task`): ``task='detect'`` in the ONNX metadata,
+            detection data (a YOLO ``data.yaml`` / folder: its val split; a COCO json), a
+            ``postprocess``, or one YOLOv8-style output ``[B, 4 + nc, anchors]`` make it detection
+            with the ``"yolov8"`` decoder and the metadata's (or data.yaml's) class names; else
+            classification. What was inferred is printed once and kept in
+            ``report.config["inferred"]``; a conflict (a postprocess or detection data with
+            ``task="classification"``, a ``classify`` model on detection data) is a ConfigError.
         postprocess: detection decoding: ``"tiny-yolo"``, ``"yolo_relu"``, ``"yolov8"``
             (Ultralytics exports) or a callable ``(outputs, batch_meta) -> COCO detections``
             (``batch_meta``: :class:`onnx2snn.verification.BatchMeta`); the same for reference and SNN.
+            None: inferred for detectors (above).
         annotations: COCO json (path or dict) for detection data that is not a json itself.
         preprocess: ``zoo.Preprocess`` for image files; default: resize to the model's input
             size (letterboxed for YOLO-format data, as Ultralytics validates), pixels in [0, 1].
@@ -87,7 +96,8 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
             returns the report one process gets (plus ``world_size`` and the samples per rank).
     """
     t0 = time.time()
-    task, ts = checks.choice("task", task, TASKS), checks.timesteps_list(timesteps)
+    task = None if task is None else checks.choice("task", task, TASKS)
+    ts = checks.timesteps_list(timesteps)
     batch_size, limit = checks.integer("batch_size", batch_size, 1), checks.optional_integer("limit", limit, 1)
     tolerance = checks.optional_real("tolerance", tolerance, 0.0, 1.0)
     layers, progress = checks.boolean("layers", layers), checks.boolean("progress", progress)
@@ -110,6 +120,14 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     if ref.mismatch:
         warnings.warn(f"verify: {ref.mismatch}", Onnx2SnnWarning, stacklevel=2)
     input_shape = next(iter(snn.ann.onnx_info.input_shapes.values()), None)
+    info = resolve_task(snn, data, annotations, task, postprocess, reference=reference,
+                        stored=(getattr(snn, "config", None) or {}).get("inferred"))
+    task, postprocess = info.task or "classification", info.postprocess
+    if task == "detection" and "task" in info.inferred and detection_data(data, annotations) is None:
+        raise DataError(f"verify takes the model for a detector ({info.inferred['task'].split(' (', 1)[1][:-1]}), "
+                        f"but data= ({_describe(data)}) has no ground truth: pass a YOLO data.yaml, a COCO json or "
+                        "annotations=, or task='classification' to compare the raw outputs")
+    info.announce("verify", progress)
     preprocess = resolve_preprocess(data, preprocess, snn.ann.onnx_info.input_shapes)
     post_desc = None
     gt = None
@@ -171,10 +189,13 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
     if n == 0:
         raise DataError("data: empty (no samples)")
 
+    classes = None
     if task == "classification":
         metrics = {"reference": ref_metric.result(), "snn": {t: snn_metric[t].result() for t in ts}}
     else:
-        metrics = {"reference": ref_metric.result(gt), "snn": {t: snn_metric[t].result(gt) for t in ts}}
+        metrics = {"reference": ref_metric.result(gt, per_class=True),
+                   "snn": {t: snn_metric[t].result(gt, per_class=True) for t in ts}}
+        classes = per_class_table(metrics, gt, info.names, category_ids)
     ref_info = ref.describe()
     if monitor:
         ref_info["ann_twin_rel_l2"] = twin_l2.value()
@@ -182,14 +203,32 @@ def verify(snn: "SpikingNetwork | str | os.PathLike", reference: Any = None, dat
               "seed": seed, "data": _describe(data), "postprocess": post_desc,
               "preprocess": preprocess.to_dict() if preprocess is not None and hasattr(preprocess, "to_dict") else None,
               "snn": dict(snn.config), "neurons": len(snn.neurons()), "one_run_per_batch": True,
-              "world_size": shard.world, "samples_per_rank": samples_per_rank}
+              "world_size": shard.world, "samples_per_rank": samples_per_rank, "inferred": info.to_dict()}
     outputs = None
     if return_outputs:
         per_batch = dist.gather_batches(kept, shard)
         outputs = {key: [torch.cat(parts) for parts in zip(*[b[key] for b in per_batch])] for key in per_batch[0]}
     return VerifyReport(task=task, timesteps=ts, n_samples=n, metrics=metrics, reference=ref_info, config=config,
                         layers=monitor.results() if monitor else None, seconds=round(time.time() - t0, 2),
-                        tolerance=tolerance, outputs=outputs)
+                        tolerance=tolerance, outputs=outputs, classes=classes)
 
 
-__all__ = ["verify", "DEFAULT_TIMESTEPS"]
+def per_class_table(metrics: dict, gt: dict, names: Sequence[str] | None,
+                    category_ids: Sequence[int] | None) -> dict:
+    """AP per class of the reference and of the SNN at each T, taken out of ``metrics`` (which
+    keep the means), with the class names: {"names": {id: name}, "objects": {id: n},
+    "reference": {id: {"AP50", "AP50_95"}}, "snn": {T: {id: ...}}}."""
+    ref = metrics["reference"].pop("per_class")
+    snn = {t: m.pop("per_class") for t, m in metrics["snn"].items()}
+    label = {}
+    if names:
+        ids = list(category_ids) if category_ids is not None else list(range(len(names)))
+        label = {int(c): str(n) for c, n in zip(ids, names)}
+    from_gt = {int(c["id"]): str(c.get("name", c["id"])) for c in gt.get("categories", [])}
+    strip = lambda d: {c: {k: v for k, v in a.items() if k != "objects"} for c, a in d.items()}  # noqa: E731
+    return {"names": {c: label.get(c, from_gt.get(c, str(c))) for c in ref},
+            "objects": {c: a["objects"] for c, a in ref.items()},
+            "reference": strip(ref), "snn": {t: strip(d) for t, d in snn.items()}}
+
+
+__all__ = ["verify", "DEFAULT_TIMESTEPS", "per_class_table"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,8 +77,10 @@ def to_coco_detections(detections: list[dict[str, torch.Tensor]], image_ids, cat
     return out
 
 
-def evaluate_coco(results: list[dict], ground_truth) -> dict[str, float]:
-    """mAP@0.5 and mAP@0.5:0.95 (pycocotools) of COCO results against a COCO dict, COCO object or json path."""
+def evaluate_coco(results: list[dict], ground_truth, per_class: bool = False) -> dict[str, Any]:
+    """mAP@0.5 and mAP@0.5:0.95 (pycocotools) of COCO results against a COCO dict, COCO object or json path.
+    ``per_class``: also ``"per_class"``: {category id: {"AP50", "AP50_95", "objects"}} (AP None for a
+    category without ground-truth objects), from the same evaluation."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -91,13 +94,37 @@ def evaluate_coco(results: list[dict], ground_truth) -> dict[str, float]:
                 gt.dataset.setdefault("info", {})
                 gt.createIndex()
         if not results:
-            return {"mAP50": 0.0, "mAP50_95": 0.0}
+            out: dict[str, Any] = {"mAP50": 0.0, "mAP50_95": 0.0}
+            if per_class:
+                out["per_class"] = {int(c): {"AP50": 0.0 if n else None, "AP50_95": 0.0 if n else None, "objects": n}
+                                    for c, n in _objects(gt).items()}
+            return out
         dt = gt.loadRes([dict(r) for r in results])
         ev = COCOeval(gt, dt, "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {"mAP50": float(ev.stats[1]), "mAP50_95": float(ev.stats[0])}
+    out = {"mAP50": float(ev.stats[1]), "mAP50_95": float(ev.stats[0])}
+    if per_class:
+        counts = _objects(gt)
+        prec = ev.eval["precision"]  # [IoU thresholds, recall points, categories, areas, max dets]
+        table = {}
+        for k, c in enumerate(ev.params.catIds):
+            p95, p50 = prec[:, :, k, 0, -1], prec[0, :, k, 0, -1]
+            table[int(c)] = {"AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else None,
+                             "AP50_95": float(p95[p95 > -1].mean()) if (p95 > -1).any() else None,
+                             "objects": counts.get(int(c), 0)}
+        out["per_class"] = table
+    return out
+
+
+def _objects(gt) -> dict[int, int]:
+    """Ground-truth objects (not crowd) per category id of a pycocotools COCO object."""
+    counts = {int(c): 0 for c in gt.getCatIds()}
+    for a in gt.dataset.get("annotations", []):
+        if not a.get("iscrowd", 0):
+            counts[int(a["category_id"])] = counts.get(int(a["category_id"]), 0) + 1
+    return counts
 
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)

@@ -167,8 +167,10 @@ class Detection:
         self.results.extend(b["dets"])
         self.l2.add(b["l2"])
 
-    def result(self, ground_truth: dict) -> dict[str, float]:
-        out = dict(evaluate_coco(self.results, ground_truth))
+    def result(self, ground_truth: dict, per_class: bool = False) -> dict[str, Any]:
+        """mAP (pycocotools and Ultralytics' protocol), detections, rel. L2; ``per_class``: also
+        AP@0.5 / AP@0.5:0.95 per category id under ``"per_class"``."""
+        out = dict(evaluate_coco(self.results, ground_truth, per_class=per_class))
         ul = evaluate_ultralytics(self.results, ground_truth)  # Ultralytics' own AP protocol, for comparison
         out["mAP50_ultralytics"], out["mAP50_95_ultralytics"] = ul["mAP50"], ul["mAP50_95"]
         out["detections"] = len(self.results)

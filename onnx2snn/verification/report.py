@@ -42,6 +42,7 @@ class VerifyReport:
     seconds: float = 0.0
     tolerance: float | None = None
     outputs: dict[Any, Any] | None = field(default=None, repr=False)  # with return_outputs=True; not in JSON
+    classes: dict[str, Any] | None = None  # detection: AP per class with names (verify's per_class_table)
 
     # -- summary -----------------------------------------------------------------------
     @property
@@ -114,6 +115,7 @@ class VerifyReport:
             "task": self.task, "timesteps": self.timesteps, "n_samples": self.n_samples,
             "reference": self.reference, "metrics": self.metrics, "summary": self.summary,
             "layers": self.layers, "config": self.config, "seconds": self.seconds,
+            **({"classes": self.classes} if self.classes else {}),
         })
 
     def to_json(self, path: "str | os.PathLike") -> str:
@@ -174,9 +176,26 @@ class VerifyReport:
                         f"model: relative L2 {self.reference['ann_twin_rel_l2']:.3g} of the outputs (0 up to rounding "
                         "for a plain conversion; the change made by replace_activations / fine-tuning otherwise). The "
                         "SNN's own error is the per-neuron table below."]
+        if self.config.get("inferred"):
+            out.insert(2, "Inferred: " + "; ".join(f"{k} {v}" for k, v in self.config["inferred"].items()))
+        if self.classes:
+            out += ["", *self._class_table()]
         if self.layers:
             out += ["", *self._layer_tables()]
         return "\n".join(out)
+
+    def _class_table(self) -> list[str]:
+        """AP@0.5 / AP@0.5:0.95 per class: the reference and the SNN at up to three T."""
+        c = self.classes
+        cols = _pick(self.timesteps, 3)
+        ap = lambda a: "-" if a is None else f"{a:.3f}"  # noqa: E731
+        rows = []
+        for cid, name in c["names"].items():
+            r = c["reference"][cid]
+            rows.append([name, c["objects"].get(cid, 0), f"{ap(r['AP50'])} / {ap(r['AP50_95'])}"]
+                        + [f"{ap(c['snn'][t][cid]['AP50'])} / {ap(c['snn'][t][cid]['AP50_95'])}" for t in cols])
+        return ["### AP per class (AP@0.5 / AP@0.5:0.95)",
+                format_table(["class", "objects", "reference"] + [f"SNN T={t}" for t in cols], rows)]
 
     def _layer_tables(self) -> list[str]:
         L = self.layers
