@@ -109,22 +109,28 @@ def table(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
+    """Top-1 (top row) and the logits' error against the ANN (bottom row) vs T, per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(report["models"]), figsize=(5 * len(report["models"]), 3.6), squeeze=False)
-    for ax, r in zip(axes[0], report["models"]):
+    n = len(report["models"])
+    fig, axes = plt.subplots(2, n, figsize=(5 * n, 6.4), squeeze=False)
+    for col, r in enumerate(report["models"]):
         for rule, style in zip(RULES, ("-o", "--s")):
             Ts = sorted(int(t) for t in r["rules"][rule])
-            ax.plot(Ts, [100 * r["rules"][rule][T]["top1"] for T in Ts], style, label=rule)
-        ax.axhline(100 * r["ann_top1"], color="gray", lw=0.8, label="ANN")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("timesteps T")
-        ax.set_ylabel("top-1 on test digits (%)")
-        ax.set_title(r["model"])
-        ax.legend()
+            rows = [r["rules"][rule].get(T, r["rules"][rule].get(str(T))) for T in Ts]
+            axes[0][col].plot(Ts, [100 * v["top1"] for v in rows], style, label=rule)
+            axes[1][col].plot(Ts, [v["output_error"] for v in rows], style, label=rule)
+        axes[0][col].axhline(100 * r["ann_top1"], color="gray", lw=0.8, label="ANN")
+        axes[0][col].set_title(r["model"])
+        axes[0][col].set_ylabel("top-1 on test digits (%)")
+        axes[1][col].set_ylabel("logits' error vs the ANN")
+        for ax in axes[:, col]:
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("timesteps T")
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
