@@ -21,7 +21,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .. import checks
+from .. import checks, settings
 from .. import distributed as dist
 from ..data.batches import check_fits, default_preprocess, input_tensor, iter_batches, open_path
 from ..data.yolo_format import YoloDataset, collate, is_yolo_source
@@ -32,13 +32,14 @@ from ..graph.layout import channel_axes
 from ..graph.source import module_device, replace_activations as replace_fn, to_twin
 from ..progress import bar as progress_bar
 from ..task import fill_input_shape, resolve_task
-from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
+from .distill import DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
 from .losses import resolve_loss
-from .quantized import DEFAULT_LEVELS, QuantizedNeuron, cap_neuron, check_noise, finetuned_levels
-from .thresholds import DEFAULT_PERCENTILE, calibrate_thresholds
+from .quantized import QuantizedNeuron, cap_neuron, check_noise, finetuned_levels
+from .thresholds import calibrate_thresholds
 
-DEFAULT_NOISE = "gaussian"
-DEFAULT_NOISE_SCALE = 0.25
+_D = settings.FINETUNE.defaults  # every default from the one table (onnx2snn.settings)
+DEFAULT_NOISE = _D.noise
+DEFAULT_NOISE_SCALE = _D.noise_scale
 
 
 # -- data ------------------------------------------------------------------------------
@@ -222,18 +223,21 @@ def _copy_twin(twin: fx.GraphModule) -> fx.GraphModule:
 
 
 # -- the API ---------------------------------------------------------------------------
-def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, loss: "Callable | str | None" = None,
-             lr: float = 1e-3, noise: str | None = DEFAULT_NOISE, noise_scale: float = DEFAULT_NOISE_SCALE,
-             per_channel: bool = True, calibration_data: Any = None, batch_size: int = 64, seed: int = 0,
-             progress: bool = True, device: "str | torch.device | None" = None,
-             example_input: torch.Tensor | None = None, input_shape=None,
-             replace_activations: Mapping[str, str] | None = None, percentile: "float | str" = DEFAULT_PERCENTILE,
-             levels: int = DEFAULT_LEVELS,
-             calibration_limit: int = 2048, weight_decay: float = 0.0, grad_clip: float | None = 10.0,
-             preprocess=None, distributed: "bool | None" = None, distill_weight: float | None = None,
-             temperature: float = DEFAULT_TEMPERATURE, feature_weight: float = 0.0, rate_weight: float = 0.0,
-             distill_mode: str = "auto") -> fx.GraphModule:
-    """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost.
+def finetune(source: Any, train_data: Any, timesteps: int = _D.timesteps, epochs: int = _D.epochs,
+             loss: "Callable | str | None" = _D.loss, lr: float = _D.lr, noise: str | None = _D.noise,
+             noise_scale: float = _D.noise_scale, per_channel: bool = _D.per_channel,
+             calibration_data: Any = _D.calibration_data, batch_size: int = _D.batch_size, seed: int = _D.seed,
+             progress: bool = _D.progress, device: "str | torch.device | None" = _D.device,
+             example_input: torch.Tensor | None = _D.example_input, input_shape=_D.input_shape,
+             replace_activations: Mapping[str, str] | None = _D.replace_activations,
+             percentile: "float | str" = _D.percentile, levels: int = _D.levels,
+             calibration_limit: int = _D.calibration_limit, weight_decay: float = _D.weight_decay,
+             grad_clip: float | None = _D.grad_clip, preprocess=_D.preprocess, distributed: "bool | None" = _D.distributed,
+             distill_weight: float | None = _D.distill_weight, temperature: float = _D.temperature,
+             feature_weight: float = _D.feature_weight, rate_weight: float = _D.rate_weight,
+             distill_mode: str = _D.distill_mode) -> fx.GraphModule:
+    """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost. Each
+    setting's default (shared with ``onnx2snn finetune``) is in :data:`onnx2snn.settings.FINETUNE`.
 
     Args:
         source: like :func:`onnx2snn.convert`: ONNX path / bytes / ModelProto, an

@@ -18,6 +18,7 @@ import torch.fx as fx
 from torch import nn
 
 from .. import checks
+from ..settings import ibt_levels, saved
 from ..errors import NonSpikingActivationError, Onnx2SnnError
 from . import guard
 from ..calibration.quantized import cap_neuron
@@ -109,9 +110,9 @@ class SpikingNetwork(nn.Module):
 
     def _generator(self, like: torch.Tensor) -> "torch.Generator | None":
         """The seeded generator of Poisson input (one per run; chunks and steps draw from it in turn)."""
-        if self.config.get("encoding") != "poisson":
+        if saved(self.config, "encoding") != "poisson":
             return None
-        return torch.Generator(device=like.device).manual_seed(int(self.config.get("seed", 0)))
+        return torch.Generator(device=like.device).manual_seed(int(saved(self.config, "seed")))
 
     def _out_layouts(self) -> list[tuple]:
         return [a or BATCH_FIRST for a in (self.wiring.get("core_out_layouts") or [None] * len(self.wiring["core_out"]))]
@@ -395,7 +396,7 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
         elif isinstance(act, nn.PReLU):
             alpha = act.weight.detach().clone()
         # IBT neurons fire "ibt_levels" (files saved before it existed: one spike per step)
-        levels = config.get("levels", 1) if alpha is None else config.get("ibt_levels", 1)
+        levels = saved(config, "levels") if alpha is None else ibt_levels(config)
         if isinstance(act, Reencode):
             levels = act.levels
         if node.target not in thresholds:
@@ -403,11 +404,11 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
                                 "were computed for another graph; convert again")
         theta, levels = cap_neuron(act, thresholds[node.target].clone(), levels)
         two_sided = isinstance(act, Reencode)
-        neuron = IFNeuron(theta, alpha=alpha, v_init=config.get("v_init", 0.5),
-                          signed=config.get("signed_relu", False) if alpha is None else config.get("signed_ibt", False),
+        neuron = IFNeuron(theta, alpha=alpha, v_init=saved(config, "v_init"),
+                          signed=saved(config, "signed_relu") if alpha is None else saved(config, "signed_ibt"),
                           activation=nn.Identity() if two_sided else copy.deepcopy(act), levels=levels,
                           two_sided=two_sided)
-        neuron.binary_events = two_sided and config.get("reencode_coding", "binary") == "binary"
+        neuron.binary_events = two_sided and saved(config, "reencode_coding") == "binary"
         neuron.channel_axis = _check_channels(theta, channel_axes.get(node.target, 1), node)
         neuron.time_layout = batch_axes.get(a.name) or BATCH_FIRST
         _replace_module(g, node.target, neuron)
@@ -418,7 +419,7 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
             pool = SpikingMaxPool(g.get_submodule(node.target))
             pool.time_layout = batch_axes.get(a.name) or BATCH_FIRST
             _replace_module(g, node.target, pool)
-    dynamic = dynamic_nodes(list(g.graph.nodes), core_names, neuron_names, config.get("encoding") == "poisson")
+    dynamic = dynamic_nodes(list(g.graph.nodes), core_names, neuron_names, saved(config, "encoding") == "poisson")
     for a in analysis.nodes:
         node = nodes[a.name]
         if a.role == "averaged" and node in dynamic:
@@ -448,7 +449,7 @@ def _layout(twin: fx.GraphModule, analysis, core_names: set[str], config: dict[s
         twin._batch_layouts = (key, (axes, problems))
     info = analysis.by_name()
     neurons = {a.name for a in analysis.activations() if a.part == "core"}
-    dynamic = dynamic_nodes(order, core_names, neurons, config.get("encoding") == "poisson")
+    dynamic = dynamic_nodes(order, core_names, neurons, saved(config, "encoding") == "poisson")
     keeps_time = {n for n in dynamic if n.name in neurons or info[n.name].role in ("averaged", "maxpool")}
 
     def sensitive(n: fx.Node) -> bool:
@@ -489,7 +490,7 @@ def partition(twin: fx.GraphModule, g: fx.GraphModule, core_names: set[str], neu
               config: dict[str, Any]) -> SpikingNetwork:
     """Cut the rewritten graph ``g`` into static prefix / spiking core / averaged head."""
     order = list(g.graph.nodes)
-    dynamic = dynamic_nodes(order, core_names, neuron_names, config.get("encoding") == "poisson")
+    dynamic = dynamic_nodes(order, core_names, neuron_names, saved(config, "encoding") == "poisson")
     placeholders = [n for n in order if n.op == "placeholder"]
     out_node = [n for n in order if n.op == "output"][0]
     static = [n for n in order if n.op not in ("placeholder", "output", "get_attr") and n not in dynamic
