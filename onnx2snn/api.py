@@ -6,34 +6,35 @@ from typing import Any, Mapping
 
 import torch
 
-from . import checks
+from . import checks, settings
 from .calibration.correction import calibrate
 from .data.batches import check_preprocess
 from .calibration.quantized import finetuned_levels
-from .calibration.thresholds import DEFAULT_PERCENTILE, NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
+from .calibration.thresholds import NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
 from .errors import ConfigError, DataError
 from .graph.analysis import analyze, prepare_averaged
-from .graph.averaged import REENCODE_LEVELS
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
 from .task import fill_input_shape, resolve_task
 
-ENCODINGS = ("direct", "poisson")
-REENCODE_CODINGS = ("unit", "binary")
+ENCODINGS, REENCODE_CODINGS = settings.ENCODINGS, settings.REENCODE_CODINGS
+_D = settings.CONVERT.defaults  # every default from the one table (onnx2snn.settings)
 
 
-def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, normalization: str = "channel",
-            percentile: "float | str" = DEFAULT_PERCENTILE, example_input: torch.Tensor | None = None,
-            input_shape=None,
-            replace_activations: Mapping[str, str] | None = None, encoding: str = "direct",
-            v_init: float = 0.5, signed_relu: bool = True, signed_ibt: bool = True, levels: int | None = None,
-            batch_size: int = 64,
-            calibration_limit: int | None = None,
-            preprocess=None, progress: bool = True, seed: int = 0, calibrate_timesteps: int | None = None,
-            distributed: "bool | None" = None, mse_tolerance: float = 0.0, target: float | None = None,
-            objective: str = "energy", tune_options: Mapping[str, Any] | None = None,
-            reencode_levels: int = REENCODE_LEVELS, reencode_coding: str = "binary") -> SpikingNetwork:
-    """Convert an ANN into a spiking network.
+def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps: int = _D.timesteps,
+            normalization: str = _D.normalization, percentile: "float | str" = _D.percentile,
+            example_input: torch.Tensor | None = _D.example_input, input_shape=_D.input_shape,
+            replace_activations: Mapping[str, str] | None = _D.replace_activations, encoding: str = _D.encoding,
+            v_init: float = _D.v_init, signed_relu: bool = _D.signed_relu, signed_ibt: bool = _D.signed_ibt,
+            levels: int | None = _D.levels, batch_size: int = _D.batch_size,
+            calibration_limit: int | None = _D.calibration_limit, preprocess=_D.preprocess,
+            progress: bool = _D.progress, seed: int = _D.seed, calibrate_timesteps: int | None = _D.calibrate_timesteps,
+            distributed: "bool | None" = _D.distributed, mse_tolerance: float = _D.mse_tolerance,
+            target: float | None = _D.target, objective: str = _D.objective,
+            tune_options: Mapping[str, Any] | None = _D.tune_options,
+            reencode_levels: int = _D.reencode_levels, reencode_coding: str = _D.reencode_coding) -> SpikingNetwork:
+    """Convert an ANN into a spiking network. Each setting's default, command-line flag and help
+    are in :data:`onnx2snn.settings.CONVERT`.
 
     Args:
         source: ONNX path / bytes / ModelProto, an ``nn.Module`` (with ``example_input``)
@@ -135,7 +136,7 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
         from .tuning import check_objective, check_options, check_target
 
         target, objective, tune_options = check_target(target), check_objective(objective), check_options(tune_options)
-    elif objective != "energy" or tune_options is not None:
+    elif objective != _D.objective or tune_options is not None:
         raise ConfigError("objective= and tune_options= steer the settings search: pass target= too (e.g. 0.99)",
                           "target")
     if calibrate_timesteps and calibration_data is None:
@@ -165,11 +166,11 @@ def convert(source: Any, calibration_data: Any = None, timesteps: int = 32, norm
     levels_given = levels is not None  # with target: levels are searched unless given
     if levels is None:
         levels = finetuned_levels(twin)
-    config = {"timesteps": timesteps, "normalization": normalization, "percentile": percentile,
-              "replace_activations": dict(replace_activations or {}), "encoding": encoding, "v_init": v_init,
-              "signed_relu": signed_relu, "signed_ibt": signed_ibt, "levels": levels, "ibt_levels": levels,
-              "seed": seed, "mse_tolerance": mse_tolerance, "reencode_levels": reencode_levels,
-              "reencode_coding": reencode_coding}
+    config = settings.snn_config(timesteps=timesteps, normalization=normalization, percentile=percentile,
+                                 replace_activations=replace_activations, encoding=encoding, v_init=v_init,
+                                 signed_relu=signed_relu, signed_ibt=signed_ibt, levels=levels, seed=seed,
+                                 mse_tolerance=mse_tolerance, reencode_levels=reencode_levels,
+                                 reencode_coding=reencode_coding)
     if info.inferred or info.task:
         config["inferred"] = {"task": info.task, "postprocess": info.postprocess if isinstance(info.postprocess, str)
                               else None, "names": info.names, "said": dict(info.inferred)}

@@ -13,6 +13,7 @@ import numbers
 import os
 from typing import Any, Iterable, Mapping
 
+from . import settings
 from .errors import ConfigError
 
 # Python parameter -> command-line option, for messages printed by the CLI
@@ -26,7 +27,11 @@ CLI_NAMES = {
     "task": "--task", "postprocess": "--postprocess", "annotations": "--annotations", "reference": "--reference",
     "calibration_data": "--calib", "data": "--data", "calibrate_timesteps": "--calibrate-timesteps",
     "checkpoints": "--timesteps", "rate_weight": "--rate-weight", "distill_weight": "--distill-weight",
+    "margin": "--margin",
 }
+# every setting with an option of its own (onnx2snn.settings), e.g. reencode_levels, target, v_init
+CLI_NAMES.update({name: "/".join(s.flags) for table in (settings.CONVERT, settings.FINETUNE) for name, s in table.items()
+                  if s.flags and not s.reason and name not in CLI_NAMES})
 
 # how messages tell Python users to pass a preprocessing spec (the CLI shows its options instead)
 PREPROCESS_HINT = "preprocess=onnx2snn.zoo.Preprocess(size=(H, W), mean=..., std=...)"

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -175,5 +175,41 @@ def shard_batches(batches: Iterable, shard: Shard = ALONE) -> Iterator:
             yield b
 
 
+def data_parallel(twin: torch.nn.Module, dev: torch.device, shard: Shard) -> torch.nn.Module:
+    """The twin wrapped in DistributedDataParallel when running on several ranks."""
+    if not shard.active:
+        return twin
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else None
+    # static graph: the same parameters take part in every step (unused ones are found once)
+    return DistributedDataParallel(twin, device_ids=ids, static_graph=True)
+
+
+def batch_share(xb: torch.Tensor, yb: Any, shard: Shard) -> tuple[torch.Tensor, Any, float]:
+    """This rank's part of a batch (the batch split in ``world`` contiguous parts) and the
+    weight of its loss, ``world * part / batch``: DDP averages the ranks' gradients, so the
+    update is that of the whole batch's mean loss. A rank left with no sample (a batch
+    smaller than the world) computes the first sample with weight 0."""
+    if not shard.active:
+        return xb, yb, 1.0
+    n = len(xb)
+    lo, hi = n * shard.rank // shard.world, n * (shard.rank + 1) // shard.world
+    weight = shard.world * (hi - lo) / n
+    if hi == lo:
+        lo, hi = 0, 1
+    if yb is None:  # inputs alone (distillation)
+        y = None
+    elif isinstance(yb, torch.Tensor) and yb.dim() > 0 and len(yb) == n:
+        y = yb[lo:hi]
+    elif isinstance(yb, (list, tuple)) and len(yb) == n:
+        y = type(yb)(yb[lo:hi]) if isinstance(yb, list) else tuple(yb[lo:hi])
+    else:
+        raise DataError(f"cannot split the targets of a batch of {n} over {shard.world} processes: targets must "
+                        f"be a tensor or a list with one entry per sample, got {type(yb).__name__}")
+    return xb[lo:hi], y, weight
+
+
 __all__ = ["Shard", "ALONE", "init", "current", "is_main", "initialized", "all_reduce", "all_gather", "broadcast",
-           "barrier", "gather_batches", "ordered_sum", "shard_batches"]
+           "barrier", "gather_batches", "ordered_sum", "shard_batches",
+           "data_parallel", "batch_share"]

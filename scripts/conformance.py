@@ -5,7 +5,7 @@
     python scripts/conformance.py --ops Conv Gemm       # only these ops' tests
 
 Each test is PASS, REFUSED (an Onnx2SnnError), WRONG, CRASH or TIMEOUT (see
-onnx2snn.graph.conformance). The table gives, per op, the counts and, with
+tests/conformance.py). The table gives, per op, the counts and, with
 --baseline, the PASS count before; the README-listed ops are marked.
 """
 
@@ -19,8 +19,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from onnx2snn.graph import conformance as C  # noqa: E402
+import conformance as C  # noqa: E402 - tests/conformance.py, the machinery beside the tests
 
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")

@@ -2,7 +2,7 @@
 wrong twin or a foreign exception; and the README's op list is the registry's.
 
 The cases come from the generators in the installed onnx wheel (~1,880 tests), stored once per
-session and checked in worker processes with a per-test timeout (onnx2snn.graph.conformance).
+session and checked in worker processes with a per-test timeout (tests/conformance.py).
 `python scripts/conformance.py` prints the same run as a per-op table.
 """
 
@@ -11,7 +11,7 @@ import pathlib
 
 import pytest
 
-from onnx2snn.graph import conformance as C
+import conformance as C  # tests/conformance.py: the machinery, beside the tests
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 # PASS floor over the tests of the ops the README lists (weights baked as initializers where the

@@ -31,12 +31,13 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from .. import settings
 from ..errors import Onnx2SnnError
 from ..graph.analysis import analyze
 
 KINDS = ("softmax", "sigmoid", "logits", "maps")
-MODES = ("auto", "mse")
-DEFAULT_TEMPERATURE = 2.0
+MODES = settings.DISTILL_MODES
+DEFAULT_TEMPERATURE = settings.FINETUNE["temperature"].default
 
 
 @dataclass

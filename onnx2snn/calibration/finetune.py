@@ -1,4 +1,7 @@
-"""``onnx2snn.finetune``: train the ANN twin for a T-step SNN before converting it.
+"""``onnx2snn.finetune``: train the ANN twin for a T-step SNN before converting it (the loop;
+its data in :mod:`onnx2snn.data.training`, the single-step neurons in
+:mod:`onnx2snn.calibration.quantized_twin`, the sharding over processes in
+:mod:`onnx2snn.distributed`).
 
 Each activation of the spiking core is replaced by :class:`QuantizedNeuron`, the exact
 single-step model of T steps of its IF / IBT neuron (quantized to T levels, trainable
@@ -11,137 +14,32 @@ computes what the fine-tuned network computed.
 
 from __future__ import annotations
 
-import copy
 import os
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 import torch.fx as fx
-from torch import nn
 
-from .. import checks
+from .. import checks, settings
 from .. import distributed as dist
-from ..data.batches import check_fits, default_preprocess, input_tensor, iter_batches, open_path
-from ..data.yolo_format import YoloDataset, collate, is_yolo_source
-from ..distributed import Shard, init as init_distributed
-from ..errors import ConfigError, DataError, NonSpikingActivationError, Onnx2SnnError
-from ..graph.analysis import analyze
-from ..graph.layout import channel_axes
-from ..graph.source import module_device, replace_activations as replace_fn, to_twin
+from ..data.batches import check_fits, default_preprocess, iter_batches
+from ..data.training import _epoch_batches, _inputs_for_calibration, _open_path, _steps, _to
+from ..data.yolo_format import YoloDataset, is_yolo_source
+from ..distributed import init as init_distributed
+from ..errors import ConfigError, DataError, Onnx2SnnError
+from ..graph.source import replace_activations as replace_fn, to_twin
 from ..progress import bar as progress_bar
 from ..task import fill_input_shape, resolve_task
-from .distill import DEFAULT_TEMPERATURE, DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
+from .distill import DistillLoss, MODES as DISTILL_MODES, neuron_inputs, probe, spiking_outputs
 from .losses import resolve_loss
-from .quantized import DEFAULT_LEVELS, QuantizedNeuron, cap_neuron, check_noise, finetuned_levels
-from .thresholds import DEFAULT_PERCENTILE, calibrate_thresholds
+from .quantized import check_noise
+from .quantized_twin import _copy_twin, core_activations, insert_quantized, quantized_twin, restore_activations
+from .thresholds import calibrate_thresholds
 
-DEFAULT_NOISE = "gaussian"
-DEFAULT_NOISE_SCALE = 0.25
-
-
-# -- data ------------------------------------------------------------------------------
-def _as_tensor(a: Any) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else torch.as_tensor(a)
-
-
-def _open_path(path: Any, preprocess) -> Any:
-    """A training path as data: YOLO-format data as its train images, with labels where it
-    has them; else what calibration reads (an .npz, an image folder)."""
-    return open_path(path, preprocess, labels=None)
-
-
-def _epoch_batches(data: Any, epoch: int, batch_size: int, gen: torch.Generator, preprocess=None) -> Iterable:
-    """(x, target or None) batches of one epoch.
-
-    ``data``: ``(x, y)`` arrays or inputs alone (shuffled with the seeded generator every
-    epoch), a dict with ``x`` (and ``y``), a path (YOLO ``data.yaml`` or folder, image
-    folder, ``.npz``), a Dataset, a callable ``epoch -> iterable of batches`` (fresh data per
-    epoch, e.g. generated detection scenes), or an iterable of batches (a DataLoader); a
-    batch is ``x``, ``(x, y)`` or a dict. Targets go to the loss as they are (class labels,
-    lists of box dicts, ...); None where the data has none.
-    """
-    if isinstance(data, (str, os.PathLike)):
-        data = _open_path(data, preprocess)
-    if isinstance(data, dict):
-        if "x" not in data:
-            raise DataError(f"training data dict needs key 'x' (and 'y' for a task loss), has {sorted(data)}")
-        data = (data["x"], data.get("y"))
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        data = (data, None)
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
-        x, y = input_tensor(data[0], "training data"), data[1]
-        y = _as_tensor(y) if isinstance(y, np.ndarray) else y
-        if x.dim() == 0 or len(x) == 0:
-            raise DataError("training data: empty (no samples)")
-        if y is not None and len(y) != len(x):
-            raise DataError(f"training data: {len(x)} inputs but {len(y)} targets")
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            yield x[idx], (None if y is None else y[idx] if isinstance(y, torch.Tensor) else [y[j] for j in idx.tolist()])
-        return
-    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen,
-                                           collate_fn=collate if isinstance(data, YoloDataset) else None)
-    source = data(epoch) if callable(data) else data
-    try:
-        it = iter(source)
-    except TypeError:
-        raise DataError(f"cannot read training batches from a {type(source).__name__}") from None
-    for k, batch in enumerate(it):
-        if isinstance(batch, dict):
-            batch = (batch.get("x", batch.get("image")), batch.get("y", batch.get("label")))
-        if isinstance(batch, (np.ndarray, torch.Tensor)):
-            batch = (batch, None)
-        if not isinstance(batch, (tuple, list)) or not batch:
-            raise DataError(f"training batch {k}: expected x or (x, y), got {type(batch).__name__}")
-        y = batch[1] if len(batch) > 1 else None
-        if _no_labels(y):
-            y = None
-        yield input_tensor(batch[0], f"training batch {k}"), y
-
-
-def _no_labels(y: Any) -> bool:
-    """Targets that carry nothing: None, -1 labels (a flat image folder), dicts with only an image id."""
-    if y is None:
-        return True
-    if isinstance(y, torch.Tensor) and y.dtype in (torch.int64, torch.int32) and y.numel() and bool((y < 0).all()):
-        return True
-    if isinstance(y, dict) and set(y) <= {"image_id"}:
-        return True
-    if isinstance(y, (list, tuple)) and y and all(isinstance(t, dict) and set(t) <= {"image_id"} for t in y):
-        return True
-    return False
-
-
-def _inputs_for_calibration(data: Any, limit: int, preprocess=None) -> torch.Tensor:
-    """Up to ``limit`` training inputs (the first ones, unshuffled) for the initial thresholds."""
-    xs, n = [], 0
-    if isinstance(data, (str, os.PathLike)):
-        data = _open_path(data, preprocess)
-    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        data = torch.utils.data.DataLoader(data, batch_size=256, shuffle=False,
-                                           collate_fn=collate if isinstance(data, YoloDataset) else None)
-    for xb, _ in _epoch_batches(data, 0, 256, torch.Generator().manual_seed(0), preprocess):
-        xs.append(xb)
-        n += len(xb)
-        if n >= limit:
-            break
-    if not xs:
-        raise DataError("training data: empty (no batches)")
-    return torch.cat(xs)[:limit]
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to(v, device) for v in obj)
-    return obj
+_D = settings.FINETUNE.defaults  # every default from the one table (onnx2snn.settings)
+DEFAULT_NOISE = _D.noise
+DEFAULT_NOISE_SCALE = _D.noise_scale
 
 
 # -- loss ------------------------------------------------------------------------------
@@ -157,83 +55,22 @@ def _scalar_loss(value: Any) -> torch.Tensor:
     return value.reshape(())
 
 
-# -- the twin with single-step neurons --------------------------------------------------
-def core_activations(twin: fx.GraphModule) -> list[str]:
-    """Module targets of the activations in the spiking core (what becomes a neuron)."""
-    analysis = analyze(twin)
-    acts = {k: v for k, v in analysis.non_convertible.items() if any(a.name in v for a in analysis.activations())}
-    if acts:
-        raise NonSpikingActivationError(acts)
-    nodes = {n.name: n for n in twin.graph.nodes}
-    targets = [nodes[a.name].target for a in analysis.activations() if a.part == "core"]
-    if not targets:
-        raise Onnx2SnnError("the model has no activations in its spiking part: nothing to fine-tune")
-    return targets
-
-
-def _set_module(gm: nn.Module, target: str, new: nn.Module) -> None:
-    parent, _, attr = target.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, attr, new)
-
-
-def insert_quantized(twin: fx.GraphModule, thresholds: Mapping[str, torch.Tensor], timesteps: int,
-                     noise: str | None, noise_scale: float, per_channel: bool, v_init: float = 0.5,
-                     generator: torch.Generator | None = None, levels: int = 1) -> dict[str, QuantizedNeuron]:
-    """Replace each core activation of ``twin`` (in place) by a :class:`QuantizedNeuron`, its
-    thresholds along the activation's channel axis (:func:`onnx2snn.graph.layout.channel_axes`)."""
-    neurons = {}
-    names = {n.target: n.name for n in twin.graph.nodes if n.op == "call_module"}
-    axes = channel_axes(twin, [names[t] for t in thresholds])
-    for target, theta in thresholds.items():
-        act = twin.get_submodule(target)
-        alpha = None
-        if isinstance(act, nn.LeakyReLU):
-            alpha = float(act.negative_slope)
-        elif isinstance(act, nn.PReLU):
-            raise Onnx2SnnError(f"{target}: fine-tuning PReLU (learned slopes) is not supported; "
-                                "replace it by LeakyReLU or ReLU")
-        theta, k = cap_neuron(act, theta.clone(), levels)
-        q = QuantizedNeuron(theta, timesteps, activation=act, alpha=alpha, v_init=v_init, noise=noise,
-                            noise_scale=noise_scale, per_channel=per_channel, generator=generator, levels=k,
-                            axis=axes[names[target]])
-        dev = module_device(twin)
-        _set_module(twin, target, q.to(dev))
-        neurons[target] = q
-    twin.recompile()
-    return neurons
-
-
-def restore_activations(twin: fx.GraphModule, neurons: Mapping[str, QuantizedNeuron]) -> dict[str, torch.Tensor]:
-    """Put the original activations back; return the learned thresholds ([C] each, on CPU)."""
-    learned = {}
-    for target, q in neurons.items():
-        learned[target] = q.thresholds().cpu()
-        _set_module(twin, target, q.activation)
-    twin.recompile()
-    return learned
-
-
-def _copy_twin(twin: fx.GraphModule) -> fx.GraphModule:
-    new = copy.deepcopy(twin)
-    for attr in ("onnx_info", "replaced_activations"):
-        if hasattr(twin, attr):
-            setattr(new, attr, getattr(twin, attr))
-    return new
-
-
 # -- the API ---------------------------------------------------------------------------
-def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, loss: "Callable | str | None" = None,
-             lr: float = 1e-3, noise: str | None = DEFAULT_NOISE, noise_scale: float = DEFAULT_NOISE_SCALE,
-             per_channel: bool = True, calibration_data: Any = None, batch_size: int = 64, seed: int = 0,
-             progress: bool = True, device: "str | torch.device | None" = None,
-             example_input: torch.Tensor | None = None, input_shape=None,
-             replace_activations: Mapping[str, str] | None = None, percentile: "float | str" = DEFAULT_PERCENTILE,
-             levels: int = DEFAULT_LEVELS,
-             calibration_limit: int = 2048, weight_decay: float = 0.0, grad_clip: float | None = 10.0,
-             preprocess=None, distributed: "bool | None" = None, distill_weight: float | None = None,
-             temperature: float = DEFAULT_TEMPERATURE, feature_weight: float = 0.0, rate_weight: float = 0.0,
-             distill_mode: str = "auto") -> fx.GraphModule:
-    """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost.
+def finetune(source: Any, train_data: Any, timesteps: int = _D.timesteps, epochs: int = _D.epochs,
+             loss: "Callable | str | None" = _D.loss, lr: float = _D.lr, noise: str | None = _D.noise,
+             noise_scale: float = _D.noise_scale, per_channel: bool = _D.per_channel,
+             calibration_data: Any = _D.calibration_data, batch_size: int = _D.batch_size, seed: int = _D.seed,
+             progress: bool = _D.progress, device: "str | torch.device | None" = _D.device,
+             example_input: torch.Tensor | None = _D.example_input, input_shape=_D.input_shape,
+             replace_activations: Mapping[str, str] | None = _D.replace_activations,
+             percentile: "float | str" = _D.percentile, levels: int = _D.levels,
+             calibration_limit: int = _D.calibration_limit, weight_decay: float = _D.weight_decay,
+             grad_clip: float | None = _D.grad_clip, preprocess=_D.preprocess, distributed: "bool | None" = _D.distributed,
+             distill_weight: float | None = _D.distill_weight, temperature: float = _D.temperature,
+             feature_weight: float = _D.feature_weight, rate_weight: float = _D.rate_weight,
+             distill_mode: str = _D.distill_mode) -> fx.GraphModule:
+    """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost. Each
+    setting's default (shared with ``onnx2snn finetune``) is in :data:`onnx2snn.settings.FINETUNE`.
 
     Args:
         source: like :func:`onnx2snn.convert`: ONNX path / bytes / ModelProto, an
@@ -376,7 +213,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
     weight = 1.0 if distill_only else float(distill_weight or 0.0)
 
     params = [p for p in twin.parameters() if p.requires_grad]
-    model = _data_parallel(student if student is not None else twin, dev, shard)
+    model = dist.data_parallel(student if student is not None else twin, dev, shard)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     shuffle_gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = _steps(train_data, batch_size)
@@ -396,7 +233,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = 8, epochs: int = 2, 
                                enabled=progress and shard.rank == 0)
             for xb, yb in bar:
                 n_batch = len(xb)
-                xb, yb, share = _my_share(xb, yb, shard)
+                xb, yb, share = dist.batch_share(xb, yb, shard)
                 xb = xb.to(dev)
                 parts = {}
                 if student is not None:
@@ -468,78 +305,10 @@ def _default_preprocess(twin: fx.GraphModule, path: Any):
     return default_preprocess(twin.onnx_info.input_shapes, letterbox=is_yolo_source(path))
 
 
-def _data_parallel(twin: nn.Module, dev: torch.device, shard: Shard) -> nn.Module:
-    """The twin wrapped in DistributedDataParallel when running on several ranks."""
-    if not shard.active:
-        return twin
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else None
-    # static graph: the same parameters take part in every step (unused ones are found once)
-    return DistributedDataParallel(twin, device_ids=ids, static_graph=True)
-
-
-def _my_share(xb: torch.Tensor, yb: Any, shard: Shard) -> tuple[torch.Tensor, Any, float]:
-    """This rank's part of a batch (the batch split in ``world`` contiguous parts) and the
-    weight of its loss, ``world * part / batch``: DDP averages the ranks' gradients, so the
-    update is that of the whole batch's mean loss. A rank left with no sample (a batch
-    smaller than the world) computes the first sample with weight 0."""
-    if not shard.active:
-        return xb, yb, 1.0
-    n = len(xb)
-    lo, hi = n * shard.rank // shard.world, n * (shard.rank + 1) // shard.world
-    weight = shard.world * (hi - lo) / n
-    if hi == lo:
-        lo, hi = 0, 1
-    if yb is None:  # inputs alone (distillation)
-        y = None
-    elif isinstance(yb, torch.Tensor) and yb.dim() > 0 and len(yb) == n:
-        y = yb[lo:hi]
-    elif isinstance(yb, (list, tuple)) and len(yb) == n:
-        y = type(yb)(yb[lo:hi]) if isinstance(yb, list) else tuple(yb[lo:hi])
-    else:
-        raise DataError(f"cannot split the targets of a batch of {n} over {shard.world} processes: targets must "
-                        f"be a tensor or a list with one entry per sample, got {type(yb).__name__}")
-    return xb[lo:hi], y, weight
-
-
-def _steps(data: Any, batch_size: int) -> int | None:
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        return -(-len(data) // batch_size)
-    if isinstance(data, dict) and "x" in data:
-        return -(-len(data["x"]) // batch_size)
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
-        return -(-len(data[0]) // batch_size)
-    if callable(data) or isinstance(data, (str, os.PathLike)):
-        return None
-    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        return -(-len(data) // batch_size)
-    try:
-        return len(data)
-    except TypeError:
-        return None
-
-
 def _spike_rate(neurons) -> torch.Tensor:
     """Spikes per neuron and step over all neurons of the last forward pass (differentiable)."""
     fired = [q.spikes for q in neurons if q.spikes is not None]
     return sum(s for s, _ in fired) / max(1, sum(n for _, n in fired))
-
-
-def quantized_twin(twin: fx.GraphModule, timesteps: int, thresholds: Mapping[str, torch.Tensor] | None = None,
-                   per_channel: bool = True, levels: int | None = None) -> fx.GraphModule:
-    """A copy of ``twin`` with its activations replaced by noise-free single-step neurons
-    (thresholds from ``twin.learned_thresholds`` or ``thresholds``; ``levels`` spikes per step,
-    by default the fine-tuned ones): what the T-step SNN computes for constant input, e.g. to
-    evaluate a fine-tuned model quickly."""
-    th = thresholds if thresholds is not None else getattr(twin, "learned_thresholds", None)
-    if th is None:
-        raise Onnx2SnnError("quantized_twin needs thresholds (a fine-tuned twin or thresholds=)")
-    q = _copy_twin(twin)
-    if levels is None:
-        levels = finetuned_levels(twin)
-    insert_quantized(q, {t: th[t] for t in core_activations(q)}, timesteps, None, 0.0, per_channel, levels=levels)
-    return q.eval()
 
 
 __all__ = ["finetune", "resolve_loss", "insert_quantized", "restore_activations", "core_activations",

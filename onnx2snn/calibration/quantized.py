@@ -24,11 +24,11 @@ import math
 import torch
 from torch import nn
 
-from .. import checks
+from .. import checks, settings
 from ..graph.averaged import Reencode
 
 NOISE_KINDS = (None, "gaussian", "uniform")
-DEFAULT_LEVELS = 2  # spikes per step: the second one takes the rare values above theta instead of clipping
+DEFAULT_LEVELS = settings.LEVELS  # spikes per step: the second one takes the rare values above theta
 
 
 def _chan(t: torch.Tensor, like: torch.Tensor, axis: "int | None" = 1) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .. import checks
+from .. import checks, settings
 from ..data.batches import (check_fits, check_preprocess, iter_batches, peek, progress_samples,  # noqa: F401
                             resolve_preprocess, sample_count)
 from ..distributed import ALONE, Shard, init as init_distributed
@@ -17,8 +17,8 @@ from ..graph.source import module_device
 from .observers import ActivationObserver, calibrate_twin
 from .quantized import search_levels
 
-NORMALIZATIONS = ("channel", "layer")
-DEFAULT_PERCENTILE = "mse"  # per channel, the threshold with the least squared error at the T of the conversion
+NORMALIZATIONS = settings.NORMALIZATIONS
+DEFAULT_PERCENTILE = settings.PERCENTILE  # per channel, the least squared error at the T of the conversion
 
 
 def sample_batches(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, preprocess,

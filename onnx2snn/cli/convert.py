@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from .. import checks
-from .common import (_checked, add_preprocess_options, existing, merged, parser, percentile, positive_int,
+from ..settings import CONVERT
+from .common import (_checked, _int, add_preprocess_options, existing, merged, parser, percentile, positive_int,
                      preprocess_from_args, real, register_zoo_names, replacement, shape)
 
 
@@ -30,45 +31,28 @@ def _margin(param: str, text: str) -> "float | str":
 def add(sub) -> None:
     c = parser(sub, "convert", "convert an ONNX model into a spiking network (.snn.pt)")
     c.add_argument("model", type=existing("ONNX file"), help="ONNX file")
-    c.add_argument("--calib", required=True, type=existing("file or folder"),
-                   help="calibration data: .npz with 'x' (float, or uint8 with --size/--mean/--std), an image folder "
-                        "or a COCO json")
-    c.add_argument("-T", "--timesteps", type=positive_int("timesteps"), default=32,
-                   help="default number of timesteps of the SNN (with --target: the largest T the search tries)")
-    c.add_argument("--norm", choices=["channel", "layer"], default="channel",
-                   help="one threshold per channel or per layer")
-    c.add_argument("--percentile", type=percentile, default="mse",
-                   help="how thresholds are set: 'mse' (least squared error of a neuron at -T steps), a percentile "
-                        "of activations in (0, 100], or 'max'")
-    c.add_argument("--mse-tolerance", type=real("mse_tolerance", 0.0), default=0.0,
-                   help="with 'mse': the largest threshold whose error is within this fraction of the least "
-                        "(fewer spikes; e.g. 0.25)")
-    c.add_argument("--encoding", choices=["direct", "poisson"], default="direct",
-                   help="input as analog current every step, or as Poisson spikes")
-    c.add_argument("--no-signed", action="store_true",
-                   help="neurons never take back spikes (default: signed IF / signed IBT, which take back over-firing)")
-    c.add_argument("--levels", type=positive_int("levels"),
-                   help="multi-level firing: up to this many spikes per step (1 for NIR / binary-spike hardware; "
-                        "default 2; with --target: searched unless given)")
-    c.add_argument("--reencode-levels", type=positive_int("reencode_levels"), default=7,
-                   help="spikes per step of the neurons that re-encode SiLU / GELU / attention / norm outputs "
-                        "(time-averaged operators; default 7)")
-    c.add_argument("--reencode-coding", choices=["binary", "unit"], default="binary",
-                   help="re-encoding spikes sent as binary-weighted events (default) or unit events")
+    a = CONVERT.argument  # flags, defaults, choices and help from onnx2snn.settings
+    a(c, "calibration_data", required=True, type=existing("file or folder"), dest="calib")
+    a(c, "timesteps", type=positive_int("timesteps"))
+    a(c, "normalization", dest="norm")
+    a(c, "percentile", type=percentile)
+    a(c, "mse_tolerance", type=real("mse_tolerance", 0.0))
+    a(c, "encoding")
+    a(c, "signed_relu", action="store_true", dest="no_signed")
+    a(c, "levels", type=positive_int("levels"))
+    a(c, "v_init", type=real("v_init", -1.0, 2.0))
+    a(c, "reencode_levels", type=positive_int("reencode_levels"))
+    a(c, "reencode_coding")
     c.add_argument("--fold", action="store_true", help="save the binary-spike form (thresholds folded into weights)")
-    c.add_argument("--replace", type=replacement, action="append", metavar="KIND=NEW",
-                   help="replace activations with no spiking form, e.g. SiLU=ReLU (repeat or comma-separate for more)")
-    c.add_argument("--input-shape", type=shape, help="e.g. 1,3,224,224 for files with dynamic spatial dims")
-    c.add_argument("--limit", type=positive_int("calibration_limit"), help="use at most this many calibration samples")
-    c.add_argument("--batch-size", type=positive_int("batch_size"), default=64, help="calibration samples per batch")
-    c.add_argument("--calibrate-timesteps", type=positive_int("calibrate_timesteps"),
-                   help="then correct biases and initial potentials for this T on the calibration data")
+    a(c, "replace_activations", type=replacement, action="append", metavar="KIND=NEW", dest="replace")
+    a(c, "input_shape", type=shape)
+    a(c, "calibration_limit", type=positive_int("calibration_limit"), dest="limit")
+    a(c, "batch_size", type=positive_int("batch_size"))
+    a(c, "seed", type=_checked("seed", _int, 0))
+    a(c, "calibrate_timesteps", type=positive_int("calibrate_timesteps"))
     t = c.add_argument_group("settings search (--target)")
-    t.add_argument("--target", type=_checked("target", _target),
-                   help="search T and the settings (thresholds, levels, tolerance) for the cheapest SNN that keeps this "
-                        "share in (0, 1] of the ANN's quality on a held-out part of --calib, e.g. 0.99")
-    t.add_argument("--objective", choices=["energy", "timesteps"], default="energy",
-                   help="with --target: least estimated energy, or smallest T")
+    a(t, "target", type=_checked("target", _target))
+    a(t, "objective")
     t.add_argument("--postprocess", help="with --target on a detector: its decoder (tiny-yolo, yolo_relu, yolov8; "
                                          "default: yolov8 where the ONNX metadata, YOLO data or the output says so); "
                                          "quality is then mAP@0.5 against the ANN's own detections (or --tune-data's labels)")
@@ -84,7 +68,7 @@ def add(sub) -> None:
                    help="with --target: write tune.md, tune.json, tune.png there (default: <output>.tune/)")
     add_preprocess_options(c)
     c.add_argument("-o", "--output", help="output file (default: <model>.snn.pt)")
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    a(c, "progress", action="store_true", dest="quiet")
     c.set_defaults(func=run)
 
 
@@ -106,7 +90,7 @@ def check_foldable(args) -> None:
 def run(args) -> int:
     from .common import onnx_input_shape
 
-    if args.target is None and (args.postprocess or args.tune_report or args.tune_data or args.objective != "energy"
+    if args.target is None and (args.postprocess or args.tune_report or args.tune_data or args.objective != CONVERT["objective"].default
                                 or args.margin != "auto"):
         from ..errors import ConfigError
         raise ConfigError("--objective, --postprocess, --margin, --tune-data and --tune-report steer the settings "
@@ -126,7 +110,8 @@ def run(args) -> int:
                   calibration_limit=args.limit, batch_size=args.batch_size, preprocess=pre, progress=not args.quiet,
                   signed_relu=not args.no_signed, signed_ibt=not args.no_signed, levels=args.levels,
                   calibrate_timesteps=args.calibrate_timesteps, mse_tolerance=args.mse_tolerance,
-                  reencode_levels=args.reencode_levels, reencode_coding=args.reencode_coding, target=args.target, objective=args.objective,
+                  reencode_levels=args.reencode_levels, reencode_coding=args.reencode_coding, v_init=args.v_init,
+                  seed=args.seed, target=args.target, objective=args.objective,
                   tune_options={"postprocess": args.postprocess, "margin": args.margin, "validation": args.tune_data}
                   if args.target is not None else None)
     from ..distributed import is_main

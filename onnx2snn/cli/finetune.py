@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ..settings import FINETUNE
 from .common import (add_preprocess_options, existing, merged, parser, percentile, positive_int,
                      preprocess_from_args, real, register_zoo_names, replacement, shape)
 
@@ -16,36 +17,29 @@ def add(sub) -> None:
     f.add_argument("--data", required=True, type=existing("file or folder"),
                    help="training images: a YOLO data.yaml (its train split), a YOLO dataset folder (images/ + "
                         "labels/), an image folder, or .npz with x")
-    f.add_argument("-T", "--timesteps", type=positive_int("timesteps"), default=8, help="the T the SNN will run")
-    f.add_argument("--epochs", type=positive_int("epochs"), default=4, help="passes over the training images")
-    f.add_argument("--loss", default="distill", help="'distill' (label-free, from the source model), or a zoo loss "
-                                                     "/ preset name with labelled data")
-    f.add_argument("--rate-weight", type=real("rate_weight", 0.0), default=0.0,
-                   help="weight of a spike-rate penalty: fewer spikes (less energy) for some accuracy (0: off)")
-    f.add_argument("--distill-weight", type=real("distill_weight", 0.0),
-                   help="with a task loss: add this times the distillation loss")
-    f.add_argument("--replace", type=replacement, action="append", metavar="KIND=NEW",
-                   help="replace activations with no spiking form, e.g. SiLU=ReLU (repeat or comma-separate for more)")
-    f.add_argument("--lr", type=real("lr", 0.0), default=1e-3, help="Adam learning rate (cosine schedule)")
-    f.add_argument("--batch-size", type=positive_int("batch_size"), default=32, help="images per step")
-    f.add_argument("--limit", type=positive_int("calibration_limit"), default=512,
-                   help="calibration images for the initial thresholds")
-    f.add_argument("--percentile", type=percentile, default="mse",
-                   help="how the initial thresholds are set: 'mse' (least squared error at -T steps), a percentile "
-                        "in (0, 100], or 'max'")
-    f.add_argument("--levels", type=positive_int("levels"), default=2,
-                   help="spikes a neuron may fire per step (1 for NIR / binary-spike hardware)")
+    a = FINETUNE.argument  # flags, defaults and help from onnx2snn.settings (the API's defaults)
+    a(f, "timesteps", type=positive_int("timesteps"))
+    a(f, "epochs", type=positive_int("epochs"))
+    a(f, "loss")
+    a(f, "rate_weight", type=real("rate_weight", 0.0))
+    a(f, "distill_weight", type=real("distill_weight", 0.0))
+    a(f, "replace_activations", type=replacement, action="append", metavar="KIND=NEW", dest="replace")
+    a(f, "lr", type=real("lr", 0.0))
+    a(f, "batch_size", type=positive_int("batch_size"))
+    a(f, "calibration_limit", type=positive_int("calibration_limit"), dest="limit")
+    a(f, "percentile", type=percentile)
+    a(f, "levels", type=positive_int("levels"))
     add_preprocess_options(f)
     f.add_argument("--no-letterbox", action="store_true", help="stretch images to the input size instead of "
                                                                "letterboxing (default: letterbox, as Ultralytics)")
-    f.add_argument("--input-shape", type=shape, help="e.g. 1,3,640,640 for files with dynamic spatial dims")
-    f.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic)")
+    a(f, "input_shape", type=shape)
+    a(f, "seed", type=int)
     f.add_argument("-o", "--output", help="SNN file (default: <model>.snn.pt)")
     f.add_argument("--save-onnx", nargs="?", const="", metavar="PATH",
                    help="also write the fine-tuned ANN (spiking-ready activations) as ONNX "
                         "(default path: <model>.finetuned.onnx)")
     f.add_argument("--history", help="JSON of the training history (default: <output>.history.json)")
-    f.add_argument("--quiet", action="store_true", help="no progress bars")
+    a(f, "progress", action="store_true", dest="quiet")
     f.set_defaults(func=run)
 
 

@@ -49,6 +49,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import Onnx2SnnError
+from ..settings import ENCODINGS, saved
 from ..snn.fold import ChannelScale, fold_thresholds
 from ..snn.network import SpikingNetwork
 from ..snn.neurons import IFNeuron, SpikingMaxPool
@@ -412,14 +413,14 @@ def export_nir(snn: "SpikingNetwork | str | os.PathLike", path: "str | os.PathLi
         raise Onnx2SnnError(f"export_nir needs a SpikingNetwork (from onnx2snn.convert or onnx2snn.load), got "
                             f"{type(snn).__name__}")
     config = dict(snn.config)
-    if config.get("encoding", "direct") not in ("direct", "poisson"):
+    if saved(config, "encoding") not in ENCODINGS:
         raise Onnx2SnnError(f"unknown input encoding {config.get('encoding')!r}")
     folded = fold_thresholds(snn)
     writer = _Writer(folded.rewritten, pool, np.dtype(dtype))
     writer.run()
     if writer.problems:
         raise NIRExportError(writer.problems)
-    v_init = folded.config.get("v_init", 0.5)
+    v_init = saved(folded.config, "v_init")
     info = snn.ann.onnx_info
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -434,8 +435,8 @@ def export_nir(snn: "SpikingNetwork | str | os.PathLike", path: "str | os.PathLi
         "initial_potential": "node metadata v_init (absolute, v_threshold = 1)" + (
             f"; {float(v_init)} for every neuron" if isinstance(v_init, (int, float)) else ""),
         "timesteps": int(folded.timesteps),
-        "input_encoding": "direct: the analog input at every step" if config.get("encoding", "direct") == "direct"
-        else f"poisson: Bernoulli spikes of the input clipped to [0, 1], seed {config.get('seed', 0)}",
+        "input_encoding": "direct: the analog input at every step" if saved(config, "encoding") == "direct"
+        else f"poisson: Bernoulli spikes of the input clipped to [0, 1], seed {saved(config, 'seed')}",
         "output_decoding": "mean over the timesteps of each Output (membrane-potential readout)",
         "pool": pool,
         "onnx2snn_config": json.dumps(config, default=str),

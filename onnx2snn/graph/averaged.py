@@ -24,6 +24,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from .. import settings
 from . import functional as OF
 
 # functions whose output is not a float tensor of a fixed shape (comparisons, logic, indices,
@@ -76,7 +77,7 @@ class Reencode(nn.Identity):
         return f"levels={self.levels}"
 
 
-REENCODE_LEVELS = 7  # spikes per step of a re-encoding neuron (see scripts/bench_averaged.py)
+REENCODE_LEVELS = settings.REENCODE_LEVELS  # spikes per step of a re-encoding neuron (onnx2snn.settings)
 
 
 REENCODE_PREFIX = "reencode_"

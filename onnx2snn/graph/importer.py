@@ -11,7 +11,6 @@ reported in one :class:`UnsupportedOpError`.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -25,8 +24,10 @@ import torch.fx as fx
 from .. import checks, onnx_io
 from ..errors import InvalidModelError, ShapeError, UnsupportedOpError
 from . import dtypes
+from .batch_check import _batch_problem, _convert_following_batch, _require_batch, _symbolic_batch
 from .batch_values import BatchValues, infer_node_shapes, partial
 from .builder import ConversionFailure, GraphBuilder, NodeContext, evaluate, parse_attrs
+from .fusions import _fusions
 from .registry import lookup
 
 importlib.import_module(".ops", __package__)  # importing the converters registers them
@@ -35,8 +36,6 @@ importlib.import_module(".ops", __package__)  # importing the converters registe
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                      "Bernoulli"}
 _CONTROL_FLOW = {"If", "Loop", "Scan"}
-# (op, input) that take a batch-dependent constant as it is: their converters follow it (ctx.shadow)
-_FOLLOWS_BATCH = {("Reshape", 1), ("Expand", 1)}
 
 
 @dataclass
@@ -85,101 +84,6 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
             for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 used |= _used_names(g)
     return used
-
-
-def _fusions(graph: onnx.GraphProto) -> tuple[dict[str, tuple[str, str]], set[str]]:
-    """Find x * sigmoid(x) (SiLU) and x * hardsigmoid(x) (HardSwish) pairs.
-
-    Returns {mul node name: (fused op, x)} and the set of the absorbed nodes' names."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in graph.output}
-    fused: dict[str, tuple[str, str]] = {}
-    absorbed: set[str] = set()
-    for n in graph.node:
-        if n.op_type not in ("Sigmoid", "HardSigmoid") or n.output[0] in outputs:
-            continue
-        if n.op_type == "HardSigmoid":
-            attrs = parse_attrs(n)
-            if abs(attrs.get("alpha", 0.2) - 1 / 6) > 1e-6 or abs(attrs.get("beta", 0.5) - 0.5) > 1e-6:
-                continue
-        users = consumers.get(n.output[0], [])
-        if len(users) != 1 or users[0].op_type != "Mul":
-            continue
-        mul = users[0]
-        x = n.input[0]
-        if sorted(mul.input) != sorted([x, n.output[0]]):
-            continue
-        fused[mul.name or id(mul)] = ("SiLU" if n.op_type == "Sigmoid" else "HardSwish", x)
-        absorbed.add(n.name or str(id(n)))
-    _gelu_fusions(graph, consumers, outputs, fused, absorbed)
-    return fused, absorbed
-
-
-def _scalar(graph_consts: dict[str, np.ndarray], name: str) -> float | None:
-    v = graph_consts.get(name)
-    return float(v.reshape(-1)[0]) if v is not None and v.size == 1 and v.dtype.kind == "f" else None
-
-
-def _gelu_fusions(graph: onnx.GraphProto, consumers, outputs, fused, absorbed) -> None:
-    """Find GELU written out with Erf: 0.5 * x * (1 + erf(x / sqrt(2))), in the orders the
-    torch exporters write it, and record it as one GELU (an activation analysis can name)."""
-    consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if np.prod(t.dims) <= 1}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
-    producer = {o: n for n in graph.node for o in n.output}
-
-    def only_user(name, op):
-        users = consumers.get(name, [])
-        if len(users) == 1 and users[0].op_type == op and name not in outputs:
-            return users[0]
-        return None
-
-    def other(node, name):
-        rest = [i for i in node.input if i != name]
-        return rest[0] if len(rest) == 1 else None
-
-    def near(name, value):
-        v = _scalar(consts, name)
-        return v is not None and abs(v - value) < 1e-4 * max(1.0, abs(value))
-
-    for erf in graph.node:
-        if erf.op_type != "Erf" or erf.name in absorbed:
-            continue
-        scale = producer.get(erf.input[0])
-        if scale is None or scale.op_type not in ("Div", "Mul") or len(consumers.get(scale.output[0], [])) != 1:
-            continue
-        x = scale.input[0]
-        c = scale.input[1]
-        if scale.op_type == "Mul" and near(x, 0.70710678):
-            x, c = c, x
-        if not (near(c, 1.41421356) if scale.op_type == "Div" else near(c, 0.70710678)):
-            continue
-        add = only_user(erf.output[0], "Add")
-        if add is None or not near(other(add, erf.output[0]), 1.0):
-            continue
-        chain, final = [scale, erf, add], None
-        m1 = only_user(add.output[0], "Mul")
-        if m1 is not None and other(m1, add.output[0]) == x:            # (x * a) * 0.5
-            m2 = only_user(m1.output[0], "Mul")
-            if m2 is not None and near(other(m2, m1.output[0]), 0.5):
-                chain, final = chain + [m1], m2
-        elif m1 is not None and near(other(m1, add.output[0]), 0.5):    # x * (a * 0.5)
-            m2 = only_user(m1.output[0], "Mul")
-            if m2 is not None and other(m2, m1.output[0]) == x:
-                chain, final = chain + [m1], m2
-        elif m1 is not None:                                            # (x * 0.5) * a
-            h = producer.get(other(m1, add.output[0]) or "")
-            if h is not None and h.op_type == "Mul" and x in h.input and near(other(h, x), 0.5) \
-                    and len(consumers.get(h.output[0], [])) == 1:
-                chain, final = chain + [h], m1
-        if final is None or final.name in fused:
-            continue
-        fused[final.name] = ("GELU", x)
-        absorbed.update(c.name for c in chain)
 
 
 def _ensure_node_names(graph: onnx.GraphProto) -> None:
@@ -401,88 +305,6 @@ def _refine_shapes(node: onnx.NodeProto, in_vals, b: GraphBuilder, value_shapes,
             b.shadow_shapes.pop(o, None)
 
 
-def _convert_following_batch(conv, ctx: NodeContext, key: str, batch_values: BatchValues):
-    """Convert a node that reads batch-dependent constants (see batch_values) with those computed
-    at run time, so that the twin takes any batch; None where that cannot be done (the caller
-    then converts with the constants, and the batch check says whether the twin is tied)."""
-    deps = [k for k, i in enumerate(ctx.node.input) if batch_values.depends(i) and (key, k) not in _FOLLOWS_BATCH]
-    if not deps:
-        return None
-    inputs, in_dtypes = list(ctx.inputs), list(ctx.input_dtypes)
-    try:
-        for k in deps:
-            in_dtypes[k] = dtypes.onnx_type_of(inputs[k])
-            inputs[k] = batch_values.runtime(ctx.node.input[k])
-        return conv(dataclasses.replace(ctx, inputs=inputs, input_dtypes=in_dtypes))
-    except (ConversionFailure, ShapeError):
-        return None
-
-
-def _batch_problem(twin: fx.GraphModule, declared, value_dtypes) -> str:
-    """'' when the twin on a batch of 2 equals it on each sample (or this cannot be tried
-    here), else what differs: the graph then ties its shapes to the imported batch."""
-    shapes = twin.onnx_info.input_shapes
-    if not declared or any(value_dtypes.get(vi.name) not in (onnx.TensorProto.FLOAT, None) or
-                           not shapes.get(vi.name) for vi in declared):
-        return ""
-    g = torch.Generator().manual_seed(0)
-    one = [shapes[vi.name] for vi in declared]
-    if any(s[0] != 1 for s in one):
-        return ""
-    x = [torch.randn((2,) + tuple(s[1:]), generator=g) for s in one]
-    try:
-        with torch.no_grad(), _quiet_fx():
-            both = twin(*x)
-            each = [twin(*[t[i:i + 1] for t in x]) for i in range(2)]
-    except Exception as e:  # noqa: BLE001 - a reshape that cannot take another batch
-        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    both = both if isinstance(both, tuple) else (both,)
-    each = [e if isinstance(e, tuple) else (e,) for e in each]
-    for k, y in enumerate(both):
-        if not isinstance(y, torch.Tensor) or not y.dtype.is_floating_point:
-            continue
-        # the batch axis of the output: where batch 2 is twice one sample (0 for batch-first outputs;
-        # 1 for [N, B, D] ones, as nn.MultiheadAttention returns them)
-        one = each[0][k]
-        grown = [d for d in range(y.dim()) if one.dim() == y.dim() and y.shape[d] != one.shape[d]]
-        axis = grown[0] if len(grown) == 1 else 0
-        ref = torch.cat([e[k] for e in each], axis) if y.dim() else None
-        if ref is None or ref.shape != y.shape:
-            return f"output {k} has shape {tuple(y.shape)} at batch 2"
-        if ref.numel() == 0:  # an empty output: nothing that could differ
-            continue
-        scale = max(1.0, float(ref.abs().nan_to_num(0).max()))
-        if not torch.allclose(y, ref, rtol=0, atol=1e-4 * scale, equal_nan=True):
-            return f"output {k} at batch 2 differs from the samples run one by one"
-    return ""
-
-
-class _quiet_fx:
-    """torch.fx prints a failing graph's code to stderr; the batch check expects failures."""
-
-    def __enter__(self):
-        import sys
-        self._stderr, sys.stderr = sys.stderr, open(os.devnull, "w")
-
-    def __exit__(self, *exc):
-        import sys
-        sys.stderr.close()
-        sys.stderr = self._stderr
-
-
-def _require_batch(twin: fx.GraphModule, batch0: int, why: str) -> None:
-    """Make the twin refuse other batch sizes with a clear error instead of failing inside
-    torch (or, worse, mixing samples)."""
-    from . import functional as OF
-
-    ph = next(n for n in twin.graph.nodes if n.op == "placeholder")
-    with twin.graph.inserting_after(ph):
-        guard = twin.graph.call_function(OF.require_batch, (ph, batch0, why))
-    ph.replace_all_uses_with(guard, delete_user_cb=lambda u: u is not guard)
-    twin.recompile()
-    twin.onnx_info.batch_flexible = False
-
-
 def _training_mode(graph: onnx.GraphProto) -> dict[str, list[str]]:
     """Dropout / BatchNormalization nodes in training mode (or with a run-time mode flag)."""
     consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if np.prod(t.dims) <= 1}
@@ -500,11 +322,6 @@ def _training_mode(graph: onnx.GraphProto) -> dict[str, list[str]]:
         elif n.op_type == "BatchNormalization" and any(a.name == "training_mode" and a.i for a in n.attribute):
             found.setdefault("BatchNormalization", []).append(name)
     return found
-
-
-def _symbolic_batch(vi: onnx.ValueInfoProto) -> bool:
-    dims = vi.type.tensor_type.shape.dim
-    return len(dims) > 0 and dims[0].dim_param == onnx_io.BATCH
 
 
 def _prepare(fixed: onnx.ModelProto, simplify: bool) -> onnx.ModelProto:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from typing import Any, Sequence
 
@@ -18,14 +17,16 @@ import torch.fx as fx
 from torch import nn
 
 from .. import checks
+from ..settings import ibt_levels, saved
 from ..errors import NonSpikingActivationError, Onnx2SnnError
 from . import guard
 from ..calibration.quantized import cap_neuron
 from ..graph.analysis import analyze
 from ..graph.averaged import Reencode
-from ..graph.layout import channel_axes as find_channel_axes, probe_batch_axes
-from ..errors import LayoutError
+from ..graph.layout import channel_axes as find_channel_axes
 from .averaged import TimeAveraged, averaged_node
+from .batch_axes import _check_channels, _layout, batch_layout, dynamic_nodes
+from .memory import CPU_BUDGET_CAP, UNKNOWN_FREE_MEMORY, _core_memory, default_memory_budget  # noqa: F401
 from .neurons import BATCH_FIRST, IFNeuron, Repeat, SpikingMaxPool, SpikingModule, time_folded, time_major
 from .partition import extract
 
@@ -109,9 +110,9 @@ class SpikingNetwork(nn.Module):
 
     def _generator(self, like: torch.Tensor) -> "torch.Generator | None":
         """The seeded generator of Poisson input (one per run; chunks and steps draw from it in turn)."""
-        if self.config.get("encoding") != "poisson":
+        if saved(self.config, "encoding") != "poisson":
             return None
-        return torch.Generator(device=like.device).manual_seed(int(self.config.get("seed", 0)))
+        return torch.Generator(device=like.device).manual_seed(int(saved(self.config, "seed")))
 
     def _out_layouts(self) -> list[tuple]:
         return [a or BATCH_FIRST for a in (self.wiring.get("core_out_layouts") or [None] * len(self.wiring["core_out"]))]
@@ -283,72 +284,11 @@ def poisson(x: torch.Tensor, T: int, seed: int = 0, generator: "torch.Generator 
     return s.reshape((T * x.shape[0],) + tuple(x.shape[1:]))
 
 
-def default_memory_budget(device: "torch.device | str" = "cpu") -> int:
-    """Bytes a run may use for the spiking core by default: on CUDA half the free memory
-    of the device, on the CPU a quarter of the available memory, at most 256 MiB (on the
-    CPU longer chunks buy no speed: ResNet-18 at 224 px, T=64, B=2 runs as fast in chunks
-    of 4 steps as in one of 64). The state carried between chunks comes on top when it
-    does not fit (two tensors per neuron: see :meth:`SpikingNetwork.memory_per_sample`)."""
-    device = torch.device(device)
-    free = checks.available_memory(device)
-    if free is None:  # not told by the system: assume a modest machine
-        free = UNKNOWN_FREE_MEMORY
-    if device.type == "cuda":
-        return int(free // 2)
-    return int(min(free // 4, CPU_BUDGET_CAP))
-
-
-CPU_BUDGET_CAP = 256 << 20
-UNKNOWN_FREE_MEMORY = 4 << 30
-
-
 def _batch(inputs: Sequence[torch.Tensor]) -> int:
     for x in inputs:
         if isinstance(x, torch.Tensor) and x.dim() > 0:
             return int(x.shape[0])
     return 1
-
-
-def _core_memory(core: fx.GraphModule, full: fx.GraphModule, spiking: set[str]) -> tuple[int, int]:
-    """(peak bytes per sample and step, carried state bytes per sample) of the core, from the
-    shapes in the full graph's node meta (batch 1). Walks the core in order keeping the live
-    tensors: the inputs for the whole call (the caller holds them), every other value until
-    its last use (the generated code frees it then); while a neuron runs it may need a copy of
-    its input (x + bias), a max-pool its input's cumulative sum. Checked against measured
-    peaks in scripts/bench_scale.py (ResNet-18 / -50 at 224 px, YOLOv8n at 640 px)."""
-    shapes = {n.name: n.meta.get("shape") for n in full.graph.nodes}
-
-    def size(node: fx.Node) -> int:
-        shape = shapes.get(node.name)
-        if not shape or not all(isinstance(d, int) for d in shape):
-            return max((size(a) for a in node.all_input_nodes), default=0)
-        return 4 * math.prod(shape[1:]) if len(shape) > 1 else 4
-
-    nodes = [n for n in core.graph.nodes if n.op != "output"]
-    last = {}
-    for i, n in enumerate(core.graph.nodes):
-        for a in n.all_input_nodes:
-            last[a] = i
-    live: dict[fx.Node, int] = {}
-    peak = state = 0
-    for i, n in enumerate(nodes):
-        b = size(n) if n.op != "get_attr" else 0
-        scratch = 0
-        if n.op == "call_module" and n.target in spiking:
-            a = n.all_input_nodes[0] if n.all_input_nodes else n
-            m = core.get_submodule(n.target)
-            if isinstance(m, IFNeuron):  # potential and count carried; x + bias while it runs
-                scratch = b if m.use_bias else 0
-                state += 2 * b
-            else:  # max-pool: the cumulative input while it runs; it and its pooled value carried
-                scratch = size(a)
-                state += size(a) + b
-        live[n] = b
-        peak = max(peak, sum(live.values()) + scratch)
-        for a in n.all_input_nodes:
-            if last.get(a) == i and a.op != "placeholder":
-                live.pop(a, None)
-    return int(peak), int(state)
 
 
 def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], config: dict[str, Any],
@@ -395,7 +335,7 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
         elif isinstance(act, nn.PReLU):
             alpha = act.weight.detach().clone()
         # IBT neurons fire "ibt_levels" (files saved before it existed: one spike per step)
-        levels = config.get("levels", 1) if alpha is None else config.get("ibt_levels", 1)
+        levels = saved(config, "levels") if alpha is None else ibt_levels(config)
         if isinstance(act, Reencode):
             levels = act.levels
         if node.target not in thresholds:
@@ -403,11 +343,11 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
                                 "were computed for another graph; convert again")
         theta, levels = cap_neuron(act, thresholds[node.target].clone(), levels)
         two_sided = isinstance(act, Reencode)
-        neuron = IFNeuron(theta, alpha=alpha, v_init=config.get("v_init", 0.5),
-                          signed=config.get("signed_relu", False) if alpha is None else config.get("signed_ibt", False),
+        neuron = IFNeuron(theta, alpha=alpha, v_init=saved(config, "v_init"),
+                          signed=saved(config, "signed_relu") if alpha is None else saved(config, "signed_ibt"),
                           activation=nn.Identity() if two_sided else copy.deepcopy(act), levels=levels,
                           two_sided=two_sided)
-        neuron.binary_events = two_sided and config.get("reencode_coding", "binary") == "binary"
+        neuron.binary_events = two_sided and saved(config, "reencode_coding") == "binary"
         neuron.channel_axis = _check_channels(theta, channel_axes.get(node.target, 1), node)
         neuron.time_layout = batch_axes.get(a.name) or BATCH_FIRST
         _replace_module(g, node.target, neuron)
@@ -418,7 +358,7 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
             pool = SpikingMaxPool(g.get_submodule(node.target))
             pool.time_layout = batch_axes.get(a.name) or BATCH_FIRST
             _replace_module(g, node.target, pool)
-    dynamic = dynamic_nodes(list(g.graph.nodes), core_names, neuron_names, config.get("encoding") == "poisson")
+    dynamic = dynamic_nodes(list(g.graph.nodes), core_names, neuron_names, saved(config, "encoding") == "poisson")
     for a in analysis.nodes:
         node = nodes[a.name]
         if a.role == "averaged" and node in dynamic:
@@ -431,65 +371,11 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
     return snn
 
 
-def _layout(twin: fx.GraphModule, analysis, core_names: set[str], config: dict[str, Any]) -> dict[str, "tuple | None"]:
-    """The batch layout of every core node (:func:`onnx2snn.graph.layout.probe_batch_axes`).
-    Where an op keeps time (a neuron, a spiking max-pool, a time-averaged op: their inputs and
-    outputs) or a value crosses into or out of the spiking core, the batch must be followed:
-    a node there whose batch cannot be is refused, naming it (the engine folds time into the
-    batch and could not split it again exactly). Weight layers and weight-free ops in between
-    work on any layout."""
-    order = list(twin.graph.nodes)
-    key = (tuple(n.name for n in order), tuple(sorted(core_names)))
-    cached = getattr(twin, "_batch_layouts", None)
-    if cached is not None and cached[0] == key:  # the settings search builds many SNNs of one twin
-        axes, problems = cached[1]
-    else:
-        axes, problems = probe_batch_axes(twin, core_names)
-        twin._batch_layouts = (key, (axes, problems))
-    info = analysis.by_name()
-    neurons = {a.name for a in analysis.activations() if a.part == "core"}
-    dynamic = dynamic_nodes(order, core_names, neurons, config.get("encoding") == "poisson")
-    keeps_time = {n for n in dynamic if n.name in neurons or info[n.name].role in ("averaged", "maxpool")}
-
-    def sensitive(n: fx.Node) -> bool:
-        if n in keeps_time or any(u in keeps_time for u in n.users):
-            return True
-        if n in dynamic:  # leaves the core
-            return any(u not in dynamic for u in n.users)
-        return n.name in core_names and any(u in dynamic for u in n.users)  # enters it
-
-    bad = [n for n in order if n.name in problems and sensitive(n)]
-    if bad:
-        n = bad[0]
-        raise LayoutError(
-            f"node {n.name!r} (ONNX node {n.meta.get('onnx_node') or '?'}) cannot run in the spiking engine: "
-            f"{problems[n.name]}. The engine folds time into the batch, so every op after the first neuron "
-            "must treat the samples of a batch apart"
-            + (f" ({len(bad) - 1} more node{'s' if len(bad) > 2 else ''}: "
-               f"{', '.join(b.name for b in bad[1:6])})" if len(bad) > 1 else "")
-            + ". Keep the samples apart in the model (no reduction, sort or softmax over the batch), or move "
-            "such ops before the first activation.")
-    return axes
-
-
-def _check_channels(theta: torch.Tensor, axis: "int | None", node: fx.Node) -> "int | None":
-    """The neuron's channel axis, checked against its thresholds and input shape."""
-    if theta.numel() == 1:
-        return axis
-    src = node.all_input_nodes[0] if node.all_input_nodes else None
-    shape = src.meta.get("shape") if src is not None else None
-    if axis is None or (shape is not None and (axis >= len(shape) or shape[axis] != theta.numel())):
-        raise Onnx2SnnError(f"{theta.numel()} thresholds for the neuron {node.target!r}, whose input {shape} has "
-                            f"{'no channel axis' if axis is None else f'{shape[axis]} channels on axis {axis}'}: the "
-                            "thresholds were computed for another graph; convert again")
-    return axis
-
-
 def partition(twin: fx.GraphModule, g: fx.GraphModule, core_names: set[str], neuron_names: set[str],
               config: dict[str, Any]) -> SpikingNetwork:
     """Cut the rewritten graph ``g`` into static prefix / spiking core / averaged head."""
     order = list(g.graph.nodes)
-    dynamic = dynamic_nodes(order, core_names, neuron_names, config.get("encoding") == "poisson")
+    dynamic = dynamic_nodes(order, core_names, neuron_names, saved(config, "encoding") == "poisson")
     placeholders = [n for n in order if n.op == "placeholder"]
     out_node = [n for n in order if n.op == "output"][0]
     static = [n for n in order if n.op not in ("placeholder", "output", "get_attr") and n not in dynamic
@@ -521,33 +407,6 @@ def partition(twin: fx.GraphModule, g: fx.GraphModule, core_names: set[str], neu
               "core_in_layouts": [batch_layout(n) for n in core_in],
               "core_out_layouts": [batch_layout(n) or BATCH_FIRST for n in core_out]}
     return SpikingNetwork(twin, g, prefix, core, head_gm, wiring, config)
-
-
-def batch_layout(n: fx.Node) -> "tuple[int, int] | None":
-    """The batch layout ``(axis, outer)`` of node ``n``'s value recorded by :func:`build_spiking`
-    (None: it has no batch; nodes added later, e.g. by folding, take their first input's)."""
-    seen = set()
-    while "batch_layout" not in n.meta:
-        ins = [a for a in n.all_input_nodes if a.op != "get_attr"]
-        if not ins or n in seen:
-            return BATCH_FIRST
-        seen.add(n)
-        n = ins[0]
-    return n.meta["batch_layout"]
-
-
-def dynamic_nodes(order: list[fx.Node], core_names: set[str], neuron_names: set[str],
-                  poisson: bool = False) -> set[fx.Node]:
-    """The nodes that change from step to step: inside the core, downstream of a neuron (or
-    of the input, with rate coding)."""
-    dynamic: set[fx.Node] = set()
-    for n in order:
-        if n.name not in core_names:
-            continue
-        if n.name in neuron_names or any(a in dynamic for a in n.all_input_nodes) or \
-                (poisson and any(a.op == "placeholder" for a in n.all_input_nodes)):
-            dynamic.add(n)
-    return dynamic
 
 
 def _replace_module(gm: fx.GraphModule, target: str, new: nn.Module) -> None:

@@ -15,8 +15,8 @@ import onnx
 import torch
 
 from ..errors import ConfigError, InvalidModelError
+from ..settings import saved
 from ..graph.analysis import prepare_averaged
-from ..graph.averaged import REENCODE_LEVELS
 from ..graph.importer import import_onnx
 from ..graph.source import replace_activations
 from .fold import fold_thresholds
@@ -77,8 +77,8 @@ def load(path: "str | os.PathLike") -> SpikingNetwork:
     config = json.loads(blob["config"])
     shapes = {k: tuple(v) for k, v in json.loads(blob["input_shapes"]).items()}
     twin = import_onnx(bytes(blob["onnx"].numpy().tobytes()), input_shape=shapes)
-    twin = prepare_averaged(replace_activations(twin, config.get("replace_activations")),
-                            config.get("reencode_levels", REENCODE_LEVELS))
+    twin = prepare_averaged(replace_activations(twin, saved(config, "replace_activations")),
+                            saved(config, "reencode_levels"))
     twin.load_state_dict(blob["ann_state"])
     folded = config.pop("folded", False)
     # files written before thresholds followed the feature axis: every neuron's on dim 1

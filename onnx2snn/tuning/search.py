@@ -49,7 +49,8 @@ import torch.fx as fx
 from ..progress import bar as progress_bar
 
 from .. import checks
-from ..calibration.data import check_fits
+from ..settings import OBJECTIVES as _OBJECTIVES, saved as saved_setting
+from ..data.batches import check_fits
 from ..calibration.thresholds import (collect_statistics, sample_batches, statistics_summary,
                                       thresholds_from_statistics)
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
@@ -59,7 +60,7 @@ from ..task import resolve_task
 from .report import TuneReport
 from .validation import GT_CONFIDENCE, Validation
 
-OBJECTIVES = ("energy", "timesteps")
+OBJECTIVES = _OBJECTIVES
 GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 MIN_VALIDATION = 32   # held-out samples at least
 MIN_STATISTICS = 32   # samples left for the statistics at least
@@ -139,6 +140,15 @@ class Setting:
     def by_t(self) -> bool:
         """Thresholds depend on the T they are designed for ("mse")."""
         return self.percentile == "mse"
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any], reencoders: bool) -> "Setting":
+        """The point of a convert config; a key it lacks (a config written before the setting
+        existed) reads as :func:`onnx2snn.settings.saved` says, as load reads it."""
+        def get(name):
+            return saved_setting(config, name)
+        return cls(get("percentile"), int(get("levels")), float(get("mse_tolerance")), float(get("v_init")),
+                   bool(get("signed_relu") or get("signed_ibt")), int(get("reencode_levels")) if reencoders else None)
 
     def label(self) -> str:
         p = "mse" if self.percentile == "mse" else f"p{self.percentile:g}" if isinstance(self.percentile, float) \
@@ -267,9 +277,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     # a fine-tuned twin keeps its learned thresholds: statistics only for its re-encoding neurons
     obs = None if learned is not None and not reencoders else \
         collect_statistics(twin, cal, batch_size, None, None, progress, distributed)
-    default = Setting(base_config["percentile"], int(base_config["levels"]), float(base_config["mse_tolerance"]),
-                      float(base_config["v_init"]), bool(base_config["signed_relu"] or base_config["signed_ibt"]),
-                      int(base_config.get("reencode_levels", 3)) if reencoders else None)
+    default = Setting.of(base_config, bool(reencoders))
     if learned is None:
         settings = _settings(default, o, levels is None)
     else:  # only what the fine-tuning did not learn: the re-encoding neurons' spikes per step
@@ -298,7 +306,8 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
 
     def config(s: Setting, T: int) -> dict:
         return {**base_config, "timesteps": T, "percentile": s.percentile, "levels": s.levels,
-                "ibt_levels": s.levels, "mse_tolerance": s.mse_tolerance, "v_init": s.v_init,
+                "ibt_levels": s.levels,  # as settings.snn_config writes it: always levels
+                "mse_tolerance": s.mse_tolerance, "v_init": s.v_init,
                 "signed_relu": base_config["signed_relu"] and s.signed, "signed_ibt": base_config["signed_ibt"] and s.signed,
                 **({} if s.reencode is None else {"reencode_levels": s.reencode})}
 

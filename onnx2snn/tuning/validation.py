@@ -22,7 +22,7 @@ import torch
 from ..data.batches import check_fits, resolve_preprocess
 from ..data.evaluation import classification_batches, detection_batches
 from ..errors import DataError
-from ..verification.data import BatchMeta
+from ..data.evaluation import BatchMeta
 from ..verification.detection import evaluate_coco
 from ..verification.metrics import Classification, Detection, RelativeL2, resolve_postprocess
 from ..verification.monitor import LayerMonitor

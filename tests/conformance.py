@@ -211,8 +211,8 @@ def _check(model, data_sets) -> tuple[str, str]:
     """Import ``model`` and run its data sets: (status, detail)."""
     import torch
 
-    from ..errors import Onnx2SnnError
-    from .importer import import_onnx
+    from onnx2snn.errors import Onnx2SnnError
+    from onnx2snn.graph.importer import import_onnx
 
     try:
         twin = import_onnx(model)
@@ -387,8 +387,8 @@ OPS_END = "<!-- ops:end -->"
 
 def registered_ops() -> list[str]:
     """Every ONNX op type the importer converts (from the converter registry)."""
-    from . import importer  # noqa: F401 - importing it registers the converters
-    from .registry import supported_ops
+    from onnx2snn.graph import importer  # noqa: F401 - importing it registers the converters
+    from onnx2snn.graph.registry import supported_ops
 
     return supported_ops()
 
