@@ -26,18 +26,10 @@ from torch import nn
 
 from .. import checks, settings
 from ..graph.averaged import Reencode
+from ..graph.layout import per_channel
 
 NOISE_KINDS = (None, "gaussian", "uniform")
 DEFAULT_LEVELS = settings.LEVELS  # spikes per step: the second one takes the rare values above theta
-
-
-def _chan(t: torch.Tensor, like: torch.Tensor, axis: "int | None" = 1) -> torch.Tensor:
-    """A [C] (or scalar) tensor shaped to broadcast along ``axis`` of ``like`` (dim 1 by default)."""
-    if t.numel() == 1:
-        return t.reshape(())
-    shape = [1] * like.dim()
-    shape[1 if axis is None else axis] = -1
-    return t.reshape(shape)
 
 
 def _floor_ste(z: torch.Tensor) -> torch.Tensor:
@@ -152,7 +144,7 @@ class QuantizedNeuron(nn.Module):
         return e.to(x) * self.noise_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        th = _chan(self.theta.clamp_min(1e-6), x, getattr(self, "axis", 1))
+        th = per_channel(self.theta.clamp_min(1e-6), x, getattr(self, "axis", 1))
         n = if_counts(x, th, self.timesteps, self.v_init, self.alpha, self._noise(x), self.levels)
         if self.track_spikes:  # spikes fired in T steps over all elements, and the number of neuron-steps
             self.spikes = (n.abs().sum(), n.numel() * self.timesteps)

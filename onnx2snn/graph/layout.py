@@ -9,10 +9,11 @@ networks keep the batch on axis 0, but not all: ``nn.MultiheadAttention`` works 
 - :func:`probe_batch_axes`: the batch axis, found by running the core of the twin on two
   batches (2 and 3 samples, the second sample the same in both): the axis whose size grows
   by 3/2 is the batch axis, and the second sample's slice of it must be equal in both
-  runs. Where it is not, the op mixes the samples of a batch, or puts the batch inside
-  another axis (``[N, B, D] -> [N * B, D]``): time folded there could not be split again,
-  so such a node after a neuron is refused (:class:`~onnx2snn.errors.LayoutError`) instead of
-  run wrong.
+  runs, as one block per sample (the batch may lie inside other blocks on that axis:
+  ``[N, B, D] -> [N * B, D]`` is followed). Where it is not, the op mixes the samples of a
+  batch: time folded there could not be split again, so such a node where time is kept is
+  refused (:class:`~onnx2snn.errors.LayoutError`) instead of run wrong. Shapes at a large
+  batch (fake tensors) catch a slice of the batch axis with fixed bounds.
 - :func:`feature_axes`: the axis along which per-channel thresholds vary: where the weight
   layer that made the tensor put its outputs (dim 1 after a Conv or BatchNorm, the last dim
   after a Linear, a MatMul with weights or a LayerNorm), followed through element-wise
@@ -37,18 +38,23 @@ from . import functional as OF
 # -- the batch axis, probed -------------------------------------------------------------------
 
 
-def _probe_inputs(gm: fx.GraphModule, batch: int, seed: int) -> list[torch.Tensor]:
+def _input_shapes(gm: fx.GraphModule) -> "list[tuple[int, ...]]":
+    """Each input's shape without its batch (inputs are batch first)."""
     shapes = getattr(getattr(gm, "onnx_info", None), "input_shapes", {}) or {}
-    g = torch.Generator().manual_seed(seed)
-    dev = module_device(gm)
     out = []
     for ph in [n for n in gm.graph.nodes if n.op == "placeholder"]:
         shape = shapes.get(ph.meta.get("onnx_input", ph.name)) or ph.meta.get("shape")
         if not shape or not all(isinstance(d, int) for d in shape[1:]):
             raise LayoutError(f"cannot probe the layout of the spiking core: input {ph.name!r} has no fixed shape "
                               f"({shape}); pass input_shape= to convert")
-        out.append(torch.rand((batch,) + tuple(shape[1:]), generator=g).to(dev))
+        out.append(tuple(shape[1:]))
     return out
+
+
+def _probe_inputs(gm: fx.GraphModule, batch: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    dev = module_device(gm)
+    return [torch.rand((batch,) + s, generator=g).to(dev) for s in _input_shapes(gm)]
 
 
 def _divisors(k: int) -> list[int]:
@@ -158,7 +164,7 @@ def _large_batch_shapes(gm: fx.GraphModule, nodes: "list[fx.Node]", batch: int) 
     run = fx.Interpreter(gm)
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
-            ins = iter([torch.empty((batch,) + tuple(x.shape[1:])) for x in _probe_inputs(gm, 1, seed=0)])
+            ins = iter([torch.empty((batch,) + shape) for shape in _input_shapes(gm)])
             for n in nodes:
                 run.env[n] = next(ins) if n.op == "placeholder" else run.run_node(n)
                 v = run.env[n]
@@ -292,4 +298,16 @@ def channel_axes(gm: fx.GraphModule, names: "list[str]") -> "dict[str, int | Non
     return out
 
 
-__all__ = ["probe_batch_axes", "feature_axes", "channel_axes"]
+def per_channel(t: torch.Tensor, like: torch.Tensor, axis: "int | None" = 1) -> torch.Tensor:
+    """A [C] tensor shaped to broadcast along channel axis ``axis`` of ``like`` (dim 1 by default;
+    a scalar stays a scalar)."""
+    if t.dim() == 0 or t.numel() == 1:
+        return t.reshape(())
+    if axis is None:
+        raise ValueError(f"{t.numel()} per-channel values for a tensor with no channel axis")
+    shape = [1] * like.dim()
+    shape[axis] = -1
+    return t.reshape(shape)
+
+
+__all__ = ["probe_batch_axes", "feature_axes", "channel_axes", "per_channel"]

@@ -31,7 +31,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..graph.analysis import analyze
 from .network import partition
-from .neurons import IFNeuron, SpikingMaxPool, _per_channel
+from ..graph.layout import per_channel as _per_channel
+from .neurons import IFNeuron, SpikingMaxPool
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _COMMUTING = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,

@@ -22,20 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _per_channel(t: torch.Tensor, like: torch.Tensor, axis: "int | None" = 1) -> torch.Tensor:
-    """Reshape a [C] tensor to broadcast along channel axis ``axis`` of ``like`` (dim 1 by
-    default; a scalar stays a scalar)."""
-    if t.dim() == 0 or t.numel() == 1:
-        return t.reshape(())
-    if axis is None:
-        raise ValueError(f"{t.numel()} per-channel values for a tensor with no channel axis")
-    shape = [1] * like.dim()
-    shape[axis] = -1
-    return t.reshape(shape)
+from ..graph.layout import per_channel as _per_channel
 
 
-Layout = "tuple[int, int]"  # (the batch axis, blocks outside the batch on it: 1 = outermost)
 BATCH_FIRST = (0, 1)
 
 

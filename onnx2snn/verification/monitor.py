@@ -36,7 +36,8 @@ from torch import nn
 
 from ..graph.analysis import analyze
 from ..snn.network import batch_layout
-from ..snn.neurons import _per_channel, time_folded, time_major
+from ..graph.layout import per_channel as _per_channel
+from ..snn.neurons import time_major
 from ..snn.partition import extract
 from .energy import FP32
 from .events import EventFlow, fanout
@@ -336,10 +337,10 @@ class LayerMonitor:
             else:  # a static value: the same at every step, no events
                 v = self._static[n]
                 layout = self.layout.get(n)
-                if layout is not None:  # repeated over time on its batch axis, as the engine does
-                    vm = time_major(v, 1, layout)
-                    v = time_folded(vm.expand((T,) + tuple(vm.shape[1:])), layout)
-                pargs.append(torch.zeros((), device=v.device).expand(v.shape))
+                shape = list(v.shape)
+                if layout is not None:  # the engine repeats it over time on its batch axis
+                    shape[layout[0]] *= T
+                pargs.append(torch.zeros((), device=v.device).expand(shape))
         rflow = EventFlow(probe, {}, {}, {}, self._consume, self._pool_state, T,
                           analog_inputs={n for n in names if n in flow.analog}, layouts=self.layout)
         counts = rflow.run(*pargs)  # the per-step inputs of the readout layers
