@@ -136,14 +136,14 @@ def test_labeled_validation_data_gives_real_top1(digits):
         top1 = lambda m, **kw: float((m(xte[:200], **kw).argmax(1) == yte[:200]).float().mean())  # noqa: E731
         assert p["quality"] == pytest.approx(top1(snn, timesteps=T) / top1(twin), abs=1e-9)
     assert p["quality"] >= r.required and snn.config["tune"]["validation"] == "labeled validation"
-    with pytest.raises(DataError, match=r"tune_options\['validation'\] has no labels"):
+    with pytest.raises(DataError, match=r"search\['validation'\] has no labels"):
         onnx2snn.convert(twin, x[:300], target=0.99, progress=False, tune_options={"validation": xte[:64]})
     wrong = (yte[:64] + 1) % 10  # shifted labels: the ANN gets none of them right
     with torch.no_grad():
         assert int((twin(xte[:64]).argmax(1) == wrong).sum()) == 0
     with pytest.raises(DataError, match=r"the ANN itself scores 0 top1"):
         onnx2snn.convert(twin, x[:300], target=0.99, progress=False, tune_options={"validation": (xte[:64], wrong)})
-    with pytest.raises(onnx2snn.ShapeError, match=r"tune_options\['validation'\]"):
+    with pytest.raises(onnx2snn.ShapeError, match=r"search\['validation'\]"):
         onnx2snn.convert(twin, x[:300], target=0.99, progress=False,
                          tune_options={"validation": (xte[:64, :, :8, :8], yte[:64])})
 

@@ -44,8 +44,8 @@ def check_mse_tolerance(mse_tolerance: Any, percentile: "float | str") -> float:
     least-squared-error search it widens), an error otherwise rather than ignored."""
     mse_tolerance = checks.real("mse_tolerance", mse_tolerance, 0.0)
     if mse_tolerance and percentile != "mse":
-        raise ConfigError(f"mse_tolerance applies to percentile='mse' (the least-squared-error search), "
-                          f"not percentile={percentile!r}", "mse_tolerance")
+        raise ConfigError(f"mse_tolerance applies to threshold='mse' (the least-squared-error search), "
+                          f"not threshold={percentile!r}", "mse_tolerance")
     return mse_tolerance
 
 

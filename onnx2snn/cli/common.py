@@ -79,7 +79,8 @@ def real(param: str, minimum=None, maximum=None):
     return _checked(param, _real, minimum, maximum)
 
 
-percentile = _checked("percentile", lambda p, v: checks.percentile(v, p))
+threshold = _checked("threshold", lambda p, v: checks.threshold(v, p))
+percentile = threshold
 
 
 def _timesteps(param: str, text: str):
@@ -267,7 +268,7 @@ def onnx_input_shape(path: str, input_shape=None):
     return dims
 
 
-__all__ = ["Formatter", "Parser", "parser", "positive_int", "real", "percentile", "timesteps_list", "shape", "size",
+__all__ = ["Formatter", "Parser", "parser", "positive_int", "real", "threshold", "percentile", "timesteps_list", "shape", "size",
            "mean", "std", "replacement", "existing", "merged", "add_preprocess_options", "preprocess_from_args",
            "cli_text", "warn_line", "default_model", "onnx_input_shape"]
 
