@@ -153,7 +153,7 @@ def convert_settings(config: Any, search: Any, given: Mapping[str, Any]):
     steered = search is not None or "objective" in kw
     if search is None:
         search = {}
-    sc = _config_of("search", SearchConfig, search, {})
+    sc = _config_of("SearchConfig", SearchConfig, search, {})
     if "objective" in kw:
         sc = dataclasses.replace(sc, objective=kw["objective"])
     return cfg, run, sc, steered

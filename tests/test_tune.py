@@ -107,7 +107,7 @@ def test_margin_zero_trusts_held_out_numbers(digits, tuned):
     (dict(target="high"), ConfigError, "target"),
     (dict(target=0.99, objective="speed"), ConfigError, "objective"),
     (dict(objective="timesteps"), ConfigError, "pass target="),
-    (dict(target=0.99, tune_options={"holdout_fraction": 0.2}), ConfigError, "unknown key"),
+    (dict(target=0.99, tune_options={"holdout_fraction": 0.2}), ConfigError, "unknown setting holdout_fraction="),
     (dict(target=0.99, tune_options={"early_stop": 2}), ConfigError, "early_stop"),
     (dict(target=0.99, tune_options={"reencode_levels": (0,)}), ConfigError, "reencode_levels"),
     (dict(target=0.99, tune_options={"margin": -0.01}), ConfigError, r"margin.*'auto'"),
