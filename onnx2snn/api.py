@@ -38,6 +38,8 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
         calibration_data: sample inputs (float tensor, numpy array, DataLoader, ``.npz``
             with ``x``, or an image folder) that set the thresholds; samples must have the
             model's input shape (checked before any work).
+        config: a :class:`onnx2snn.ConvertConfig`, a dict of its fields, or a saved
+            ``snn.config`` (to convert again as before); keywords replace its fields.
         preprocess: :class:`onnx2snn.zoo.Preprocess` for image files and uint8 arrays
             (scaled by 1/255, then normalized); default for image files: resize to the
             model's input size, pixels in [0, 1].
@@ -49,7 +51,7 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
             ``levels`` spikes per step: rare large values clipped against resolution for the
             many small ones; measured against the percentiles in
             docs/examples/thresholds/), a percentile in (0, 100] of the activation values,
-            or ``"max"``.
+            or ``"max"`` (``percentile=`` is its old name).
         replace_activations: e.g. ``{"SiLU": "ReLU"}`` for activations with no spiking form
             (then fine-tune: the network no longer computes what it was trained for).
         encoding: ``"direct"`` (analog input every step) or ``"poisson"`` (rate coding of
@@ -68,7 +70,8 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
             thresholds are searched for that neuron (finer steps, more spikes; both measured in
             docs/examples/thresholds/).
         correct_timesteps: after converting, correct each neuron's per-channel bias and
-            initial potential for this T on ``calibration_data`` (:func:`onnx2snn.correct`).
+            initial potential for this T on ``calibration_data`` (:func:`onnx2snn.correct`;
+            ``calibrate_timesteps=`` is its old name).
         distributed: under ``torchrun`` (default None: when it started this process) or with
             True, each rank observes its share of the calibration batches and the statistics are
             merged exactly: every rank builds the SNN one process builds.
@@ -94,13 +97,13 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
             ``snn.config["tune"]``. See :mod:`onnx2snn.tuning.search`.
         objective: with ``target``: ``"energy"`` (least estimated energy) or ``"timesteps"``
             (smallest T, then least energy).
-        search: with ``target``: a :class:`onnx2snn.SearchConfig` or a dict of its fields: postprocess, metric, holdout, max_validation,
+        search: with ``target``: a :class:`onnx2snn.SearchConfig` (or a dict of its fields:
+            the rows of :data:`onnx2snn.settings.SEARCH`): postprocess, metric, holdout, max_validation,
             percentiles, mse_tolerances, levels, reencode_levels, v_init, allow_unsigned,
             max_runs, early_stop, gt_confidence, margin (held-out quality a point needs above
             ``target``; default ``"auto"``: one standard error on the held-out samples or
             objects), validation (labeled data as :func:`onnx2snn.verify` takes it; at most
-            max_validation samples) and annotations, seed (see
-            :data:`onnx2snn.tuning.search.DEFAULTS`).
+            max_validation samples) and annotations, seed. ``tune_options=`` is its old name.
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.

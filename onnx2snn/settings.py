@@ -6,6 +6,10 @@ Every reader takes its default from here: the Python signatures (``api.convert``
 ``calibration.finetune.finetune``), the command-line parsers (``cli/convert.py``,
 ``cli/finetune.py``), the settings search's fallbacks (``tuning/search.py``) and the
 saved-config readers (``snn/network.py``, ``snn/serialize.py``, ``deploy/nir_export.py``).
+:mod:`onnx2snn.config` makes the frozen dataclasses (``ConvertConfig``: what is saved with
+the SNN; ``SearchConfig``: the search's own table ``SEARCH``; ``ConvertRun`` / ``FinetuneRun``:
+run-time matters, never saved; ``FinetuneConfig``) from these rows, so that a row added here is
+a field, a checked keyword and (with a flag) a command-line option with no other edit.
 ``tests/test_settings.py`` proves they agree. Where the API and the command line once
 disagreed (finetune's epochs 2 / 4, batch size 64 / 32, calibration limit 2048 / 512),
 the API's default won: the command line now trains as ``onnx2snn.finetune`` does.
