@@ -148,7 +148,7 @@ def _deprecated(fn, *args, **kwargs):
                  and w.filename == __file__]
 
 
-def test_old_names_warn_and_work():
+def test_old_names_warn_and_work(tmp_path):
     """percentile= / calibrate_timesteps= / tune_options= / onnx2snn.calibrate: a DeprecationWarning
     pointing at the caller's line, and the same network as the new names give."""
     net, x = _net(), torch.rand(64, 4)
@@ -171,6 +171,13 @@ def test_old_names_warn_and_work():
     assert torch.equal(snn(x[:8]), ref(x[:8]))
     _, msgs = _deprecated(finetune, net, x, example_input=x[:1], epochs=0, percentile="max", progress=False)
     assert any("threshold=" in m for m in msgs), msgs
+    twin = onnx2snn.import_onnx(onnx2snn.export_onnx(net, x[:1], f"{tmp_path}/m.onnx"))
+    (th_old, _), msgs = _deprecated(onnx2snn.calibrate_thresholds, twin, x, percentile=99.0, progress=False)
+    th_new, _ = onnx2snn.calibrate_thresholds(twin, x, threshold=99.0, progress=False)
+    assert any("calibrate_thresholds(percentile=" in m for m in msgs) and th_old.keys() == th_new.keys()
+    assert all(torch.equal(th_old[k], th_new[k]) for k in th_new)
+    with pytest.raises(ConfigError, match="did you mean threshold="):
+        onnx2snn.calibrate_thresholds(twin, x, treshold=99.0)
     # the command line's old spellings are aliases of the new options
     args = build_parser().parse_args(["convert", __file__, "--calib", __file__, "--percentile", "99", "--calibrate-timesteps",
                                       "4", "--target", "0.9", "--tune-data", __file__, "--tune-report", "d"])
