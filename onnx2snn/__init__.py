@@ -1,14 +1,14 @@
 """onnx2snn: convert trained ANNs (ONNX files, PyTorch models) into spiking neural networks.
 
     twin = onnx2snn.import_onnx("model.onnx")          # exact PyTorch twin (torch.fx)
-    snn = onnx2snn.convert("model.onnx", calib_data, timesteps=32)
+    snn = onnx2snn.convert("model.onnx", calib_data, timesteps=32)   # or config=ConvertConfig(...)
     report = onnx2snn.verify(snn, reference="model.onnx", data=test_data)
 
 The public names load on first use (PEP 562), so that ``import onnx2snn`` and the command
 line's ``--help`` do not pay for importing torch.
 
 Packages, in the order data flows: ``graph`` (ONNX -> torch.fx twin, its analysis),
-``calibration`` (observers, thresholds, fine-tuning, bias/potential correction), ``snn``
+``calibration`` (observers, thresholds, fine-tuning, bias/potential correction: ``correct``), ``snn``
 (neurons, the spiking network, folding, save/load), ``verification`` (onnxruntime
 reference, metrics, report), ``deploy`` (NIR export / import), ``zoo`` (models and data), ``cli``.
 """
@@ -31,7 +31,12 @@ _EXPORTS = {
     "load": (".snn.serialize", "load"),
     "fold_thresholds": (".snn.fold", "fold_thresholds"),
     "finetune": (".calibration.finetune", "finetune"),
-    "calibrate": (".calibration.correction", "calibrate"),
+    "correct": (".calibration.correction", "correct"),
+    "calibrate": (".calibration.correction", "calibrate"),  # deprecated name of correct
+    "ConvertConfig": (".config", "ConvertConfig"),
+    "SearchConfig": (".config", "SearchConfig"),
+    "FinetuneConfig": (".config", "FinetuneConfig"),
+    "settings": (".settings", None),
     "verify": (".verification.api", "verify"),
     "VerifyReport": (".verification.report", "VerifyReport"),
     "export_nir": (".deploy.nir_export", "export_nir"),

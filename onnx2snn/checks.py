@@ -18,20 +18,21 @@ from .errors import ConfigError
 
 # Python parameter -> command-line option, for messages printed by the CLI
 CLI_NAMES = {
-    "timesteps": "-T/--timesteps", "percentile": "--percentile", "levels": "--levels",
+    "timesteps": "-T/--timesteps", "threshold": "--threshold", "percentile": "--threshold", "levels": "--levels",
     "input_shape": "--input-shape", "replace_activations": "--replace", "batch_size": "--batch-size",
     "limit": "--limit", "calibration_limit": "--limit", "normalization": "--norm", "encoding": "--encoding",
     "epochs": "--epochs", "lr": "--lr", "preprocess": "--size/--mean/--std", "size": "--size", "mean": "--mean",
     "std": "--std", "channels": "--channels", "output": "-o/--output", "out": "--out", "tolerance": "--tolerance",
     "mse_tolerance": "--mse-tolerance",
     "task": "--task", "postprocess": "--postprocess", "annotations": "--annotations", "reference": "--reference",
-    "calibration_data": "--calib", "data": "--data", "calibrate_timesteps": "--calibrate-timesteps",
+    "calibration_data": "--calib", "data": "--data", "correct_timesteps": "--correct-timesteps",
+    "calibrate_timesteps": "--correct-timesteps",
     "checkpoints": "--timesteps", "rate_weight": "--rate-weight", "distill_weight": "--distill-weight",
-    "margin": "--margin",
+    "margin": "--margin", "validation": "--search-data", "search": "--postprocess/--margin/--search-data",
 }
 # every setting with an option of its own (onnx2snn.settings), e.g. reencode_levels, target, v_init
-CLI_NAMES.update({name: "/".join(s.flags) for table in (settings.CONVERT, settings.FINETUNE) for name, s in table.items()
-                  if s.flags and not s.reason and name not in CLI_NAMES})
+CLI_NAMES.update({name: "/".join(s.flags) for table in (settings.CONVERT, settings.FINETUNE, settings.SEARCH)
+                  for name, s in table.items() if s.flags and not s.reason and name not in CLI_NAMES})
 
 # how messages tell Python users to pass a preprocessing spec (the CLI shows its options instead)
 PREPROCESS_HINT = "preprocess=onnx2snn.zoo.Preprocess(size=(H, W), mean=..., std=...)"
@@ -94,8 +95,8 @@ def boolean(param: str, value: Any) -> bool:
     raise _fail(param, value, "expected True or False")
 
 
-def percentile(value: Any, param: str = "percentile") -> "float | str":
-    """A percentile in (0, 100], or ``"max"``."""
+def threshold(value: Any, param: str = "threshold") -> "float | str":
+    """How thresholds are set: ``"mse"``, ``"max"`` or a percentile in (0, 100]."""
     if isinstance(value, str):
         if value in ("max", "mse"):
             return value
@@ -107,6 +108,9 @@ def percentile(value: Any, param: str = "percentile") -> "float | str":
             or not 0 < float(value) <= 100:
         raise _fail(param, value, "expected a number in (0, 100] such as 99.99, 'max' or 'mse'")
     return float(value)
+
+
+percentile = threshold  # its name before the setting was renamed
 
 
 def choice(param: str, value: Any, options: Iterable[Any]) -> Any:
@@ -258,6 +262,6 @@ def memory(needed: float, what: str, fix: str, device: Any = "cpu", param: str =
     warnings.warn(f"{text} ({fix} if it swaps or fails)", Onnx2SnnWarning, stacklevel=3)
 
 
-__all__ = ["integer", "optional_integer", "real", "optional_real", "boolean", "percentile", "choice",
+__all__ = ["integer", "optional_integer", "real", "optional_real", "boolean", "threshold", "percentile", "choice",
            "timesteps_list", "shape", "activation_map", "writable_file", "writable_dir", "available_memory",
            "memory", "CLI_NAMES", "ACTIVATION_KINDS", "REPLACEMENTS", "PREPROCESS_HINT"]

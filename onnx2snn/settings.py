@@ -6,6 +6,10 @@ Every reader takes its default from here: the Python signatures (``api.convert``
 ``calibration.finetune.finetune``), the command-line parsers (``cli/convert.py``,
 ``cli/finetune.py``), the settings search's fallbacks (``tuning/search.py``) and the
 saved-config readers (``snn/network.py``, ``snn/serialize.py``, ``deploy/nir_export.py``).
+:mod:`onnx2snn.config` makes the frozen dataclasses (``ConvertConfig``: what is saved with
+the SNN; ``SearchConfig``: the search's own table ``SEARCH``; ``ConvertRun`` / ``FinetuneRun``:
+run-time matters, never saved; ``FinetuneConfig``) from these rows, so that a row added here is
+a field, a checked keyword and (with a flag) a command-line option with no other edit.
 ``tests/test_settings.py`` proves they agree. Where the API and the command line once
 disagreed (finetune's epochs 2 / 4, batch size 64 / 32, calibration limit 2048 / 512),
 the API's default won: the command line now trains as ``onnx2snn.finetune`` does.
@@ -80,7 +84,8 @@ class Table(Mapping):
 LEVELS = 2
 # spikes per step of a re-encoding neuron (see scripts/bench_averaged.py)
 REENCODE_LEVELS = 7
-PERCENTILE = "mse"  # per channel, the threshold with the least squared error at the T of the conversion
+THRESHOLD = "mse"  # per channel, the threshold with the least squared error at the T of the conversion
+PERCENTILE = THRESHOLD  # its name before 0.2 (the setting was called percentile)
 NORMALIZATIONS = ("channel", "layer")
 ENCODINGS = ("direct", "poisson")
 REENCODE_CODINGS = ("unit", "binary")
@@ -94,8 +99,8 @@ CONVERT = Table(
     Setting("timesteps", 32, "default number of timesteps of the SNN (with --target: the largest T the search tries)",
             ("-T", "--timesteps")),
     Setting("normalization", "channel", "one threshold per channel or per layer", ("--norm",), NORMALIZATIONS),
-    Setting("percentile", PERCENTILE, "how thresholds are set: 'mse' (least squared error of a neuron at -T steps), "
-            "a percentile of activations in (0, 100], or 'max'", ("--percentile",)),
+    Setting("threshold", THRESHOLD, "how thresholds are set: 'mse' (least squared error of a neuron at -T steps), "
+            "a percentile of activations in (0, 100], or 'max'", ("--threshold", "--percentile")),
     Setting("example_input", None, api_only="an example batch for exporting an nn.Module; the command line takes "
             "ONNX files"),
     Setting("input_shape", None, "e.g. 1,3,224,224 for files with dynamic spatial dims", ("--input-shape",)),
@@ -119,8 +124,8 @@ CONVERT = Table(
     Setting("progress", True, "no progress bars", ("--quiet",), cli_default=False,
             reason="the command line's switch is its negation, --quiet"),
     Setting("seed", 0, "random seed (Poisson input, calibration sampling)", ("--seed",)),
-    Setting("calibrate_timesteps", None, "then correct biases and initial potentials for this T on the calibration "
-            "data", ("--calibrate-timesteps",)),
+    Setting("correct_timesteps", None, "then correct biases and initial potentials for this T on the calibration "
+            "data (onnx2snn.correct)", ("--correct-timesteps", "--calibrate-timesteps")),
     Setting("distributed", None, api_only="the command line runs distributed exactly when torchrun started it "
             "(the API's default, None)"),
     Setting("mse_tolerance", 0.0, "with 'mse': the largest threshold whose error is within this fraction of the "
@@ -129,8 +134,9 @@ CONVERT = Table(
             "keeps this share in (0, 1] of the ANN's quality on a held-out part of --calib, e.g. 0.99", ("--target",)),
     Setting("objective", "energy", "with --target: least estimated energy, or smallest T", ("--objective",),
             OBJECTIVES),
-    Setting("tune_options", None, flags=("--postprocess", "--margin", "--tune-data"), cli_default=None,
-            reason="a dict in Python; the command line exposes postprocess, margin and validation as options"),
+    Setting("search", None, flags=("--postprocess", "--margin", "--search-data"), cli_default=None,
+            reason="a SearchConfig (or dict) in Python: the rows of SEARCH; the command line has options for "
+            "those with a flag"),
     Setting("reencode_levels", REENCODE_LEVELS, "spikes per step of the neurons that re-encode SiLU / GELU / "
             f"attention / norm outputs (time-averaged operators; default {REENCODE_LEVELS})", ("--reencode-levels",)),
     Setting("reencode_coding", "binary", "re-encoding spikes sent as binary-weighted events (default) or unit events",
@@ -158,8 +164,8 @@ FINETUNE = Table(
     Setting("input_shape", None, "e.g. 1,3,640,640 for files with dynamic spatial dims", ("--input-shape",)),
     Setting("replace_activations", None, "replace activations with no spiking form, e.g. SiLU=ReLU (repeat or "
             "comma-separate for more)", ("--replace",)),
-    Setting("percentile", PERCENTILE, "how the initial thresholds are set: 'mse' (least squared error at -T steps), "
-            "a percentile in (0, 100], or 'max'", ("--percentile",)),
+    Setting("threshold", THRESHOLD, "how the initial thresholds are set: 'mse' (least squared error at -T steps), "
+            "a percentile in (0, 100], or 'max'", ("--threshold", "--percentile")),
     Setting("levels", LEVELS, "spikes a neuron may fire per step (1 for NIR / binary-spike hardware)", ("--levels",)),
     Setting("calibration_limit", 2048, "calibration images for the initial thresholds", ("--limit",)),
     Setting("weight_decay", 0.0, api_only="an optimizer detail"),
@@ -176,13 +182,56 @@ FINETUNE = Table(
     Setting("distill_mode", "auto", api_only="the distillation's loss per tensor: a research setting"),
 )
 
+# the search's own settings (convert's search=, a SearchConfig or a dict; None: by kind of network,
+# see tuning/search.py KIND_DEFAULTS); objective is also a keyword of convert (its row is CONVERT's)
+SEARCH = Table(
+    CONVERT["objective"],
+    Setting("postprocess", None, "with --target on a detector: its decoder (tiny-yolo, yolo_relu, yolov8; default: "
+            "yolov8 where the ONNX metadata, YOLO data or the output says so); quality is then mAP@0.5 against the "
+            "ANN's own detections (or --search-data's labels)", ("--postprocess",)),
+    Setting("category_ids", None, api_only="a detector's class id -> dataset category id map: Python only"),
+    Setting("metric", None, api_only="a quality function of (snn outputs, ann outputs): Python only"),
+    Setting("holdout", 0.25, api_only="the share of the calibration data held out to validate on"),
+    Setting("max_validation", None, api_only="held-out samples at most (None: 256, detectors 96)"),
+    Setting("percentiles", None, api_only="threshold methods tried (None: mse, 99.99, 99.9; detectors mse, 99.99)"),
+    Setting("mse_tolerances", None, api_only="mse tolerances tried (None: 0, 0.25, 0.5; detectors 0, 0.25)"),
+    Setting("levels", None, api_only="spikes per step tried (None: the default and 1, unless levels= is given)"),
+    Setting("reencode_levels", None, api_only="re-encoding spikes per step tried (None: the default, 2, 3, 4)"),
+    Setting("v_init", None, api_only="initial potentials tried (None: the default only)"),
+    Setting("allow_unsigned", False, api_only="also try neurons without take-back spikes"),
+    Setting("max_runs", 20, api_only="SNN runs at most"),
+    Setting("early_stop", 0.03, api_only="stop a run after a quarter of the held-out samples when no T comes "
+            "within this of the target (None: never)"),
+    Setting("gt_confidence", 0.5, api_only="detectors: the ANN's detections above this confidence are the truth"),
+    Setting("margin", "auto", "with --target: held-out quality a point needs above the target, for the held-out "
+            "data's noise: 'auto' (one standard error on the held-out samples / objects, default) or a share, e.g. 0 "
+            "or 0.005", ("--margin",)),
+    Setting("validation", None, "with --target: labeled validation data, as verify --data takes it (.npz with x "
+            "and y, class folders; detectors: a COCO json, YOLO data.yaml): quality is then the real metric over the "
+            "ANN's, and all of --calib goes to the statistics", ("--search-data", "--tune-data")),
+    Setting("annotations", None, api_only="a COCO json for validation images: Python only"),
+    Setting("seed", 0, api_only="the seed of the held-out split"),
+)
+
+# old keyword -> new (a DeprecationWarning, then the new one): convert / finetune keywords and saved keys
+RENAMED = {"percentile": "threshold", "calibrate_timesteps": "correct_timesteps", "tune_options": "search"}
+# the parts of a call: convert's settings in SAVED make ConvertConfig; SEARCH_KEYWORDS go to the search;
+# the rest of CONVERT (and FINETUNE's RUN_TIME rows) are run-time matters, never saved
+SEARCH_KEYWORDS = ("target", "objective", "search")
+RUN_TIME = ("calibration_data", "example_input", "input_shape", "preprocess", "progress", "distributed", "device")
+
 # what convert saves with the SNN (snn.config), in this order
-SAVED = ("timesteps", "normalization", "percentile", "replace_activations", "encoding", "v_init", "signed_relu",
+SAVED = ("timesteps", "normalization", "threshold", "replace_activations", "encoding", "v_init", "signed_relu",
          "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding")
 
 
 def saved(config: Mapping[str, Any], name: str) -> Any:
-    """``config[name]`` of a saved SNN config, or what a file from before the setting meant."""
+    """``config[name]`` of a saved SNN config (under its old name in files from before a
+    rename), or what a file from before the setting meant."""
+    if name not in config:
+        old = [k for k, v in RENAMED.items() if v == name and k in config]
+        if old:
+            return config[old[0]]
     return config.get(name, CONVERT[name].saved_absent)
 
 
@@ -206,6 +255,7 @@ def snn_config(**values: Any) -> dict:
     return config
 
 
-__all__ = ["Setting", "Table", "CONVERT", "FINETUNE", "SAVED", "saved", "ibt_levels", "snn_config", "LEVELS",
+__all__ = ["Setting", "Table", "CONVERT", "FINETUNE", "SEARCH", "SAVED", "RENAMED", "SEARCH_KEYWORDS", "RUN_TIME",
+           "THRESHOLD", "saved", "ibt_levels", "snn_config", "LEVELS",
            "REENCODE_LEVELS", "PERCENTILE", "NORMALIZATIONS", "ENCODINGS", "REENCODE_CODINGS", "OBJECTIVES",
            "DISTILL_MODES"]

@@ -30,7 +30,7 @@ TIMESTEPS = [1, 2, 4, 8, 16, 32, 64, 128]
 SETTINGS = {
     "layer, IF": dict(normalization="layer", signed_relu=False),
     "channel, IF": dict(signed_relu=False),
-    "channel max, IF": dict(percentile="max", signed_relu=False),
+    "channel max, IF": dict(threshold="max", signed_relu=False),
     "channel, 2-level IF": dict(levels=2, signed_relu=False),
     "channel, IF, Poisson input": dict(encoding="poisson", signed_relu=False),
     "layer, signed IF": dict(normalization="layer"),

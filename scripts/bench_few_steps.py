@@ -1,7 +1,7 @@
 """Few-timestep benchmark: plain conversion, post-conversion calibration and fine-tuning.
 
 (a) digits_resnet: ANN (onnxruntime and twin), plain conversion at T = 4, 8, 16, plain +
-    ``onnx2snn.calibrate`` at the same T, fine-tuned for T = 4 and T = 8.
+    ``onnx2snn.correct`` at the same T, fine-tuned for T = 4 and T = 8.
 (b) noise model sweep (none / gaussian / uniform, several scales) at T = 4 on digits_resnet
     and digits_vgg: the SNN's test accuracy and NLL after fine-tuning.
 (c) tiny_yolo (LeakyReLU -> IBT) and yolo_relu, fine-tuned for T = 8: mAP@0.5 vs the ANN.
@@ -76,7 +76,7 @@ def classification(out: Path, epochs: int, seeds=(0, 1, 2)) -> dict:
             res[kind][T] = 100.0 * float((o.argmax(1) == yte).float().mean())
             snn = onnx2snn.convert(twin, xtr, timesteps=T, progress=False, signed_relu=signed)
             t0 = time.perf_counter()
-            onnx2snn.calibrate(snn, xtr, timesteps=T, limit=512, progress=False)
+            onnx2snn.correct(snn, xtr, timesteps=T, limit=512, progress=False)
             res["calibrate_s"][T] = round(time.perf_counter() - t0, 1)
             res[cal][T] = acc(snn, xte, yte)
             print(f"  {kind} T={T}: converted {res[kind][T]:.2f}, calibrated {res[cal][T]:.2f}", flush=True)
@@ -88,7 +88,7 @@ def classification(out: Path, epochs: int, seeds=(0, 1, 2)) -> dict:
                                    loss="cross_entropy")
             snn = onnx2snn.convert(ft, timesteps=T, progress=False)
             runs["finetuned"].append(acc(snn, xte, yte))
-            onnx2snn.calibrate(snn, xtr, timesteps=T, limit=512, progress=False)
+            onnx2snn.correct(snn, xtr, timesteps=T, limit=512, progress=False)
             runs["finetuned_calibrated"].append(acc(snn, xte, yte))
             runs["finetuned_plain_if"].append(acc(onnx2snn.convert(ft, timesteps=T, signed_relu=False, progress=False),
                                                   xte, yte))
@@ -157,7 +157,7 @@ def detection(name: str, T: int, epochs: int, per_epoch: int, n_val: int, lr: fl
                            progress=False)
     snn = onnx2snn.convert(ft, timesteps=T, progress=False)
     tuned = zoo.evaluate_detector(snn, decode, val)
-    onnx2snn.calibrate(snn, calib, timesteps=T, progress=False)
+    onnx2snn.correct(snn, calib, timesteps=T, progress=False)
     tuned_cal = zoo.evaluate_detector(snn, decode, val)
     res = {"model": name, "T": T, "n_val": n_val, "ann": ann, "plain": plain, "finetuned": tuned,
            "finetuned_calibrated": tuned_cal, "epochs": epochs, "scenes_per_epoch": per_epoch, "lr": lr,

@@ -27,10 +27,10 @@ from onnx2snn.table import format_table  # noqa: E402
 from bench_distill import energy_ratio, evaluate_at  # noqa: E402
 from _train_common import bench_start, write_outputs  # noqa: E402
 
-METHODS = {"p99.99, 1 spike/step (old default)": dict(percentile=99.99, levels=1),
-           "mse, 1 spike/step": dict(percentile="mse", levels=1),
-           "mse, levels=2 (default)": dict(percentile="mse", levels=2),
-           "mse, levels=2, mse_tolerance=0.25": dict(percentile="mse", levels=2, mse_tolerance=0.25)}
+METHODS = {"p99.99, 1 spike/step (old default)": dict(threshold=99.99, levels=1),
+           "mse, 1 spike/step": dict(threshold="mse", levels=1),
+           "mse, levels=2 (default)": dict(threshold="mse", levels=2),
+           "mse, levels=2, mse_tolerance=0.25": dict(threshold="mse", levels=2, mse_tolerance=0.25)}
 POST = {"tiny_yolo_decode": "tiny-yolo", "yolo_relu_decode": "yolo_relu", "decode_ultralytics": "yolov8"}
 
 

@@ -75,7 +75,7 @@ def bench(name: str, out: Path, targets: list[float], n_test: int, n_sweep: int,
         if labeled:
             options["validation"] = val
         t0 = time.time()
-        snn = onnx2snn.convert(twin, calib, target=target, progress=False, tune_options=options)
+        snn = onnx2snn.convert(twin, calib, target=target, progress=False, search=options)
         search_s = time.time() - t0
         r = snn.tune_report
         tag = f"tune_{name}" + ("" if target == 0.99 else f"_{round(1000 * target)}") + ("_labeled" if labeled else "")
@@ -130,7 +130,7 @@ def table(report: dict) -> str:
                      f"default T=8: {100 * d['of_ann']:.1f} %)",
                      f"{r['search_s']:.0f} s = {r['search_vs_sweep']:.2f}x one verify sweep ({r['verify_sweep_s']:.0f} s); "
                      f"{r['runs']} runs",
-                     f"T={c['T']}, {s['percentile']}, levels={s['levels']}, tol={s['mse_tolerance']:g}" +
+                     f"T={c['T']}, {s.get('threshold', s.get('percentile'))}, levels={s['levels']}, tol={s['mse_tolerance']:g}" +
                      (f", reencode={s['reencode_levels']}" if "reencode_levels" in s else "")])
     rate = _promises(report)
     return ("### Settings search (`convert(..., target=...)`), checked on test data the search did not see\n\n" +
@@ -139,9 +139,9 @@ def table(report: dict) -> str:
             "\n\nThe promise held on the test set for " +
             "; ".join(f"{k} of {n} searches validated on {m} data" for m, (k, n) in rate.items() if n) + ". Held-out: "
             "a quarter of the calibration data, quality against the ANN's own outputs (no labels); labeled: "
-            "labeled data apart from the calibration and test data (`tune_options['validation']`), the real metric. Margin: "
+            "labeled data apart from the calibration and test data (`search['validation']`), the real metric. Margin: "
             "points of validation quality a point needs above the target (one standard error on the validation "
-            "samples / objects, `tune_options['margin']`). Test sets: 300 val scenes; the 360 digits of the test "
+            "samples / objects, `search['margin']`). Test sets: 300 val scenes; the 360 digits of the test "
             "split (held-out rows), its second half (labeled rows). Verify sweep: the default conversion at T = 1 ... 128 "
             "on the digits test set or the first `n_sweep` val scenes.\n")
 

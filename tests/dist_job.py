@@ -36,7 +36,7 @@ def main(model: str, data: str, out: str) -> None:
     res["world_size"] = shard.world
     res["thresholds"] = {k: v.clone() for k, v in snn.thresholds.items()}
     res["calibration_stats"] = snn.calibration_stats
-    onnx2snn.calibrate(snn, xtr[:120], timesteps=4, batch_size=32, progress=False)
+    onnx2snn.correct(snn, xtr[:120], timesteps=4, batch_size=32, progress=False)
     res["bias"] = {k: m.bias.clone() for k, m in snn.neurons().items()}
     res["v_init"] = {k: m.v_init.clone() for k, m in snn.neurons().items()}
     res["calibration"] = dict(snn.config["calibration"])

@@ -69,7 +69,7 @@ def test_finetuned_resnet_converts_at_T8(digits, resnet_twin):
     xtr, ytr, xte, yte = digits
     ann = accuracy(resnet_twin, xte, yte)
     plain = accuracy(onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False, signed_relu=False, levels=1,
-                                      percentile=99.99), xte, yte)
+                                      threshold=99.99), xte, yte)
     ft = onnx2snn.finetune(resnet_twin, (xtr, ytr), timesteps=8, epochs=1, progress=False, loss="cross_entropy")
     assert set(ft.learned_thresholds) == {n.target for n in ft.graph.nodes if n.op == "call_module"
                                           and isinstance(ft.get_submodule(n.target), nn.ReLU)}
@@ -115,13 +115,13 @@ def test_bad_inputs_raise_clear_errors(digits, resnet_twin):
         onnx2snn.finetune(resnet_twin, xtr, loss="cross_entropy", progress=False)
     snn = onnx2snn.convert(resnet_twin, xtr, timesteps=4, progress=False)
     with pytest.raises(onnx2snn.ConfigError, match="timesteps=0 is not valid: must be >= 1"):
-        onnx2snn.calibrate(snn, xtr, timesteps=0, progress=False)
+        onnx2snn.correct(snn, xtr, timesteps=0, progress=False)
     with pytest.raises(Onnx2SnnError, match="method"):
-        onnx2snn.calibrate(snn, xtr, method="weights", progress=False)
+        onnx2snn.correct(snn, xtr, method="weights", progress=False)
 
 
 # -- calibrate --------------------------------------------------------------------------------
-BASELINE = dict(signed_relu=False, levels=1, percentile=99.99)  # one-sign, one-spike IF, percentile thresholds
+BASELINE = dict(signed_relu=False, levels=1, threshold=99.99)  # one-sign, one-spike IF, percentile thresholds
 def test_calibrate_reduces_layer_error_and_improves_accuracy(digits, resnet_twin):
     """One-sign IF neurons with percentile thresholds (the issue's baseline; the defaults are
     already close):
@@ -129,7 +129,7 @@ def test_calibrate_reduces_layer_error_and_improves_accuracy(digits, resnet_twin
     neuron's mean per-channel error 3-15x smaller; T=4 78.61 -> 98-99."""
     xtr, ytr, xte, yte = digits
     plain8 = accuracy(onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False, **BASELINE), xte, yte)
-    snn = onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False, calibrate_timesteps=8, **BASELINE,
+    snn = onnx2snn.convert(resnet_twin, xtr, timesteps=8, progress=False, correct_timesteps=8, **BASELINE,
                            calibration_limit=256)
     rep = snn.calibration_report
     assert len(rep) == len(snn.neurons())
@@ -138,7 +138,7 @@ def test_calibrate_reduces_layer_error_and_improves_accuracy(digits, resnet_twin
     assert accuracy(snn, xte, yte) >= plain8 + 0.25
     snn4 = onnx2snn.convert(resnet_twin, xtr, timesteps=4, progress=False, **BASELINE)
     plain4 = accuracy(snn4, xte, yte)
-    onnx2snn.calibrate(snn4, xtr, timesteps=4, limit=256, progress=False)
+    onnx2snn.correct(snn4, xtr, timesteps=4, limit=256, progress=False)
     assert accuracy(snn4, xte, yte) >= plain4 + 10.0, plain4
 
 

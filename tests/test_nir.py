@@ -353,7 +353,7 @@ def test_concat_into_conv_split_per_block_and_calibrated_bias(tmp_path, digits):
     x = digits[2][:24]
     src = onnx2snn.export_onnx(model, x[:1], str(tmp_path / "cat.onnx"))
     snn = onnx2snn.convert(src, digits[0][:256], signed_relu=False, levels=1, progress=False)
-    onnx2snn.calibrate(snn, digits[0][:256], timesteps=8, progress=False)
+    onnx2snn.correct(snn, digits[0][:256], timesteps=8, progress=False)
     assert any(m.use_bias for m in snn.neurons().values())
     snn = snn.double()
     folded = onnx2snn.fold_thresholds(snn)

@@ -1,4 +1,4 @@
-"""Thresholds with the least squared error (percentile="mse", the default) and multi-level
+"""Thresholds with the least squared error (threshold="mse", the default) and multi-level
 headroom (levels=2, the default): the error model equals the IF neuron, the search finds the
 best threshold for the spikes each neuron may fire, and post-training conversion of the zoo's
 ReLU YOLOv8 meets the bounds measured in scripts/bench_thresholds.py."""
@@ -89,7 +89,7 @@ def test_mse_tolerance_takes_the_largest_theta_within_it(levels):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
     x = torch.randn(16, 1, 8, 8)
     with pytest.raises(onnx2snn.ConfigError, match="mse_tolerance"):
-        onnx2snn.convert(model, x, example_input=x[:1], percentile=99.9, mse_tolerance=0.2, progress=False)
+        onnx2snn.convert(model, x, example_input=x[:1], threshold=99.9, mse_tolerance=0.2, progress=False)
     with pytest.raises(onnx2snn.ConfigError, match="mse_tolerance"):
         onnx2snn.convert(model, x, example_input=x[:1], mse_tolerance=-1, progress=False)
 
@@ -114,7 +114,7 @@ def test_capped_activation_never_fires_past_its_cap():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU6(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     x = torch.randn(64, 1, 8, 8) * 20  # drive the activations far above 6
-    snn = onnx2snn.convert(model, x, example_input=x[:1], percentile="max", timesteps=8, levels=2, progress=False)
+    snn = onnx2snn.convert(model, x, example_input=x[:1], threshold="max", timesteps=8, levels=2, progress=False)
     (neuron,) = snn.neurons().values()
     assert float(neuron.theta.max()) == 6.0 and neuron.levels == 1
     with torch.no_grad():
@@ -152,7 +152,7 @@ def test_relu_yolo_post_training_defaults(relu_yolo, T, bound50, bound5095):
     m = _map(snn, val, T)
     r50, r5095 = m["mAP50"] / ann["mAP50"], m["mAP50_95"] / ann["mAP50_95"]
     assert r50 >= bound50 and r5095 >= bound5095, (r50, r5095)
-    old = _map(onnx2snn.convert(path, calib, timesteps=T, percentile=99.99, levels=1, progress=False), val, T)
+    old = _map(onnx2snn.convert(path, calib, timesteps=T, threshold=99.99, levels=1, progress=False), val, T)
     assert r50 > old["mAP50"] / ann["mAP50"] and r5095 > old["mAP50_95"] / ann["mAP50_95"], (m, old)
 
 

@@ -93,7 +93,7 @@ def test_objective_timesteps_never_slower(digits, tuned):
 def test_margin_zero_trusts_held_out_numbers(digits, tuned):
     """Without the margin a point needs only the target on the held-out part: never dearer."""
     _, twin, x, _ = digits
-    bare = onnx2snn.convert(twin, x, target=0.99, progress=False, tune_options={"margin": 0})
+    bare = onnx2snn.convert(twin, x, target=0.99, progress=False, search={"margin": 0})
     r, auto = bare.tune_report, tuned.tune_report
     assert r.margin == 0 and r.required == 0.99 and "margin" not in r.reason
     assert all(q["meets"] == (q["quality"] >= 0.99 - 1e-12) for q in r.points)
@@ -107,11 +107,11 @@ def test_margin_zero_trusts_held_out_numbers(digits, tuned):
     (dict(target="high"), ConfigError, "target"),
     (dict(target=0.99, objective="speed"), ConfigError, "objective"),
     (dict(objective="timesteps"), ConfigError, "pass target="),
-    (dict(target=0.99, tune_options={"holdout_fraction": 0.2}), ConfigError, "unknown key"),
-    (dict(target=0.99, tune_options={"early_stop": 2}), ConfigError, "early_stop"),
-    (dict(target=0.99, tune_options={"reencode_levels": (0,)}), ConfigError, "reencode_levels"),
-    (dict(target=0.99, tune_options={"margin": -0.01}), ConfigError, r"margin.*'auto'"),
-    (dict(target=0.99, tune_options={"margin": "wide"}), ConfigError, r"margin.*'auto'"),
+    (dict(target=0.99, search={"holdout_fraction": 0.2}), ConfigError, "unknown setting holdout_fraction="),
+    (dict(target=0.99, search={"early_stop": 2}), ConfigError, "early_stop"),
+    (dict(target=0.99, search={"reencode_levels": (0,)}), ConfigError, "reencode_levels"),
+    (dict(target=0.99, search={"margin": -0.01}), ConfigError, r"margin.*'auto'"),
+    (dict(target=0.99, search={"margin": "wide"}), ConfigError, r"margin.*'auto'"),
 ])
 def test_bad_arguments(digits, kw, err, words):
     _, twin, x, _ = digits
@@ -126,7 +126,7 @@ def test_labeled_validation_data_gives_real_top1(digits):
     _, yte = zoo.load_digits(16, "test")
     yte = torch.as_tensor(yte)
     snn = onnx2snn.convert(twin, x[:300], target=0.99, progress=False,
-                           tune_options={"validation": (xte[:200], yte[:200])})
+                           search={"validation": (xte[:200], yte[:200])})
     r = snn.tune_report
     assert r.labeled and r.kind == "top1" and r.validation_samples == 200 and r.statistics_samples == 300
     assert r.units == 200 and r.margin == pytest.approx((0.99 * 0.01 / 200) ** 0.5)
@@ -136,16 +136,16 @@ def test_labeled_validation_data_gives_real_top1(digits):
         top1 = lambda m, **kw: float((m(xte[:200], **kw).argmax(1) == yte[:200]).float().mean())  # noqa: E731
         assert p["quality"] == pytest.approx(top1(snn, timesteps=T) / top1(twin), abs=1e-9)
     assert p["quality"] >= r.required and snn.config["tune"]["validation"] == "labeled validation"
-    with pytest.raises(DataError, match=r"tune_options\['validation'\] has no labels"):
-        onnx2snn.convert(twin, x[:300], target=0.99, progress=False, tune_options={"validation": xte[:64]})
+    with pytest.raises(DataError, match=r"search\['validation'\] has no labels"):
+        onnx2snn.convert(twin, x[:300], target=0.99, progress=False, search={"validation": xte[:64]})
     wrong = (yte[:64] + 1) % 10  # shifted labels: the ANN gets none of them right
     with torch.no_grad():
         assert int((twin(xte[:64]).argmax(1) == wrong).sum()) == 0
     with pytest.raises(DataError, match=r"the ANN itself scores 0 top1"):
-        onnx2snn.convert(twin, x[:300], target=0.99, progress=False, tune_options={"validation": (xte[:64], wrong)})
-    with pytest.raises(onnx2snn.ShapeError, match=r"tune_options\['validation'\]"):
+        onnx2snn.convert(twin, x[:300], target=0.99, progress=False, search={"validation": (xte[:64], wrong)})
+    with pytest.raises(onnx2snn.ShapeError, match=r"search\['validation'\]"):
         onnx2snn.convert(twin, x[:300], target=0.99, progress=False,
-                         tune_options={"validation": (xte[:64, :, :8, :8], yte[:64])})
+                         search={"validation": (xte[:64, :, :8, :8], yte[:64])})
 
 
 def test_too_little_data_says_how_many(digits):
@@ -158,7 +158,7 @@ def test_unreachable_target_names_best_point(digits):
     _, twin, x, _ = digits
     with pytest.raises(ConfigError, match=r"no setting keeps target=1 .* up to T=1: the best is 0\.\d+ at T=1, ") as e:
         onnx2snn.convert(twin, x, timesteps=1, target=1.0, levels=1, progress=False,
-                         tune_options={"percentiles": (50.0,), "mse_tolerances": (0.0,)})
+                         search={"percentiles": (50.0,), "mse_tolerances": (0.0,)})
     r = e.value.report
     assert r.chosen is None and r.best_point()["quality"] < 1.0
 
@@ -201,7 +201,7 @@ def detector(tmp_path_factory):
 def test_detector_search_meets_target_on_unseen_scenes(detector):
     path, twin, calib = detector
     snn = onnx2snn.convert(twin, calib, timesteps=8, target=0.95, progress=False,
-                           tune_options={"postprocess": "tiny-yolo", "max_runs": 4})
+                           search={"postprocess": "tiny-yolo", "max_runs": 4})
     r = snn.tune_report
     assert r.kind == "mAP50" and r.validation_samples == 64 and r.statistics_samples == 192
     p = r.points[r.chosen]
@@ -224,7 +224,7 @@ def test_labeled_detector_validation_is_verify_metric(detector):
     path, twin, calib = detector
     val = zoo.digit_scenes("train", n=48, seed=777)  # not among the calibration scenes (seed 12345)
     snn = onnx2snn.convert(twin, calib, timesteps=8, target=0.9, progress=False,
-                           tune_options={"postprocess": "tiny-yolo", "validation": val, "max_runs": 3})
+                           search={"postprocess": "tiny-yolo", "validation": val, "max_runs": 3})
     r = snn.tune_report
     assert r.labeled and r.kind == "mAP50" and r.validation_samples == 48 and r.statistics_samples == 256
     assert r.units == sum(len(s.labels) for s in val) and "labeled validation" in r.reason
@@ -261,7 +261,7 @@ def test_reencode_levels_searched_for_time_averaged_ops(tmp_path):
     x, _ = zoo.load_digits(16, "train")
     xte, _ = zoo.load_digits(16, "test")
     x, xte = torch.as_tensor(x[:256]), torch.as_tensor(xte)
-    snn = onnx2snn.convert(path, x, timesteps=16, target=0.97, progress=False, tune_options={"max_runs": 8})
+    snn = onnx2snn.convert(path, x, timesteps=16, target=0.97, progress=False, search={"max_runs": 8})
     r = snn.tune_report
     tried = {c["setting"]["reencode_levels"] for c in r.candidates}
     assert tried == {2, 3, 4, REENCODE_LEVELS}  # the default and the cheaper ones

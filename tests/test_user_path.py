@@ -107,19 +107,19 @@ API_CASES = [
     ("timesteps=1.5", lambda c: _convert(c, timesteps=1.5), ConfigError, r"timesteps=1.5 is not valid"),
     ("timesteps=True", lambda c: _convert(c, timesteps=True), ConfigError, r"timesteps=True is not valid"),
     ("timesteps='8'", lambda c: _convert(c, timesteps="8"), ConfigError, r"timesteps='8' is not valid"),
-    ("percentile=150", lambda c: _convert(c, percentile=150), ConfigError, r"percentile=150 .*\(0, 100\]"),
-    ("percentile=0", lambda c: _convert(c, percentile=0), ConfigError, r"percentile=0 is not valid"),
-    ("percentile=-5", lambda c: _convert(c, percentile=-5), ConfigError, r"percentile=-5 is not valid"),
-    ("percentile=NaN", lambda c: _convert(c, percentile=math.nan), ConfigError, r"percentile=nan is not valid"),
-    ("percentile='p99'", lambda c: _convert(c, percentile="p99"), ConfigError, r"percentile='p99'"),
+    ("threshold=150", lambda c: _convert(c, threshold=150), ConfigError, r"threshold=150 .*\(0, 100\]"),
+    ("threshold=0", lambda c: _convert(c, threshold=0), ConfigError, r"threshold=0 is not valid"),
+    ("threshold=-5", lambda c: _convert(c, threshold=-5), ConfigError, r"threshold=-5 is not valid"),
+    ("threshold=NaN", lambda c: _convert(c, threshold=math.nan), ConfigError, r"threshold=nan is not valid"),
+    ("threshold='p99'", lambda c: _convert(c, threshold="p99"), ConfigError, r"threshold='p99'"),
     ("normalization='batch'", lambda c: _convert(c, normalization="batch"), ConfigError,
      r"normalization='batch' is not valid: expected one of 'channel', 'layer'"),
     ("encoding='rate'", lambda c: _convert(c, encoding="rate"), ConfigError, r"encoding='rate'"),
     ("levels=0", lambda c: _convert(c, levels=0), ConfigError, r"levels=0 is not valid"),
-    ("percentile='mse2'", lambda c: _convert(c, percentile="mse2"), ConfigError, r"'max' or 'mse'"),
+    ("threshold='mse2'", lambda c: _convert(c, threshold="mse2"), ConfigError, r"'max' or 'mse'"),
     ("batch_size=0", lambda c: _convert(c, batch_size=0), ConfigError, r"batch_size=0"),
     ("calibration_limit=0", lambda c: _convert(c, calibration_limit=0), ConfigError, r"calibration_limit=0"),
-    ("calibrate_timesteps=0", lambda c: _convert(c, calibrate_timesteps=0), ConfigError, r"calibrate_timesteps=0"),
+    ("correct_timesteps=0", lambda c: _convert(c, correct_timesteps=0), ConfigError, r"correct_timesteps=0"),
     ("v_init=NaN", lambda c: _convert(c, v_init=math.nan), ConfigError, r"v_init=nan"),
     ("signed_relu='yes'", lambda c: _convert(c, signed_relu="yes"), ConfigError, r"signed_relu='yes'"),
     ("replace unknown kind", lambda c: _convert(c, replace_activations={"Swish": "ReLU"}), ConfigError,
@@ -178,14 +178,14 @@ API_CASES = [
     ("load an .npz", lambda c: onnx2snn.load(c.dir / "calib.npz"), InvalidModelError, r"numpy .npz archive"),
     ("load a missing file", lambda c: onnx2snn.load(c.dir / "nope.snn.pt"), InvalidModelError, r"no such file"),
     ("load(None)", lambda c: onnx2snn.load(None), ConfigError, r"load takes a file path"),
-    # calibrate, finetune, fold
-    ("calibrate timesteps=0", lambda c: onnx2snn.calibrate(c.snn, c.x, timesteps=0), ConfigError, r"timesteps=0"),
-    ("calibrate method='all'", lambda c: onnx2snn.calibrate(c.snn, c.x, method="all"), ConfigError, r"method='all'"),
-    ("calibrate limit=0", lambda c: onnx2snn.calibrate(c.snn, c.x, limit=0), ConfigError, r"limit=0"),
-    ("calibrate wrong-shape data", lambda c: onnx2snn.calibrate(c.snn, c.x[:, :, :8], progress=False), ShapeError,
+    # correct, finetune, fold
+    ("correct timesteps=0", lambda c: onnx2snn.correct(c.snn, c.x, timesteps=0), ConfigError, r"timesteps=0"),
+    ("correct method='all'", lambda c: onnx2snn.correct(c.snn, c.x, method="all"), ConfigError, r"method='all'"),
+    ("correct limit=0", lambda c: onnx2snn.correct(c.snn, c.x, limit=0), ConfigError, r"limit=0"),
+    ("correct wrong-shape data", lambda c: onnx2snn.correct(c.snn, c.x[:, :, :8], progress=False), ShapeError,
      r"samples have shape \(1, 8, 16\)"),
-    ("calibrate a twin", lambda c: onnx2snn.calibrate(onnx2snn.import_onnx(c.onnx), c.x), ConfigError,
-     r"calibrate needs a SpikingNetwork"),
+    ("correct a twin", lambda c: onnx2snn.correct(onnx2snn.import_onnx(c.onnx), c.x), ConfigError,
+     r"correct needs a SpikingNetwork"),
     ("finetune timesteps=0", lambda c: onnx2snn.finetune(c.onnx, (c.x, c.y), timesteps=0), ConfigError,
      r"timesteps=0"),
     ("finetune epochs=-1", lambda c: onnx2snn.finetune(c.onnx, (c.x, c.y), epochs=-1), ConfigError, r"epochs=-1"),
@@ -396,8 +396,8 @@ def _no_call(*args, **kwargs):
 CLI_CASES = [
     ("--input-shape foo", ["convert", "{onnx}", "--calib", "{npz}", "--input-shape", "foo"],
      "argument --input-shape: 'foo' is not valid"),
-    ("--percentile foo", ["convert", "{onnx}", "--calib", "{npz}", "--percentile", "foo"],
-     "argument --percentile: 'foo' is not valid"),
+    ("--threshold foo", ["convert", "{onnx}", "--calib", "{npz}", "--threshold", "foo"],
+     "argument --threshold/--percentile: 'foo' is not valid"),
     ("--percentile 150", ["convert", "{onnx}", "--calib", "{npz}", "--percentile", "150"], "(0, 100]"),
     ("--levels 0", ["convert", "{onnx}", "--calib", "{npz}", "--levels", "0"], "argument --levels: 0 is not valid"),
     ("--mse-tolerance -1", ["convert", "{onnx}", "--calib", "{npz}", "--mse-tolerance", "-1"],
@@ -458,7 +458,7 @@ CLI_API_CASES = [  # errors raised by the API, printed under the CLI's option na
      "3 channels where the model takes 1", "input_shape="),
     ("--mse-tolerance with a percentile", ["convert", "{onnx}", "--calib", "{npz}", "--percentile", "99",
                                            "--mse-tolerance", "0.2", "--quiet", "-o", "{dir}/t.snn.pt"],
-     "mse_tolerance applies to --percentile 'mse'", "Traceback"),
+     "mse_tolerance applies to --threshold 'mse'", "Traceback"),
     ("corrupt image folder", ["convert", "{onnx}", "--calib", "{corrupt}", "--quiet", "-o", "{dir}/c.snn.pt"],
      "0001.jpg: cannot read the image", "Traceback"),
     ("verify an ONNX file", ["verify", "{onnx}", "--data", "{npz}", "--quiet", "--out", "{dir}/r"],
@@ -487,10 +487,10 @@ def test_cli_api_errors_speak_cli(ctx, capsys, case, argv, message, absent):
 
 def test_cli_replace_before_the_model_and_image_folder_calibration(ctx, capsys, tmp_path):
     args = build_parser().parse_args(["convert", "--replace", "SiLU=ReLU", str(ctx.silu), "--calib", str(ctx.images)])
-    assert args.model == str(ctx.silu) and args.replace == [{"SiLU": "ReLU"}]
+    assert args.model == str(ctx.silu) and args.replace_activations == [{"SiLU": "ReLU"}]
     args = build_parser().parse_args(["convert", str(ctx.onnx), "--calib", str(ctx.images), "--replace", "SiLU=ReLU,GELU=ReLU",
                                       "--replace", "HardSwish=ReLU6"])
-    assert args.replace == [{"SiLU": "ReLU", "GELU": "ReLU"}, {"HardSwish": "ReLU6"}]
+    assert args.replace_activations == [{"SiLU": "ReLU", "GELU": "ReLU"}, {"HardSwish": "ReLU6"}]
     out = tmp_path / "silu.snn.pt"
     rc, err, _ = cli(capsys, "convert", "--replace", "SiLU=ReLU", ctx.silu, "--calib", ctx.images, "--quiet",
                      "-o", out)

@@ -25,7 +25,7 @@ def test_registry_lists_presets():
     for name, s in models.items():
         assert json.loads(json.dumps(s)) == s
         assert s["task"] in ("classification", "detection") and len(s["input_shape"]) == 3
-        assert {"timesteps", "normalization", "percentile"} <= set(s["conversion"])
+        assert {"timesteps", "normalization", "threshold"} <= set(s["conversion"])
         pre = zoo.Preprocess.from_dict(s["preprocess"])
         assert pre.channels == s["input_shape"][0] and list(pre.size) == s["input_shape"][1:]
         if s["task"] == "detection":

@@ -1,4 +1,4 @@
-"""Post-conversion calibration with sample data only (Li et al. 2021, "A free lunch from ANN").
+"""Post-conversion correction (``onnx2snn.correct``) with sample data only (Li et al. 2021, "A free lunch from ANN").
 
 At small T a neuron's mean output drifts from the ANN activation it replaces: spikes
 arrive late from the layers before, and the residue left in the membrane is lost. The
@@ -12,6 +12,7 @@ samples, space and the T steps) is added to the neuron's per-channel input ``bia
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -113,14 +114,14 @@ def neuron_order(snn) -> list[str]:
     return [n.target for n in snn.rewritten.graph.nodes if n.op == "call_module" and n.target in neurons]
 
 
-def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both", batch_size: int = 64,
-              limit: int | None = 512, preprocess=None, progress: bool = True, distributed: "bool | None" = None):
+def correct(snn, data: Any, timesteps: int | None = None, method: str = "both", batch_size: int = 64,
+            limit: int | None = 512, preprocess=None, progress: bool = True, distributed: "bool | None" = None):
     """Correct each neuron's per-channel bias / initial potential for ``timesteps`` (in place).
 
     Args:
         snn: a :class:`SpikingNetwork` from :func:`onnx2snn.convert`.
         data: sample inputs in any form convert takes (no labels needed).
-        timesteps: the T to calibrate for (default ``snn.timesteps``).
+        timesteps: the T to correct for (default ``snn.timesteps``).
         method: ``"both"`` (bias then potential correction, default), ``"bias"`` or ``"potential"``.
         limit: samples used (the first ``limit``).
         distributed: under ``torchrun`` (default None: when it started this process) each rank
@@ -131,21 +132,21 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
     error of the neuron's mean output against the ANN before and after its correction.
     """
     if not hasattr(snn, "neurons") or not hasattr(snn, "rewritten"):
-        raise ConfigError(f"calibrate needs a SpikingNetwork from onnx2snn.convert, got {type(snn).__name__}", "snn")
+        raise ConfigError(f"correct needs a SpikingNetwork from onnx2snn.convert, got {type(snn).__name__}", "snn")
     T = snn.timesteps if timesteps is None else checks.integer("timesteps", timesteps, 1)
     method = checks.choice("method", method, METHODS)
     batch_size = checks.integer("batch_size", batch_size, 1)
     limit = checks.optional_integer("limit", limit, 1)
     if data is None:
-        raise DataError("calibrate needs sample data (a tensor, DataLoader, .npz or image folder)")
+        raise DataError("correct needs sample data (a tensor, DataLoader, .npz or image folder)")
     dev = module_device(snn)
     shard = init_distributed(distributed, dev)
-    batches, _ = sample_batches(snn.ann, data, batch_size, limit, preprocess, "calibrate data", shard=shard)
+    batches, _ = sample_batches(snn.ann, data, batch_size, limit, preprocess, "correct data", shard=shard)
     batches = [xb.to(dev) for xb in batches]
     ids = [shard.rank + j * shard.world for j in range(len(batches))]
     samples = dist.all_gather(sum(len(b) for b in batches), shard)
     if sum(samples) == 0:
-        raise DataError("calibrate: the data holds no samples")
+        raise DataError("correct: the data holds no samples")
     order = neuron_order(snn)
     was_analog = any(m.analog for m in snn.spiking_modules().values())
     snn.set_analog(False)
@@ -156,7 +157,7 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
     def measure(target):
         return snn_channel_mean(snn, target, batches, T, ids, shard)
 
-    for target in progress_bar(order, desc=f"calibrating T={T}", unit="neuron", enabled=progress and shard.rank == 0):
+    for target in progress_bar(order, desc=f"correcting T={T}", unit="neuron", enabled=progress and shard.rank == 0):
         neuron = snn.rewritten.get_submodule(target)
         want = target_means[target].to(dev)
         err = want - measure(target).to(dev)
@@ -177,4 +178,12 @@ def calibrate(snn, data: Any, timesteps: int | None = None, method: str = "both"
     return snn
 
 
-__all__ = ["calibrate", "ann_channel_means", "snn_channel_mean", "neuron_order", "METHODS"]
+def calibrate(snn, data: Any, *args, **kwargs):
+    """Deprecated name of :func:`correct` (``calibrate`` is what thresholds are: this corrects
+    biases and initial potentials)."""
+    warnings.warn("onnx2snn.calibrate(snn, ...) is now onnx2snn.correct(snn, ...); the old name will be removed",
+                  DeprecationWarning, stacklevel=2)
+    return correct(snn, data, *args, **kwargs)
+
+
+__all__ = ["correct", "calibrate", "ann_channel_means", "snn_channel_mean", "neuron_order", "METHODS"]

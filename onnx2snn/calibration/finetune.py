@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.fx as fx
 
 from .. import checks, settings
+from ..config import FinetuneConfig, finetune_settings
 from .. import distributed as dist
 from ..data.batches import check_fits, default_preprocess, iter_batches
 from ..data.training import _epoch_batches, _inputs_for_calibration, _open_path, _steps, _to
@@ -56,21 +57,13 @@ def _scalar_loss(value: Any) -> torch.Tensor:
 
 
 # -- the API ---------------------------------------------------------------------------
-def finetune(source: Any, train_data: Any, timesteps: int = _D.timesteps, epochs: int = _D.epochs,
-             loss: "Callable | str | None" = _D.loss, lr: float = _D.lr, noise: str | None = _D.noise,
-             noise_scale: float = _D.noise_scale, per_channel: bool = _D.per_channel,
-             calibration_data: Any = _D.calibration_data, batch_size: int = _D.batch_size, seed: int = _D.seed,
-             progress: bool = _D.progress, device: "str | torch.device | None" = _D.device,
-             example_input: torch.Tensor | None = _D.example_input, input_shape=_D.input_shape,
-             replace_activations: Mapping[str, str] | None = _D.replace_activations,
-             percentile: "float | str" = _D.percentile, levels: int = _D.levels,
-             calibration_limit: int = _D.calibration_limit, weight_decay: float = _D.weight_decay,
-             grad_clip: float | None = _D.grad_clip, preprocess=_D.preprocess, distributed: "bool | None" = _D.distributed,
-             distill_weight: float | None = _D.distill_weight, temperature: float = _D.temperature,
-             feature_weight: float = _D.feature_weight, rate_weight: float = _D.rate_weight,
-             distill_mode: str = _D.distill_mode) -> fx.GraphModule:
-    """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost. Each
-    setting's default (shared with ``onnx2snn finetune``) is in :data:`onnx2snn.settings.FINETUNE`.
+def finetune(source: Any, train_data: Any, config: "FinetuneConfig | Mapping | None" = None,
+             **settings_: Any) -> fx.GraphModule:
+    """Fine-tune an ANN so that it converts to a T-step SNN with (almost) nothing lost.
+    ``config`` (:class:`onnx2snn.FinetuneConfig`, the training settings) and the keywords
+    ``**settings_`` are the rows of :data:`onnx2snn.settings.FINETUNE` (defaults shared with
+    ``onnx2snn finetune``); a keyword replaces the field of ``config``; an unknown one is an
+    error with the closest name.
 
     Args:
         source: like :func:`onnx2snn.convert`: ONNX path / bytes / ModelProto, an
@@ -101,7 +94,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = _D.timesteps, epochs
         noise: ``"gaussian"`` (default), ``"uniform"`` or None; ``noise_scale`` is its
             standard deviation in spikes (units of theta / T), added before rounding.
         per_channel: one trainable theta per channel (True) or per layer.
-        calibration_data: inputs for the initial thresholds (channel-wise, ``percentile`` as
+        calibration_data: inputs for the initial thresholds (channel-wise, ``threshold`` as
             convert takes it, ``"mse"`` for this T); default: the first ``calibration_limit``
             training inputs.
         levels: spikes a neuron may fire per step (as convert takes it); the neuron model
@@ -125,12 +118,21 @@ def finetune(source: Any, train_data: Any, timesteps: int = _D.timesteps, epochs
     (settings and the per-epoch history of the loss and its parts).
     ``onnx2snn.convert(twin, timesteps=T)`` then needs no calibration data.
     """
+    cfg, run = finetune_settings(config, settings_)
+    return _finetune(source, train_data, **cfg.keywords(), **run.keywords())
+
+
+def _finetune(source: Any, train_data: Any, timesteps, epochs, loss, lr, noise, noise_scale, per_channel,
+              calibration_data, batch_size, seed, progress, device, example_input, input_shape, replace_activations,
+              threshold, levels, calibration_limit, weight_decay, grad_clip, preprocess, distributed, distill_weight,
+              temperature, feature_weight, rate_weight, distill_mode) -> fx.GraphModule:
+    """finetune's work on its checked settings (one argument per row of FINETUNE)."""
     timesteps, epochs = checks.integer("timesteps", timesteps, 1), checks.integer("epochs", epochs, 0)
     lr = checks.real("lr", lr, 0.0, strict_min=True)
     check_noise(noise, noise_scale)
     per_channel, progress = checks.boolean("per_channel", per_channel), checks.boolean("progress", progress)
     batch_size, seed = checks.integer("batch_size", batch_size, 1), checks.integer("seed", seed, 0)
-    percentile = checks.percentile(percentile)
+    percentile = checks.threshold(threshold)
     levels = checks.integer("levels", levels, 1)
     calibration_limit = checks.integer("calibration_limit", calibration_limit, 1)
     weight_decay = checks.real("weight_decay", weight_decay, 0.0)
@@ -289,7 +291,7 @@ def finetune(source: Any, train_data: Any, timesteps: int = _D.timesteps, epochs
                           "distill_weight": weight if use_distill else 0.0,
                           "temperature": float(temperature), "feature_weight": float(feature_weight),
                           "distill_mode": distill_mode, "rate_weight": float(rate_weight), "noise": noise,
-                          "levels": levels, "percentile": percentile,
+                          "levels": levels, "threshold": percentile,
                           "noise_scale": float(noise_scale), "per_channel": bool(per_channel), "lr": lr,
                           "seed": seed, "history": history, "seconds": round(time.time() - t0, 2),
                           "world_size": shard.world, "inferred": info.to_dict()}

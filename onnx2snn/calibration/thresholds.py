@@ -8,6 +8,7 @@ import torch
 import torch.fx as fx
 
 from .. import checks, settings
+from ..config import keywords
 from ..data.batches import (check_fits, check_preprocess, iter_batches, peek, progress_samples,  # noqa: F401
                             resolve_preprocess, sample_count)
 from ..distributed import ALONE, Shard, init as init_distributed
@@ -44,19 +45,20 @@ def check_mse_tolerance(mse_tolerance: Any, percentile: "float | str") -> float:
     least-squared-error search it widens), an error otherwise rather than ignored."""
     mse_tolerance = checks.real("mse_tolerance", mse_tolerance, 0.0)
     if mse_tolerance and percentile != "mse":
-        raise ConfigError(f"mse_tolerance applies to percentile='mse' (the least-squared-error search), "
-                          f"not percentile={percentile!r}", "mse_tolerance")
+        raise ConfigError(f"mse_tolerance applies to threshold='mse' (the least-squared-error search), "
+                          f"not threshold={percentile!r}", "mse_tolerance")
     return mse_tolerance
 
 
 def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "channel",
-                         percentile: "float | str" = DEFAULT_PERCENTILE, batch_size: int = 64, limit: int | None = None,
+                         threshold: "float | str" = DEFAULT_PERCENTILE, batch_size: int = 64, limit: int | None = None,
                          preprocess=None, progress: bool = True, distributed: "bool | None" = None,
-                         timesteps: int = 32, v_init: float = 0.5,
-                         levels: int = 1, mse_tolerance: float = 0.0) -> tuple[dict[str, torch.Tensor], dict]:
+                         timesteps: int = 32, v_init: float = 0.5, levels: int = 1, mse_tolerance: float = 0.0,
+                         **old: Any) -> tuple[dict[str, torch.Tensor], dict]:
     """Per-channel thresholds for every activation in the spiking core, from sample data.
 
-    ``percentile``: a number in (0, 100], ``"max"``, or ``"mse"``: the threshold that
+    ``threshold`` (``percentile=``, its old name, warns): a percentile in (0, 100], ``"max"``, or
+    ``"mse"``: the threshold that
     minimises the squared error of a neuron (initial potential ``v_init``) firing at most
     ``levels`` spikes per step (capped neurons: one, see :func:`search_levels`) over
     ``timesteps`` steps, from the same histograms (see :meth:`StreamingHistogram.mse_threshold`);
@@ -70,8 +72,10 @@ def calibrate_thresholds(twin: fx.GraphModule, data: Any, normalization: str = "
     if not isinstance(twin, fx.GraphModule):
         raise ConfigError(f"calibrate_thresholds needs a twin from onnx2snn.import_onnx, got {type(twin).__name__}",
                           "twin")
+    if old:  # percentile=, the old name of threshold=
+        threshold = keywords("calibrate_thresholds", old, ("threshold",), stacklevel=3)["threshold"]
     normalization = checks.choice("normalization", normalization, NORMALIZATIONS)
-    percentile = checks.percentile(percentile)
+    percentile = checks.threshold(threshold)
     batch_size = checks.integer("batch_size", batch_size, 1)
     limit = checks.optional_integer("limit", limit, 1)
     progress = checks.boolean("progress", progress)

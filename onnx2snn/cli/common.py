@@ -79,7 +79,8 @@ def real(param: str, minimum=None, maximum=None):
     return _checked(param, _real, minimum, maximum)
 
 
-percentile = _checked("percentile", lambda p, v: checks.percentile(v, p))
+threshold = _checked("threshold", lambda p, v: checks.threshold(v, p))
+percentile = threshold
 
 
 def _timesteps(param: str, text: str):
@@ -166,6 +167,43 @@ def merged(dicts) -> dict | None:
     for d in dicts:
         out.update(d)
     return out
+
+
+# -- options from the settings tables -------------------------------------------------------
+def _inferred(name: str, default) -> dict:
+    """argparse details of a row with no spec: from its default's type (checked as the API checks)."""
+    if isinstance(default, bool):
+        return {"action": "store_false" if default else "store_true"}
+    if isinstance(default, int):
+        return {"type": _checked(name, _int, 0)}
+    if isinstance(default, float):
+        return {"type": real(name)}
+    return {}
+
+
+def add_table(p: argparse.ArgumentParser, table, specs: dict, groups: dict | None = None) -> list[str]:
+    """One option per row of ``table`` with a flag (flags, default, choices and help from the
+    table; ``specs[name]``: argparse details such as type=, action=; ``groups[name]``: the
+    argument group). A row whose flags are already taken (one switch for two settings) or that
+    spreads over several options by hand (``reason`` and several flags) is skipped. Returns
+    the settings added with ``dest`` = their name (``table_values`` reads them back)."""
+    added = []
+    for name, s in table.items():
+        if not s.flags or any(f in p._option_string_actions for f in s.flags):
+            continue
+        if s.reason and len(s.flags) > 1 and name not in specs:
+            continue
+        kwargs = dict(specs.get(name) or _inferred(name, s.default))
+        kwargs.setdefault("dest", name)
+        table.argument((groups or {}).get(name, p), name, **kwargs)
+        if kwargs["dest"] == name:
+            added.append(name)
+    return added
+
+
+def table_values(args, names) -> dict:
+    """The settings ``names`` as parsed (keywords for the API)."""
+    return {n: getattr(args, n) for n in names}
 
 
 # -- image preprocessing ----------------------------------------------------------------
@@ -267,8 +305,8 @@ def onnx_input_shape(path: str, input_shape=None):
     return dims
 
 
-__all__ = ["Formatter", "Parser", "parser", "positive_int", "real", "percentile", "timesteps_list", "shape", "size",
-           "mean", "std", "replacement", "existing", "merged", "add_preprocess_options", "preprocess_from_args",
+__all__ = ["Formatter", "Parser", "parser", "positive_int", "real", "threshold", "percentile", "timesteps_list", "shape", "size",
+           "mean", "std", "replacement", "existing", "merged", "add_table", "table_values", "add_preprocess_options", "preprocess_from_args",
            "cli_text", "warn_line", "default_model", "onnx_input_shape"]
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 
 from ..settings import FINETUNE
-from .common import (add_preprocess_options, existing, merged, parser, percentile, positive_int,
-                     preprocess_from_args, real, register_zoo_names, replacement, shape)
+from .common import (_checked, _int, add_preprocess_options, add_table, existing, merged, parser, positive_int,
+                     preprocess_from_args, real, register_zoo_names, replacement, shape, table_values, threshold)
+
+FINETUNE_OPTIONS: list = []  # the FINETUNE rows read back as keywords (filled by add)
 
 
 def add(sub) -> None:
@@ -17,29 +19,23 @@ def add(sub) -> None:
     f.add_argument("--data", required=True, type=existing("file or folder"),
                    help="training images: a YOLO data.yaml (its train split), a YOLO dataset folder (images/ + "
                         "labels/), an image folder, or .npz with x")
-    a = FINETUNE.argument  # flags, defaults and help from onnx2snn.settings (the API's defaults)
-    a(f, "timesteps", type=positive_int("timesteps"))
-    a(f, "epochs", type=positive_int("epochs"))
-    a(f, "loss")
-    a(f, "rate_weight", type=real("rate_weight", 0.0))
-    a(f, "distill_weight", type=real("distill_weight", 0.0))
-    a(f, "replace_activations", type=replacement, action="append", metavar="KIND=NEW", dest="replace")
-    a(f, "lr", type=real("lr", 0.0))
-    a(f, "batch_size", type=positive_int("batch_size"))
-    a(f, "calibration_limit", type=positive_int("calibration_limit"), dest="limit")
-    a(f, "percentile", type=percentile)
-    a(f, "levels", type=positive_int("levels"))
+    # every row of FINETUNE with a flag: flags, defaults (the API's) and help from onnx2snn.settings
+    FINETUNE_OPTIONS[:] = add_table(f, FINETUNE, {
+        "timesteps": dict(type=positive_int("timesteps")), "epochs": dict(type=positive_int("epochs")),
+        "rate_weight": dict(type=real("rate_weight", 0.0)), "distill_weight": dict(type=real("distill_weight", 0.0)),
+        "replace_activations": dict(type=replacement, action="append", metavar="KIND=NEW"),
+        "lr": dict(type=real("lr", 0.0)), "batch_size": dict(type=positive_int("batch_size")),
+        "calibration_limit": dict(type=positive_int("calibration_limit")), "threshold": dict(type=threshold),
+        "levels": dict(type=positive_int("levels")), "input_shape": dict(type=shape),
+        "seed": dict(type=_checked("seed", _int, 0)), "progress": dict(action="store_true", dest="quiet")})
     add_preprocess_options(f)
     f.add_argument("--no-letterbox", action="store_true", help="stretch images to the input size instead of "
                                                                "letterboxing (default: letterbox, as Ultralytics)")
-    a(f, "input_shape", type=shape)
-    a(f, "seed", type=int)
     f.add_argument("-o", "--output", help="SNN file (default: <model>.snn.pt)")
     f.add_argument("--save-onnx", nargs="?", const="", metavar="PATH",
                    help="also write the fine-tuned ANN (spiking-ready activations) as ONNX "
                         "(default path: <model>.finetuned.onnx)")
     f.add_argument("--history", help="JSON of the training history (default: <output>.history.json)")
-    a(f, "progress", action="store_true", dest="quiet")
     f.set_defaults(func=run)
 
 
@@ -63,18 +59,14 @@ def run(args) -> int:
         pre = Preprocess(size=tuple(in_shape[2:]), channels=int(in_shape[1]))
     if pre is not None:
         pre.letterbox = not args.no_letterbox
-    replace = merged(args.replace)
+    replace = merged(args.replace_activations)
     from ..api import convert
     from ..calibration.finetune import finetune
 
     if args.loss != "distill":
         register_zoo_names()
-    ft = finetune(args.model, args.data, timesteps=args.timesteps, epochs=args.epochs, loss=args.loss,
-                  distill_weight=args.distill_weight, replace_activations=replace, lr=args.lr,
-                  rate_weight=args.rate_weight,
-                  batch_size=args.batch_size, calibration_limit=args.limit, percentile=args.percentile,
-                  levels=args.levels,
-                  preprocess=pre, seed=args.seed, input_shape=args.input_shape, progress=not args.quiet)
+    ft = finetune(args.model, args.data, **{**table_values(args, FINETUNE_OPTIONS), "replace_activations": replace},
+                  preprocess=pre, progress=not args.quiet)
     from ..distributed import is_main
 
     if not is_main():  # under torchrun: every rank trained the same twin, rank 0 writes

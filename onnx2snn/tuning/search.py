@@ -2,7 +2,7 @@
 
 The calibration data is split once (seeded): a held-out part to validate on against the ANN,
 the rest for the activation statistics, collected in one pass. With labeled validation data
-(``tune_options={"validation": ...}``) quality is the real metric on it, and all calibration
+(``search={"validation": ...}``) quality is the real metric on it, and all calibration
 data goes to the statistics. A candidate is a setting (threshold
 method and its parameter, levels, v_init, signed or not) and, for ``"mse"`` thresholds, the
 T they are designed for; it costs a threshold computation from the kept histograms and one
@@ -37,6 +37,7 @@ on the held-out units (samples for top-1 agreement, the ANN's confident objects 
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import time
@@ -49,7 +50,8 @@ import torch.fx as fx
 from ..progress import bar as progress_bar
 
 from .. import checks
-from ..settings import OBJECTIVES as _OBJECTIVES, saved as saved_setting
+from ..config import ConvertConfig, SearchConfig
+from ..settings import OBJECTIVES as _OBJECTIVES, SEARCH
 from ..data.batches import check_fits
 from ..calibration.thresholds import (collect_statistics, sample_batches, statistics_summary,
                                       thresholds_from_statistics)
@@ -58,20 +60,20 @@ from ..graph.averaged import Reencode
 from ..snn.network import build_spiking
 from ..task import resolve_task
 from .report import TuneReport
-from .validation import GT_CONFIDENCE, Validation
+from .validation import Validation
 
 OBJECTIVES = _OBJECTIVES
 GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 MIN_VALIDATION = 32   # held-out samples at least
 MIN_STATISTICS = 32   # samples left for the statistics at least
+# the search's settings and their defaults: the table (onnx2snn.settings.SEARCH, SearchConfig);
 # None: by kind of network (KIND_DEFAULTS: classifiers and others / detectors)
-DEFAULTS = {"postprocess": None, "category_ids": None, "metric": None, "holdout": 0.25, "max_validation": None,
-            "percentiles": None, "mse_tolerances": None, "levels": None, "reencode_levels": None,
-            "v_init": None, "allow_unsigned": False, "max_runs": 20, "early_stop": 0.03,
-            "gt_confidence": GT_CONFIDENCE, "margin": "auto", "validation": None, "annotations": None, "seed": 0}
+DEFAULTS = {name: row.default for name, row in SEARCH.items()}
 KIND_DEFAULTS = {False: {"max_validation": 256, "percentiles": ("mse", 99.99, 99.9), "mse_tolerances": (0.0, 0.25, 0.5)},
                  True: {"max_validation": 96, "percentiles": ("mse", 99.99), "mse_tolerances": (0.0, 0.25)}}
 REENCODE_CHOICES = (2, 3, 4)  # spikes per step of re-encoding neurons tried (with the given one)
+# the fields of ConvertConfig a candidate changes (besides timesteps): signed_relu and _ibt change together
+VARIED = ("threshold", "levels", "mse_tolerance", "v_init", ("signed_relu", "signed_ibt"), "reencode_levels")
 
 
 def check_target(target: Any) -> float:
@@ -83,93 +85,90 @@ def check_objective(objective: Any) -> str:
     return checks.choice("objective", objective, OBJECTIVES)
 
 
-def check_margin(margin: Any, param: str = "tune_options['margin']") -> "float | str":
+def check_margin(margin: Any, param: str = "search['margin']") -> "float | str":
     """``"auto"`` or the held-out quality in [0, 0.5] a point needs above the target."""
     if isinstance(margin, str) and margin == "auto":
         return margin
     return checks.real(f"{param} (a share of the ANN's quality, or 'auto')", margin, 0.0, 0.5)
 
 
-def check_options(options: Mapping | None) -> dict:
-    """``tune_options`` with defaults filled in; unknown keys and bad values are errors."""
+def check_options(options: "SearchConfig | Mapping | None") -> dict:
+    """The search's settings (a :class:`onnx2snn.SearchConfig` or a dict of its fields) with
+    defaults filled in; unknown keys (with the closest known one) and bad values are errors."""
     if options is None:
         options = {}
+    if isinstance(options, SearchConfig):
+        options = options.keywords()
     if not isinstance(options, Mapping):
-        raise ConfigError(f"tune_options must be a dict, got {type(options).__name__}", "tune_options")
+        raise ConfigError(f"search must be a SearchConfig or a dict, got {type(options).__name__}", "search")
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
-        raise ConfigError(f"tune_options: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}", "tune_options")
+        close = difflib.get_close_matches(unknown[0], list(DEFAULTS), n=1)
+        raise ConfigError(f"search: unknown key(s) {unknown}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                          f"known: {sorted(DEFAULTS)}", "search")
     o = {**DEFAULTS, **options}
     for k, v in KIND_DEFAULTS[o["postprocess"] is not None].items():
         o[k] = v if o[k] is None else o[k]
-    o["holdout"] = checks.real("tune_options['holdout']", o["holdout"], 0.0, 0.9, strict_min=True)
-    o["max_validation"] = checks.integer("tune_options['max_validation']", o["max_validation"], MIN_VALIDATION)
-    o["max_runs"] = checks.integer("tune_options['max_runs']", o["max_runs"], 1)
-    o["percentiles"] = tuple(checks.percentile(p, "tune_options['percentiles']") for p in o["percentiles"])
-    o["mse_tolerances"] = tuple(checks.real("tune_options['mse_tolerances']", e, 0.0) for e in o["mse_tolerances"])
+    o["objective"] = check_objective(o["objective"])
+    o["holdout"] = checks.real("search['holdout']", o["holdout"], 0.0, 0.9, strict_min=True)
+    o["max_validation"] = checks.integer("search['max_validation']", o["max_validation"], MIN_VALIDATION)
+    o["max_runs"] = checks.integer("search['max_runs']", o["max_runs"], 1)
+    o["percentiles"] = tuple(checks.percentile(p, "search['percentiles']") for p in o["percentiles"])
+    o["mse_tolerances"] = tuple(checks.real("search['mse_tolerances']", e, 0.0) for e in o["mse_tolerances"])
     if o["levels"] is not None:
-        o["levels"] = tuple(checks.integer("tune_options['levels']", k, 1) for k in o["levels"])
+        o["levels"] = tuple(checks.integer("search['levels']", k, 1) for k in o["levels"])
     if o["reencode_levels"] is not None:
-        o["reencode_levels"] = tuple(checks.integer("tune_options['reencode_levels']", k, 1)
+        o["reencode_levels"] = tuple(checks.integer("search['reencode_levels']", k, 1)
                                      for k in o["reencode_levels"])
     if o["early_stop"] is not None:
-        o["early_stop"] = checks.real("tune_options['early_stop']", o["early_stop"], 0.0, 1.0)
+        o["early_stop"] = checks.real("search['early_stop']", o["early_stop"], 0.0, 1.0)
     if o["v_init"] is not None:
-        o["v_init"] = tuple(checks.real("tune_options['v_init']", v, -1.0, 2.0) for v in o["v_init"])
-    o["allow_unsigned"] = checks.boolean("tune_options['allow_unsigned']", o["allow_unsigned"])
-    o["gt_confidence"] = checks.real("tune_options['gt_confidence']", o["gt_confidence"], 0.0, 1.0)
-    o["seed"] = checks.integer("tune_options['seed']", o["seed"], 0)
+        o["v_init"] = tuple(checks.real("search['v_init']", v, -1.0, 2.0) for v in o["v_init"])
+    o["allow_unsigned"] = checks.boolean("search['allow_unsigned']", o["allow_unsigned"])
+    o["gt_confidence"] = checks.real("search['gt_confidence']", o["gt_confidence"], 0.0, 1.0)
+    o["seed"] = checks.integer("search['seed']", o["seed"], 0)
     o["margin"] = check_margin(o["margin"])
     if not o["percentiles"] or not o["mse_tolerances"]:
-        raise ConfigError("tune_options: percentiles and mse_tolerances need at least one value", "tune_options")
+        raise ConfigError("search: percentiles and mse_tolerances need at least one value", "search")
     return o
 
 
-@dataclass(frozen=True)
-class Setting:
-    """What a candidate changes in the conversion config (besides T)."""
+def by_t(c: ConvertConfig) -> bool:
+    """Thresholds depend on the T they are designed for ("mse")."""
+    return c.threshold == "mse"
 
-    percentile: "float | str"
-    levels: int
-    mse_tolerance: float
-    v_init: float
-    signed: bool
-    reencode: int | None = None  # spikes per step of the re-encoding neurons (None: the network has none)
 
-    @property
-    def by_t(self) -> bool:
-        """Thresholds depend on the T they are designed for ("mse")."""
-        return self.percentile == "mse"
+def _signed(c: ConvertConfig) -> bool:
+    return bool(c.signed_relu or c.signed_ibt)
 
-    @classmethod
-    def of(cls, config: Mapping[str, Any], reencoders: bool) -> "Setting":
-        """The point of a convert config; a key it lacks (a config written before the setting
-        existed) reads as :func:`onnx2snn.settings.saved` says, as load reads it."""
-        def get(name):
-            return saved_setting(config, name)
-        return cls(get("percentile"), int(get("levels")), float(get("mse_tolerance")), float(get("v_init")),
-                   bool(get("signed_relu") or get("signed_ibt")), int(get("reencode_levels")) if reencoders else None)
 
-    def label(self) -> str:
-        p = "mse" if self.percentile == "mse" else f"p{self.percentile:g}" if isinstance(self.percentile, float) \
-            else str(self.percentile)
-        out = f"{p}, levels={self.levels}"
-        if self.mse_tolerance:
-            out += f", tol={self.mse_tolerance:g}"
-        if self.v_init != 0.5:
-            out += f", v_init={self.v_init:g}"
-        if not self.signed:
-            out += ", unsigned"
-        if self.reencode is not None:
-            out += f", reencode={self.reencode}"
-        return out
+def label(c: ConvertConfig, reencoders: bool) -> str:
+    """A candidate in a few words (what the report shows)."""
+    p = "mse" if c.threshold == "mse" else f"p{c.threshold:g}" if isinstance(c.threshold, float) else str(c.threshold)
+    out = f"{p}, levels={c.levels}"
+    if c.mse_tolerance:
+        out += f", tol={c.mse_tolerance:g}"
+    if c.v_init != 0.5:
+        out += f", v_init={c.v_init:g}"
+    if not _signed(c):
+        out += ", unsigned"
+    if reencoders:
+        out += f", reencode={c.reencode_levels}"
+    return out
 
-    def to_dict(self) -> dict:
-        out = {"percentile": self.percentile, "levels": self.levels, "mse_tolerance": self.mse_tolerance,
-               "v_init": self.v_init, "signed": self.signed}
-        if self.reencode is not None:
-            out["reencode_levels"] = self.reencode
-        return out
+
+def point(c: ConvertConfig, reencoders: bool) -> dict:
+    """What a candidate sets, for the report (JSON)."""
+    out = {"threshold": c.threshold, "levels": c.levels, "mse_tolerance": c.mse_tolerance, "v_init": c.v_init,
+           "signed": _signed(c)}
+    if reencoders:
+        out["reencode_levels"] = c.reencode_levels
+    return out
+
+
+def _differs(c: ConvertConfig, default: ConvertConfig) -> int:
+    return sum(tuple(getattr(c, n) for n in ((f,) if isinstance(f, str) else f)) !=
+               tuple(getattr(default, n) for n in ((f,) if isinstance(f, str) else f)) for f in VARIED)
 
 
 @dataclass
@@ -182,34 +181,37 @@ class Outcome:
     report: TuneReport = field(repr=False)
 
 
-def _reencode_choices(default: Setting, o: dict) -> tuple:
-    """Spikes per step of the re-encoding neurons to try, the default first ((None,): none)."""
-    if default.reencode is None:
-        return (None,)
-    return tuple(dict.fromkeys((default.reencode,) + (o["reencode_levels"] or REENCODE_CHOICES)))
+def _reencode_choices(default: ConvertConfig, o: dict, reencoders: bool) -> tuple:
+    """Spikes per step of the re-encoding neurons to try, the default first (the default alone
+    when the network has none)."""
+    if not reencoders:
+        return (default.reencode_levels,)
+    return tuple(dict.fromkeys((default.reencode_levels,) + (o["reencode_levels"] or REENCODE_CHOICES)))
 
 
-def _settings(default: Setting, o: dict, levels_free: bool) -> list[Setting]:
-    """Every setting of the space, the default first, then by how many fields differ."""
+def _settings(default: ConvertConfig, o: dict, levels_free: bool, reencoders: bool) -> list[ConvertConfig]:
+    """Every candidate of the space, each ``replace(default, ...)``: the default first, then by
+    how many fields differ."""
     levels = o["levels"] or ((default.levels, 1 if default.levels > 1 else 2) if levels_free else (default.levels,))
     v_inits = o["v_init"] or (default.v_init,)
-    signs = (default.signed, False) if o["allow_unsigned"] and default.signed else (default.signed,)
-    pcts = tuple(dict.fromkeys((default.percentile,) + o["percentiles"]))
+    signs = ((default.signed_relu, default.signed_ibt),)
+    if o["allow_unsigned"] and _signed(default):
+        signs += ((False, False),)
+    pcts = tuple(dict.fromkeys((default.threshold,) + o["percentiles"]))
     tols = tuple(dict.fromkeys((default.mse_tolerance,) + o["mse_tolerances"]))
-    reencs = _reencode_choices(default, o)
+    reencs = _reencode_choices(default, o, reencoders)
     out = {default}
-    for p, k, e, v, s, r in itertools.product(pcts, levels, tols, v_inits, signs, reencs):
+    for p, k, e, v, (sr, si), r in itertools.product(pcts, levels, tols, v_inits, signs, reencs):
         if p != "mse" and e:
             continue
-        out.add(Setting(p, int(k), float(e), float(v), bool(s), r))
+        out.add(replace(default, threshold=p, levels=int(k), mse_tolerance=float(e), v_init=float(v),
+                        signed_relu=sr, signed_ibt=si, reencode_levels=r))
 
-    def key(s: Setting):
-        diff = [s.percentile != default.percentile, s.levels != default.levels,
-                s.mse_tolerance != default.mse_tolerance, s.v_init != default.v_init, s.signed != default.signed,
-                s.reencode != default.reencode]
-        return (sum(diff), pcts.index(s.percentile), tols.index(s.mse_tolerance), list(levels).index(s.levels)
-                if s.levels in levels else 0, v_inits.index(s.v_init) if s.v_init in v_inits else 0, not s.signed,
-                reencs.index(s.reencode) if s.reencode in reencs else 0)
+    def key(c: ConvertConfig):
+        return (_differs(c, default), pcts.index(c.threshold), tols.index(c.mse_tolerance),
+                list(levels).index(c.levels) if c.levels in levels else 0,
+                v_inits.index(c.v_init) if c.v_init in v_inits else 0, not _signed(c),
+                reencs.index(c.reencode_levels) if c.reencode_levels in reencs else 0)
     return sorted(out, key=key)
 
 
@@ -236,12 +238,13 @@ def split(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, p
     return x[perm[n_val:]], x[perm[:n_val]]
 
 
-def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, objective: str = "energy",
+def search(twin: fx.GraphModule, data: Any, base_config: "ConvertConfig | Mapping", target: float,
+           objective: str = "energy",
            levels: int | None = None, options: Mapping | None = None, batch_size: int = 64,
            limit: int | None = None, preprocess=None, progress: bool = True,
            distributed: "bool | None" = None) -> Outcome:
-    """Search the settings of ``base_config`` (a ``convert`` config; its ``timesteps`` is the
-    largest T tried) for the point that keeps ``target`` of the ANN's quality on held-out
+    """Search the settings of ``base_config`` (a :class:`ConvertConfig`, or a saved config dict;
+    its ``timesteps`` is the largest T tried; every candidate is a ``dataclasses.replace`` of it) for the point that keeps ``target`` of the ANN's quality on held-out
     calibration data at the least energy (or smallest T). ``levels`` None: levels are searched
     too (1 and the default), else fixed. A twin with ``learned_thresholds`` (fine-tuned) keeps
     them: only T is searched, up to twice its fine-tuned T (and, when it has time-averaged
@@ -250,11 +253,14 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     t0 = time.time()
     target, objective = check_target(target), check_objective(objective)
     o = check_options(options)
+    if isinstance(base_config, Mapping):  # a saved config: read as load reads it (keys it lacks from the table)
+        base_config = ConvertConfig.from_saved(base_config)
     if o["postprocess"] is None:  # a detector known by its metadata, data or output: mAP with its decoder
         info = resolve_task(twin, data if o["validation"] is None else o["validation"], o["annotations"])
         if info.postprocess is not None:
-            o = check_options({**(options or {}), "postprocess": info.postprocess})
-    T_max = int(base_config["timesteps"])
+            given = options.keywords() if isinstance(options, SearchConfig) else dict(options or {})
+            o = check_options({**given, "postprocess": info.postprocess})
+    T_max = int(base_config.timesteps)
     learned = getattr(twin, "learned_thresholds", None)
     if learned is not None:
         ft = (getattr(twin, "finetune_info", None) or {}).get("timesteps")
@@ -277,43 +283,39 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     # a fine-tuned twin keeps its learned thresholds: statistics only for its re-encoding neurons
     obs = None if learned is not None and not reencoders else \
         collect_statistics(twin, cal, batch_size, None, None, progress, distributed)
-    default = Setting.of(base_config, bool(reencoders))
+    default = base_config
     if learned is None:
-        settings = _settings(default, o, levels is None)
+        settings = _settings(default, o, levels is None, bool(reencoders))
     else:  # only what the fine-tuning did not learn: the re-encoding neurons' spikes per step
-        settings = [replace(default, reencode=r) for r in _reencode_choices(default, o)]
+        settings = [replace(default, reencode_levels=r) for r in _reencode_choices(default, o, bool(reencoders))]
     candidates: list[dict] = []
     points: list[dict] = []
     cache: dict = {}
     bar = progress_bar(desc="tuning", unit="run", enabled=progress)
 
-    def use(s: Setting) -> None:
-        """The re-encoding neurons of the twin fire ``s.reencode`` spikes per step (their
+    def use(s: ConvertConfig) -> None:
+        """The re-encoding neurons of the twin fire ``s.reencode_levels`` spikes per step (their
         thresholds are searched for it, and the SNN built with it)."""
         for m in reencoders:
-            m.levels = int(s.reencode)
+            m.levels = int(s.reencode_levels)
 
-    def thresholds(s: Setting, d: int) -> dict:
+    def thresholds(s: ConvertConfig, d: int) -> dict:
         own = {} if learned is None else {k: v.clone() for k, v in learned.items()}
         if obs is None:
             return own
         use(s)
-        key = (s.percentile, s.levels, s.mse_tolerance, s.v_init, d if s.by_t else None, s.reencode)
+        key = replace(s, timesteps=d) if by_t(s) else s  # the config the thresholds are for
         if key not in cache:
-            cache[key] = thresholds_from_statistics(twin, obs, base_config["normalization"], s.percentile, d,
-                                                    s.v_init, s.levels, s.mse_tolerance)
+            cache[key] = thresholds_from_statistics(twin, obs, s.normalization, s.threshold, d, s.v_init, s.levels,
+                                                    s.mse_tolerance)
         return {**cache[key], **own}
 
-    def config(s: Setting, T: int) -> dict:
-        return {**base_config, "timesteps": T, "percentile": s.percentile, "levels": s.levels,
-                "ibt_levels": s.levels,  # as settings.snn_config writes it: always levels
-                "mse_tolerance": s.mse_tolerance, "v_init": s.v_init,
-                "signed_relu": base_config["signed_relu"] and s.signed, "signed_ibt": base_config["signed_ibt"] and s.signed,
-                **({} if s.reencode is None else {"reencode_levels": s.reencode})}
+    def config(s: ConvertConfig, T: int) -> dict:
+        return replace(s, timesteps=T).to_dict()
 
-    def find(s: Setting, d: int) -> dict | None:
+    def find(s: ConvertConfig, d: int) -> dict | None:
         for c in candidates:
-            if c["setting"] == s and (c["design_t"] == d or not s.by_t) and c["run_to"] >= d:
+            if c["setting"] == s and (c["design_t"] == d or not by_t(s)) and c["run_to"] >= d:
                 return c
         return None
 
@@ -341,7 +343,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
             return "timesteps"
         return None
 
-    def run(s: Setting, d: int, may_stop: bool = True) -> dict:
+    def run(s: ConvertConfig, d: int, may_stop: bool = True) -> dict:
         """One candidate: thresholds for design T ``d``, one run to ``d`` scoring every T <= d
         (cut after a quarter of the held-out samples when ``hopeless``)."""
         c = find(s, d)
@@ -357,7 +359,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
             return r is not None
         res, complete = validation.measure(snn, [t for t in grid if t <= d],
                                            stop if may_stop and o["early_stop"] is not None else None)
-        c = {"id": len(candidates), "setting": s, "design_t": d if s.by_t else None, "run_to": d,
+        c = {"id": len(candidates), "setting": s, "design_t": d if by_t(s) else None, "run_to": d,
              "seconds": round(time.time() - t1, 2), "stopped": why[0] if why else None}
         candidates.append(c)
         if not complete:  # a quarter's numbers: kept with the run, not as points of the frontier
@@ -367,7 +369,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
         for t, m in res.items():
             points.append({"candidate": c["id"], "T": t, **m, "meets": m["quality"] >= required - 1e-12})
         bar.update(1)
-        bar.set_postfix_str(f"{s.label()} T<={d}")
+        bar.set_postfix_str(f"{label(s, bool(reencoders))} T<={d}")
         return c
 
     def meets_at(c: dict, t: int) -> bool:
@@ -380,7 +382,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     notes: list[str] = []
     # phase 1: the default setting, designed for growing T, until one keeps the target
     T_star, default_run = None, None
-    designs = ([t for t in (2, 4, 8, 16, 32, 64, 128, 256, 512) if t < T_max] + [T_max]) if default.by_t and learned is None \
+    designs = ([t for t in (2, 4, 8, 16, 32, 64, 128, 256, 512) if t < T_max] + [T_max]) if by_t(default) and learned is None \
         else [T_max]
     for d in designs:
         default_run = run(default, d, may_stop=d != designs[-1])
@@ -398,20 +400,20 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     if T_star is not None:
         below = [t for t in grid if t <= T_star][::-1]
         for s in settings:
-            for d in below if s.by_t else [T_star]:
+            for d in below if by_t(s) else [T_star]:
                 if len(candidates) >= o["max_runs"]:
                     break
                 c = run(s, d)
                 if c["stopped"] != "energy" and not meets_at(c, d):
                     break
         if len(candidates) >= o["max_runs"]:
-            notes.append(f"stopped at max_runs={o['max_runs']} runs (tune_options['max_runs'])")
+            notes.append(f"stopped at max_runs={o['max_runs']} runs (search['max_runs'])")
     bar.close()
     report = TuneReport(target=target, objective=objective, quality=validation.description, kind=validation.kind,
                         validation_samples=validation.n, statistics_samples=len(cal), timesteps=grid,
-                        candidates=[{**c, "setting": c["setting"].to_dict(), "label": c["setting"].label()}
-                                    for c in candidates], points=points, notes=notes,
-                        default_label=default.label(), seconds=round(time.time() - t0, 2),
+                        candidates=[{**c, "setting": point(c["setting"], bool(reencoders)),
+                                     "label": label(c["setting"], bool(reencoders))} for c in candidates],
+                        points=points, notes=notes, default_label=label(default, bool(reencoders)), seconds=round(time.time() - t0, 2),
                         learned_thresholds=learned is not None, margin=margin, units=validation.units,
                         labeled=validation.labeled)
     if report.chosen is None:
@@ -420,7 +422,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
                         f"{validation.n} {report.held} samples{report.margin_text()}) up to T={T_max}: the best is "
                         f"{top['quality']:.4f} at {report.label_of(top)} ({top['energy_ratio']:.3g}x the ANN's "
                         "energy). Raise timesteps= (the largest T the search tries), lower target=, validate on more "
-                        "samples (a smaller margin; tune_options={'margin': 0} trusts them as they are), or "
+                        "samples (a smaller margin; search={'margin': 0} trusts them as they are), or "
                         "fine-tune first (onnx2snn.finetune)", "target")
         e.report = report
         raise e
@@ -431,9 +433,10 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
         use(s)  # convert builds the SNN from this twin
     cfg = config(s, p["T"])
     cfg["tune"] = report.summary()
-    return Outcome(thresholds(s, c["run_to"] if s.by_t else p["T"]), cfg,
+    return Outcome(thresholds(s, c["run_to"] if by_t(s) else p["T"]), cfg,
                    {} if obs is None else statistics_summary(twin, obs), report)
 
 
-__all__ = ["search", "check_target", "check_objective", "check_options", "check_margin", "Setting", "Outcome", "OBJECTIVES",
+__all__ = ["search", "check_target", "check_objective", "check_options", "check_margin", "label", "point", "by_t",
+           "Outcome", "OBJECTIVES", "VARIED", "DEFAULTS",
            "MIN_VALIDATION", "MIN_STATISTICS", "GRID"]

@@ -4,7 +4,7 @@ Without labels (default) it is a held-out part of the calibration data and quali
 against the ANN itself: the share of samples where the SNN's top-1 equals the ANN's
 (classifiers), the mAP of the SNN's detections with the ANN's confident detections as ground
 truth (detectors), or one minus the relative L2 error of the outputs (anything else). With
-labeled validation data (``tune_options={"validation": ...}``, what :func:`onnx2snn.verify`
+labeled validation data (``search={"validation": ...}``, what :func:`onnx2snn.verify`
 takes) it is the real metric: the SNN's top-1 or mAP over the ANN's on the same samples. Either
 way a detector's quality is the SNN's mAP over the ANN's against one ground truth.
 Energy per T is what :func:`onnx2snn.verify` reports: the same :class:`LayerMonitor` hooks.
@@ -22,6 +22,7 @@ import torch
 from ..data.batches import check_fits, resolve_preprocess
 from ..data.evaluation import classification_batches, detection_batches
 from ..errors import DataError
+from ..settings import SEARCH
 from ..data.evaluation import BatchMeta
 from ..verification.detection import evaluate_coco
 from ..verification.metrics import Classification, Detection, RelativeL2, resolve_postprocess
@@ -31,7 +32,7 @@ QUALITY_KINDS = ("agreement", "top1", "mAP50", "mAP50_95", "output")
 # the ANN's detections at or above this score are the ground truth: borderline ones (0.25 - 0.5)
 # come and go with tiny score changes and would count as the SNN's misses where the real
 # metric barely moves
-GT_CONFIDENCE = 0.5
+GT_CONFIDENCE = SEARCH["gt_confidence"].default
 PROBE_PARTS = 4  # a run may stop after its first 1 / PROBE_PARTS of the held-out samples
 
 
@@ -69,9 +70,9 @@ class Validation:
             preprocess = resolve_preprocess(data, preprocess, shapes)
             pairs, truth = self._labeled(data, annotations, batch_size, preprocess, limit)
             self.batches, self.extras = [b for b, _ in pairs], [e for _, e in pairs]
-            check_fits(self.batches[0][:1], shapes, "tune_options['validation']")
+            check_fits(self.batches[0][:1], shapes, "search['validation']")
             if self.postprocess is None and any(e is None for e in self.extras):
-                raise DataError("tune_options['validation'] has no labels: pass (inputs, labels), an .npz with 'y' or "
+                raise DataError("search['validation'] has no labels: pass (inputs, labels), an .npz with 'y' or "
                                 "class folders; or leave it out and the search holds out calibration data")
         else:
             bs = _probe_batch_size(len(x), batch_size)
@@ -99,7 +100,7 @@ class Validation:
             first = self.reference[0][0]
             self.kind = metric or ("agreement" if first.dim() == 2 and first.shape[1] > 1 else "output")
         if self.labeled and self.ann_score() <= 0:
-            raise DataError(f"the ANN itself scores 0 {self.kind} on tune_options['validation'] ({self.n} samples): "
+            raise DataError(f"the ANN itself scores 0 {self.kind} on search['validation'] ({self.n} samples): "
                             "quality relative to it is undefined. Check the labels (and category_ids / "
                             "annotations for detection data)")
 
@@ -110,7 +111,7 @@ class Validation:
             n = detection_batches(data, annotations, batch_size, limit, preprocess).n
             dd = detection_batches(data, annotations, _probe_batch_size(n, batch_size), limit, preprocess)
             if not dd.ground_truth.get("annotations"):
-                raise DataError(f"tune_options['validation']: the {dd.n} images have no annotations; mAP is "
+                raise DataError(f"search['validation']: the {dd.n} images have no annotations; mAP is "
                                 "undefined. Pass labeled detection data (a COCO json, YOLO-format data, "
                                 "annotations=), or leave it out and the search holds out calibration data")
             return list(dd.batches), dd.ground_truth
@@ -118,7 +119,7 @@ class Validation:
         batches, _ = classification_batches(data, _probe_batch_size(total, batch_size), limit, preprocess)
         pairs = list(batches)
         if not pairs:
-            raise DataError("tune_options['validation']: empty (no samples)")
+            raise DataError("search['validation']: empty (no samples)")
         return pairs, None
 
     @property

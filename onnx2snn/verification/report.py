@@ -163,7 +163,7 @@ class VerifyReport:
             c = tune["chosen"]
             out.insert(2, f"Settings chosen by a search for {100 * tune['target']:g} % of the ANN "
                           f"({tune['quality_measure']}, {tune['objective']}): T={c['timesteps']}, "
-                          f"percentile {c['percentile']}, levels {c['levels']}, mse_tolerance {c['mse_tolerance']:g}, "
+                          f"threshold {c.get('threshold', c.get('percentile'))}, levels {c['levels']}, mse_tolerance {c['mse_tolerance']:g}, "
                           f"v_init {c['v_init']:g}; {100 * c['quality']:.2f} % on {tune['validation_samples']} "
                           + ("labeled validation samples" if tune.get("validation") == "labeled validation" else
                              "held-out calibration samples")

@@ -108,8 +108,8 @@ def _register_all() -> None:
     digits_pre = Preprocess(size=(16, 16), mean=(0.0,), std=(1.0,), channels=1)
     scenes_pre = Preprocess(size=(64, 64), mean=(0.0,), std=(1.0,), channels=1)
     imagenet_pre = Preprocess(size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, channels=3, crop_fraction=0.875)
-    cls_conv = {"timesteps": 32, "normalization": "channel", "percentile": "mse", "levels": 2}
-    det_conv = {"timesteps": 64, "normalization": "channel", "percentile": "mse", "levels": 2}
+    cls_conv = {"timesteps": 32, "normalization": "channel", "threshold": "mse", "levels": 2}
+    det_conv = {"timesteps": 64, "normalization": "channel", "threshold": "mse", "levels": 2}
     register(Preset("digits_resnet", DigitsResNet, "classification", (1, 16, 16), digits_pre, 10,
                     decoder="softmax", conversion=cls_conv, weights="digits_resnet.pt",
                     kwargs={"widths": (16, 32, 64), "blocks": (1, 1, 1)},
