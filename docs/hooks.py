@@ -30,13 +30,14 @@ HELP_WIDTH = 100  # columns of the --help texts, fixed so that the page is the s
 def render_table(json_paths: str, script: str, func: str) -> str:
     """``script``'s ``func`` applied to the JSON files (comma-separated, in order)."""
     path = ROOT / script
-    sys.path.insert(0, str(path.parent))
+    saved = list(sys.path)  # scripts put their folder on the path; leave it as it was (a scripts/
+    sys.path.insert(0, str(path.parent))  # module must not shadow one of tests/ in this process)
     try:
         spec = importlib.util.spec_from_file_location(f"_docs_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(str(path.parent))
+        sys.path[:] = saved
     data = [json.loads((ROOT / p).read_text(encoding="utf-8")) for p in json_paths.split(",")]
     return getattr(module, func)(*data)
 
