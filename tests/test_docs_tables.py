@@ -51,7 +51,8 @@ def test_generated_sections_are_the_code():
 
     cli = hooks.GENERATORS["cli"]()
     assert all(f"## onnx2snn {c}\n" in cli for c in COMMANDS)
-    assert "--rate-weight" in cli and "--reencode-levels" in cli
     for name, table in (("settings-convert", settings.CONVERT), ("settings-finetune", settings.FINETUNE)):
         rows = hooks.GENERATORS[name]().splitlines()[2:]
-        assert [r.split("|")[1].strip(" `") for r in rows] == list(table)
+        assert [r.split("|")[1].strip(" `") for r in rows] == list(table)  # every setting, in order
+        flags = {f for s in table for f in getattr(table[s], "flags", ()) or ()}
+        assert flags and all(f in cli for f in flags), sorted(f for f in flags if f not in cli)
