@@ -32,7 +32,7 @@ README_BOLD_T = ("4", "8")  # the few-step settings the README's text compares
 
 
 def readme_table(averaged: dict, levels_1_3: dict, levels_2: dict, coding: dict, distill: dict) -> str:
-    """The README's yolov8_silu table (tests/test_docs_tables.py checks README against it), one
+    """The docs' yolov8_silu table (docs/hooks.py renders it from the JSON), one
     row per run: the defaults (``averaged``: this script's bench_averaged.json); the re-encoding
     ablations, measured with unit events (ablation_levels_1_3.json, ablation_levels_2.json: an
     earlier run of this script with ``levels=k``, which on this all-SiLU network sets only the

@@ -227,7 +227,7 @@ def tables(r: dict) -> str:
 
 
 def readme_table(r: dict) -> str:
-    """The README's summary table (tests/test_docs_tables.py checks README against it): per
+    """The docs' summary table (docs/hooks.py renders it from the JSON): per
     detector at its fine-tuned T, % of the ANN's mAP@0.5 / mAP@0.5:0.95 of the plain
     conversion, label fine-tuning and distillation, the fine-tune times and the energy."""
     def pct(m, ann):

@@ -72,7 +72,7 @@ def _t(per_t: dict, T: int) -> dict:
 
 
 def readme_table(report: dict) -> str:
-    """The README's energy table (tests/test_docs_tables.py checks README against it): per model,
+    """The docs' energy table (docs/hooks.py renders it from the JSON): per model,
     quality (% of the ANN's top-1 / mAP@0.5), energy vs the FP32 ANN by the old count and the new
     one, the float share of the new count's energy, and integer SNN vs INT8 ANN, at T = 2 / 4 / 8."""
     rows = ["| model | quality, % of ANN (T=2 / 4 / 8) | energy vs ANN, old count | FP32 SNN vs FP32 ANN, new count "

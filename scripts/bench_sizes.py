@@ -16,7 +16,7 @@ smallest T and one twin run on its batch says where the time goes (the notes, wh
 
     python scripts/bench_sizes.py                      # docs/examples/scale/bench_sizes.json
     python scripts/bench_sizes.py --models resnet50 --repeats 5
-    python scripts/bench_sizes.py --render    # the table of the saved JSON (as README shows it)
+    python scripts/bench_sizes.py --render    # the table of the saved JSON (as the docs show it)
 
 It is a script, not a test: about 5 minutes on 2 busy cores.
 """
@@ -209,7 +209,7 @@ def profile(model, x, T: int | None, top: int = 8) -> dict:
 
 # -- the table -----------------------------------------------------------------------------------
 def readme_table(record: dict) -> str:
-    """README's table: per model, convert time, SNN time at each T against the twin on a T-times
+    """The docs' table: per model, convert time, SNN time at each T against the twin on a T-times
     batch and onnxruntime on the same batch, and peak memory against the twin's at the same batch."""
     rows = []
     for name, m in record["models"].items():

@@ -102,7 +102,7 @@ README_MODELS = ("yolov8_relu", "tiny_yolo")  # the detectors README's threshold
 
 
 def readme_table(report: dict) -> str:
-    """The README's thresholds table (tests/test_docs_tables.py checks README against it): per
+    """The docs' thresholds table (docs/hooks.py renders it from the JSON): per
     method, for each detector of ``README_MODELS``, % of the ANN's mAP@0.5 / mAP@0.5:0.95
     and the energy vs the ANN at each T."""
     models = [r for name in README_MODELS for r in report["models"] if r["model"] == name]

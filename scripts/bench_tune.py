@@ -147,7 +147,7 @@ def table(report: dict) -> str:
 
 
 def readme_table(report: dict) -> str:
-    """README's table: per model and validation mode, the test-set quality (% of the ANN) of the
+    """The docs' table: per model and validation mode, the test-set quality (% of the ANN) of the
     point chosen for each target, its T and energy vs the default conversion at T=8 (x: the
     promise missed), and the search time at the highest target."""
     rows_by = {}

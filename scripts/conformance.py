@@ -6,7 +6,7 @@
 
 Each test is PASS, REFUSED (an Onnx2SnnError), WRONG, CRASH or TIMEOUT (see
 tests/conformance.py). The table gives, per op, the counts and, with
---baseline, the PASS count before; the README-listed ops are marked.
+--baseline, the PASS count before; the ops listed in docs/reference/ops.md are marked.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import conformance as C  # noqa: E402 - tests/conformance.py, the machinery beside the tests
 
 
-README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "reference", "ops.md")  # the op list
 
 
 def readme_ops() -> set[str]:
@@ -40,10 +40,11 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", help="a JSON written by an earlier run, shown as 'before'")
     ap.add_argument("--out", default="conformance.json", help="JSON with every test's result")
     ap.add_argument("--all-rows", action="store_true", help="print every op, not only those with a change or a failure")
-    ap.add_argument("--write-readme", action="store_true", help="rewrite README.md's op list from the registry and exit")
+    ap.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                    help="rewrite docs/reference/ops.md's op list from the registry and exit")
     args = ap.parse_args(argv)
     if args.write_readme:
-        print("README.md op list", "updated" if C.write_readme_ops(README) else "already up to date")
+        print("docs/reference/ops.md op list", "updated" if C.write_readme_ops(README) else "already up to date")
         return 0
 
     from onnx2snn.progress import bar as progress_bar, log_to_stderr
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
         if args.all_rows or changed or bad or not before:
             rows.append([op + (" *" if op in listed else ""), sum(counts.values())]
                         + ([b_pass, b_bad] if before else []) + [counts[s] for s in C.STATUSES])
-    head = ["op (* = README)", "tests"] + (["PASS before", "WRONG+CRASH before"] if before else []) + list(C.STATUSES)
+    head = ["op (* = listed in the docs)", "tests"] + (["PASS before", "WRONG+CRASH before"] if before else []) + list(C.STATUSES)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
     print("  ".join(str(h).ljust(w) for h, w in zip(head, widths)))
     for r in rows:
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
 
     total, in_readme = summary(results), summary(results, listed)
     print(f"\nall tests: {total}")
-    print(f"tests of README ops: {in_readme}")
+    print(f"tests of the listed ops: {in_readme}")
     if before:
         def bsum(sel=None):
             out = {s: 0 for s in C.STATUSES}
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
                     out[r["status"]] += 1
             return out
         print(f"before, all tests: {bsum()}")
-        print(f"before, tests of the README ops: {bsum(listed)}")
+        print(f"before, tests of the listed ops: {bsum(listed)}")
     print(f"{elapsed:.0f} s with {args.workers} workers")
     bad = [r for r in results if r.status in ("WRONG", "CRASH", "TIMEOUT")]
     for r in bad:

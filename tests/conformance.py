@@ -380,8 +380,8 @@ def run(cases_path: str, names: Iterable[str] | None = None, workers: int | None
     return [results[i] for i in sorted(results)]
 
 
-# -- the README's op list ------------------------------------------------------------------
-OPS_BEGIN = "<!-- ops:begin (generated from the registry by `python scripts/conformance.py --write-readme`) -->"
+# -- the docs' op list (docs/reference/ops.md) ------------------------------------------------------------------
+OPS_BEGIN = "<!-- ops:begin (generated from the registry by `python scripts/conformance.py --write-docs`) -->"
 OPS_END = "<!-- ops:end -->"
 
 
@@ -399,7 +399,7 @@ def render_op_list() -> str:
 
 
 def readme_ops(readme: str | os.PathLike) -> list[str]:
-    """The op names listed between the README's op-list markers."""
+    """The op names listed between the op-list markers of ``readme`` (docs/reference/ops.md)."""
     with open(readme, encoding="utf-8") as f:
         text = f.read()
     if OPS_BEGIN not in text or OPS_END not in text:
@@ -410,7 +410,7 @@ def readme_ops(readme: str | os.PathLike) -> list[str]:
 
 
 def write_readme_ops(readme: str | os.PathLike) -> bool:
-    """Rewrite the README's op list from the registry; True when it changed."""
+    """Rewrite the op list of ``readme`` (docs/reference/ops.md) from the registry; True when it changed."""
     with open(readme, encoding="utf-8") as f:
         text = f.read()
     if OPS_BEGIN not in text:

@@ -1,5 +1,5 @@
 """The ONNX backend node tests through import_onnx: an exact twin or a clear error, never a
-wrong twin or a foreign exception; and the README's op list is the registry's.
+wrong twin or a foreign exception; and the docs' op list (docs/reference/ops.md) is the registry's.
 
 The cases come from the generators in the installed onnx wheel (~1,880 tests), stored once per
 session and checked in worker processes with a per-test timeout (tests/conformance.py).
@@ -13,8 +13,8 @@ import pytest
 
 import conformance as C  # tests/conformance.py: the machinery, beside the tests
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-# PASS floor over the tests of the ops the README lists (weights baked as initializers where the
+README = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reference" / "ops.md"  # the op list
+# PASS floor over the tests of the ops the docs list (weights baked as initializers where the
 # node test passes them as graph inputs): 979 pass with onnx 1.23 (1,155 such tests; the rest are
 # refused: unsigned 16-64-bit and sub-byte types, strings, sequences, training modes)
 PASS_FLOOR = 950
@@ -41,15 +41,15 @@ def test_readme_ops_pass(node_results):
     never = sorted(op for op, row in C.per_op(mine).items() if row["PASS"] == 0)
     tested = {r.op for r in node_results}
     # every listed op that has node tests passes at least one of them
-    assert not never, f"README lists ops that pass none of their node tests: {never}"
+    assert not never, f"docs/reference/ops.md lists ops that pass none of their node tests: {never}"
     assert len(listed & tested) > 100
 
 
 def test_readme_op_list_is_the_registry():
     listed = C.readme_ops(README)
-    assert listed, "README.md has no generated op list (python scripts/conformance.py --write-readme)"
+    assert listed, "docs/reference/ops.md has no generated op list (python scripts/conformance.py --write-docs)"
     assert listed == C.registered_ops(), (
-        "README.md's op list differs from the registry: run python scripts/conformance.py --write-readme")
+        "docs/reference/ops.md's op list differs from the registry: run python scripts/conformance.py --write-docs")
 
 
 def test_a_test_past_its_timeout_is_timeout_and_the_run_goes_on(tmp_path):

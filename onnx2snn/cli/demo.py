@@ -1,4 +1,4 @@
-"""``onnx2snn demo``: the README's main job on the built-in models."""
+"""``onnx2snn demo``: the main job of README.md on the built-in models."""
 
 from __future__ import annotations
 

@@ -326,7 +326,7 @@ class StepIF(nn.Module):
 def nirtorch_node_map(nir) -> dict:
     """A node map for ``nirtorch.nir_to_torch`` (nirtorch >= 2.6) that runs a file written
     by onnx2snn with its semantics: our layer modules and :class:`StepIF` (nirtorch's default
-    map leaves Affine biases unset and flattens the batch dim; see the README)."""
+    map leaves Affine biases unset and flattens the batch dim; see docs/guide/nir.md)."""
     layer = (lambda node: _module("n", node, nir, "onnx2snn"))
     return {**{t: layer for t in (nir.Conv2d, nir.Affine, nir.Scale, nir.Flatten, nir.AvgPool2d, nir.SumPool2d)},
             nir.IF: StepIF}
