@@ -32,7 +32,8 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
             distributed: "bool | None" = _D.distributed, mse_tolerance: float = _D.mse_tolerance,
             target: float | None = _D.target, objective: str = _D.objective,
             tune_options: Mapping[str, Any] | None = _D.tune_options,
-            reencode_levels: int = _D.reencode_levels, reencode_coding: str = _D.reencode_coding) -> SpikingNetwork:
+            reencode_levels: int = _D.reencode_levels, reencode_coding: str = _D.reencode_coding,
+            encode_analog: str = _D.encode_analog) -> SpikingNetwork:
     """Convert an ANN into a spiking network. Each setting's default, command-line flag and help
     are in :data:`onnx2snn.settings.CONVERT`.
 
@@ -87,6 +88,11 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
             (default: thresholds theta, 2 theta, 4 theta, ...: one event per set bit of k, a
             multi-threshold neuron) or ``"unit"`` (k events of theta). The same values and
             outputs; verify counts the events (and so SynOps and energy) accordingly.
+        encode_analog: ``"auto"`` (default) puts a spike encoder (a two-sided neuron like the
+            re-encoders, ``reencode_levels`` spikes per step) before each weight layer that would
+            read an analog value at every step (after a linear bottleneck or on a residual stream),
+            so it accumulates events instead of doing MACs; other readers keep the analog value.
+            ``"off"``: none (MACs every step). See :mod:`onnx2snn.graph.encoders`.
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
             levels unless given, v_init, ``reencode_levels`` when the network has time-averaged
             operators) for the cheapest SNN that keeps this share in (0, 1] of
@@ -121,6 +127,7 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
     mse_tolerance = check_mse_tolerance(mse_tolerance, percentile)
     reencode_levels = checks.integer("reencode_levels", reencode_levels, 1)
     reencode_coding = checks.choice("reencode_coding", reencode_coding, REENCODE_CODINGS)
+    encode_analog = checks.choice("encode_analog", encode_analog, settings.ENCODE_ANALOG)
     batch_size = checks.integer("batch_size", batch_size, 1)
     calibration_limit = checks.optional_integer("calibration_limit", calibration_limit, 1)
     calibrate_timesteps = checks.optional_integer("calibrate_timesteps", calibrate_timesteps, 1)
@@ -161,7 +168,7 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
         twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replace_activations)
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
-    twin = prepare_averaged(twin, reencode_levels)  # spikes back after time-averaged ops, before weights
+    twin = prepare_averaged(twin, reencode_levels, encode_analog)  # spikes back before weights
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     levels_given = levels is not None  # with target: levels are searched unless given
     if levels is None:
@@ -170,7 +177,7 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
                                  replace_activations=replace_activations, encoding=encoding, v_init=v_init,
                                  signed_relu=signed_relu, signed_ibt=signed_ibt, levels=levels, seed=seed,
                                  mse_tolerance=mse_tolerance, reencode_levels=reencode_levels,
-                                 reencode_coding=reencode_coding)
+                                 reencode_coding=reencode_coding, encode_analog=encode_analog)
     if info.inferred or info.task:
         config["inferred"] = {"task": info.task, "postprocess": info.postprocess if isinstance(info.postprocess, str)
                               else None, "names": info.names, "said": dict(info.inferred)}

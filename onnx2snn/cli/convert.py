@@ -43,6 +43,7 @@ def add(sub) -> None:
     a(c, "v_init", type=real("v_init", -1.0, 2.0))
     a(c, "reencode_levels", type=positive_int("reencode_levels"))
     a(c, "reencode_coding")
+    a(c, "encode_analog")
     c.add_argument("--fold", action="store_true", help="save the binary-spike form (thresholds folded into weights)")
     a(c, "replace_activations", type=replacement, action="append", metavar="KIND=NEW", dest="replace")
     a(c, "input_shape", type=shape)
@@ -111,6 +112,7 @@ def run(args) -> int:
                   signed_relu=not args.no_signed, signed_ibt=not args.no_signed, levels=args.levels,
                   calibrate_timesteps=args.calibrate_timesteps, mse_tolerance=args.mse_tolerance,
                   reencode_levels=args.reencode_levels, reencode_coding=args.reencode_coding, v_init=args.v_init,
+                  encode_analog=args.encode_analog,
                   seed=args.seed, target=args.target, objective=args.objective,
                   tune_options={"postprocess": args.postprocess, "margin": args.margin, "validation": args.tune_data}
                   if args.target is not None else None)

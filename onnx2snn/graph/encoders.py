@@ -1,0 +1,104 @@
+"""Spike encoders before weight layers that would read an analog value at every step.
+
+Inside the spiking core a weight layer's output is analog (a weighted sum of spikes, plus a
+bias); when, through weight-free ops only (a residual add, a reshape, a pool), it reaches
+another weight layer, that layer does dense MACs at every step: MobileNetV3's 1x1 expand
+convs after a linear bottleneck, ConvNeXt's depthwise convs on the residual stream. An
+encoding point there (a :class:`~onnx2snn.graph.averaged.Reencode`: identity in the twin,
+a two-sided signed multi-level neuron in the SNN, thresholds per channel calibrated like the
+others) turns the value into spikes for the weight layers only; other readers (the residual
+add's skip path) keep the exact analog value they read before.
+
+Whether it pays (FP32 costs of :mod:`onnx2snn.verification.energy`): per input element and
+step a MAC per synapse, ``F x 4.6`` pJ (``F`` synapses per input element), against a neuron
+update and one accumulate per event and synapse, ``2.7 + e x F x 0.9`` pJ. Calibrated
+re-encoders fire ``e`` of about one event per element and step (verify measures it), so it
+pays from ``F = 1``; ``"auto"`` encodes where ``F >= MIN_FANOUT`` (2: a per-channel scale,
+``F = 1``, saves too little to risk the quantization), ``"off"`` nowhere (before issue #32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch.fx as fx
+from torch import nn
+
+from .. import settings
+from .averaged import Reencode
+
+ENCODE_ANALOG = settings.ENCODE_ANALOG
+ENCODE_DEFAULT = settings.CONVERT.defaults.encode_analog
+ENCODE_PREFIX = "encode_"
+MIN_FANOUT = 2.0  # synapses per input element from which "auto" encodes (see the module's docstring)
+
+
+def fanout(gm: fx.GraphModule, n: fx.Node) -> float:
+    """Synapses per element of a weight node's data input (from its shapes, no data): a conv's
+    output channels per group x kernel taps / stride taps, a Linear's outputs, a MatMul's other
+    weight dimension, 1 for a norm."""
+    if n.op == "call_module":
+        m = gm.get_submodule(n.target)
+        if isinstance(m, nn.modules.conv._ConvNd):
+            k, s = math.prod(m.kernel_size), math.prod(m.stride)
+            return float(m.out_channels // m.groups * k) / (1 if m.transposed else s)
+        if isinstance(m, nn.Linear):
+            return float(m.out_features)
+        return 1.0
+    w = next((a for a in n.args[:2] if isinstance(a, fx.Node) and a.op == "get_attr"), None)
+    shape = w.meta.get("shape") if w is not None else None
+    if shape is None and w is not None:
+        obj = gm
+        for part in w.target.split("."):
+            obj = getattr(obj, part)
+        shape = tuple(obj.shape)
+    if not shape:
+        return 1.0
+    return float(shape[-1] if n.args[1] is w else shape[-2] if len(shape) > 1 else 1)
+
+
+def data_input(n: fx.Node) -> fx.Node:
+    """The computed (non-weight) input of a weight node."""
+    if n.op == "call_module":
+        return n.args[0]
+    return next(a for a in n.args[:2] if isinstance(a, fx.Node) and a.op != "get_attr")
+
+
+def encoding_points(gm: fx.GraphModule, analysis, mode: str = "auto") -> dict[str, list[str]]:
+    """Data input node -> the weight nodes (form ``analog per step``) to read it encoded, for
+    ``mode`` (see :data:`ENCODE_ANALOG`): per input, encoded when the weight readers' total
+    fan-out reaches :data:`MIN_FANOUT`."""
+    if mode == "off":
+        return {}
+    nodes = {n.name: n for n in gm.graph.nodes}
+    points: dict[str, list[str]] = {}
+    fans: dict[str, float] = {}
+    for a in analysis.nodes:
+        if a.form != "analog per step":
+            continue
+        w = nodes[a.name]
+        x = data_input(w)
+        points.setdefault(x.name, []).append(w.name)
+        fans[x.name] = fans.get(x.name, 0.0) + fanout(gm, w)
+    return {x: ws for x, ws in points.items() if fans[x] >= MIN_FANOUT}
+
+
+def insert_encoders(gm: fx.GraphModule, points: dict[str, list[str]], levels: int) -> fx.GraphModule:
+    """Add one :class:`Reencode` (``levels`` spikes per step) per input of ``points`` and make
+    the listed weight nodes read it; every other reader keeps the analog value. In place."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for x_name, readers in points.items():
+        x = nodes[x_name]
+        target = ENCODE_PREFIX + x_name
+        gm.add_submodule(target, Reencode(levels))
+        with gm.graph.inserting_after(x):
+            new = gm.graph.call_module(target, (x,))
+        new.meta.update({k: v for k, v in x.meta.items() if k in ("shape", "onnx_node")})
+        for w in readers:
+            nodes[w].replace_input_with(x, new)
+    gm.recompile()
+    return gm
+
+
+__all__ = ["ENCODE_ANALOG", "ENCODE_DEFAULT", "ENCODE_PREFIX", "MIN_FANOUT", "fanout", "data_input", "encoding_points",
+           "insert_encoders"]
