@@ -92,7 +92,8 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
             re-encoders, ``reencode_levels`` spikes per step) before each weight layer that would
             read an analog value at every step (after a linear bottleneck or on a residual stream),
             so it accumulates events instead of doing MACs; other readers keep the analog value.
-            ``"off"``: none (MACs every step). See :mod:`onnx2snn.graph.encoders`.
+            ``"off"``: none (MACs every step); so is a fine-tuned twin converted without
+            calibration data. See :mod:`onnx2snn.graph.encoders`.
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
             levels unless given, v_init, ``reencode_levels`` when the network has time-averaged
             operators) for the cheapest SNN that keeps this share in (0, 1] of
@@ -168,8 +169,10 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
         twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replace_activations)
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
-    twin = prepare_averaged(twin, reencode_levels, encode_analog)  # spikes back before weights
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
+    if learned is not None and calibration_data is None and target is None:
+        encode_analog = "off"  # encoders need calibration data for their thresholds: a fine-tuned twin needs none
+    twin = prepare_averaged(twin, reencode_levels, encode_analog)  # spikes back before weights
     levels_given = levels is not None  # with target: levels are searched unless given
     if levels is None:
         levels = finetuned_levels(twin)

@@ -188,3 +188,22 @@ def test_mobilenetv3_quality_and_energy(tmp_path):
     assert rep.layers["ops"]["snn"][2]["energy_ratio_vs_ann"] < 0.7
     weights = [r for r in rep.layers["energy"] if r["ann"].get("mac")]  # the residual adds stay analog
     assert len(weights) > 20 and "analog per step" not in {r["form"] for r in weights}
+
+
+def test_finetuned_twin_without_data_keeps_macs(tmp_path):
+    """A fine-tuned twin converts with no calibration data (its thresholds are learned): no
+    encoder there (it would need data for its thresholds), recorded as encode_analog="off";
+    with data, the encoder is calibrated and the learned thresholds kept."""
+    x = torch.rand(32, 1, 4, 4)
+    path = onnx2snn.export_onnx(Tiny().eval(), x[:2], str(tmp_path / "tiny.onnx"))
+    ft = onnx2snn.finetune(path, (x, torch.zeros(32, dtype=torch.long)), timesteps=4, epochs=0, progress=False)
+    bare = onnx2snn.convert(ft, timesteps=4, progress=False)
+    assert bare.config["encode_analog"] == "off" and not [k for k in bare.neurons() if k.startswith(ENCODE_PREFIX)]
+    with_data = onnx2snn.convert(ft, x, timesteps=4, progress=False)
+    assert with_data.config["encode_analog"] == "auto"
+    assert [k for k in with_data.neurons() if k.startswith(ENCODE_PREFIX)]
+    for k, theta in ft.learned_thresholds.items():
+        assert torch.equal(with_data.neurons()[k].theta.flatten(), theta.flatten())
+    again = onnx2snn.load(bare.save(tmp_path / "bare.snn.pt"))
+    with torch.no_grad():
+        assert torch.equal(again(x[:4]), bare(x[:4]))
