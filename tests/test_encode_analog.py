@@ -68,6 +68,28 @@ def test_encoder_goes_before_the_weight_layer_only(block):
     assert snn.config["encode_analog"] == "auto"
 
 
+class Concat(nn.Module):
+    """A conv reads cat(spikes of a ReLU, an analog conv output), as YOLO11's C2PSA ends."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.a, self.b, self.c = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Conv2d(8, 6, 1)
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        return F.relu(self.c(torch.cat([h, self.b(h)], 1))).mean((2, 3))
+
+
+def test_concatenation_encodes_its_analog_input_only(tmp_path):
+    path = onnx2snn.export_onnx(Concat().eval(), torch.rand(2, 1, 6, 6), str(tmp_path / "cat.onnx"))
+    on = prepare_averaged(onnx2snn.import_onnx(path))
+    enc = [n for n in on.graph.nodes if n.name.startswith(ENCODE_PREFIX)]
+    assert len(enc) == 1 and enc[0].args[0].target == "b"  # the conv output, not the ReLU's spikes
+    assert [u.op == "call_function" and u.target is torch.cat for u in enc[0].users] == [True]
+    assert _forms(on)["c"] == "spike-driven"
+
+
 def test_fanout_from_shapes(block):
     gm = onnx2snn.import_onnx(block[0])
     nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}

@@ -64,23 +64,56 @@ def data_input(n: fx.Node) -> fx.Node:
     return next(a for a in n.args[:2] if isinstance(a, fx.Node) and a.op != "get_attr")
 
 
+_STILL = ("static", "input", "constant", "output", "post-processing", "readout")  # forms computed once
+
+
+def _analog(n: fx.Node, info: dict) -> bool:
+    """Whether node ``n`` of the core carries an analog value at every step (a weight layer's,
+    a time-averaged op's or an element-wise op's output, or routing of one), not spikes."""
+    i = info[n.name]
+    if i.form in _STILL:
+        return False
+    if i.role in ("weighted", "averaged", "nonlinear"):
+        return True
+    if i.role in ("linear", "maxpool"):
+        return any(_analog(a, info) for a in n.all_input_nodes)
+    return False
+
+
+_ROUTING = ("cat",)  # weight-free ops that only place their inputs side by side
+
+
 def encoding_points(gm: fx.GraphModule, analysis, mode: str = "auto") -> dict[str, list[str]]:
-    """Data input node -> the weight nodes (form ``analog per step``) to read it encoded, for
-    ``mode`` (see :data:`ENCODE_ANALOG`): per input, encoded when the weight readers' total
-    fan-out reaches :data:`MIN_FANOUT`."""
+    """Node to encode -> the nodes to read it encoded, for ``mode`` (see :data:`ENCODE_ANALOG`):
+    the data input of each weight layer of form ``analog per step``, read encoded by those
+    layers, when their total fan-out reaches :data:`MIN_FANOUT`. A concatenation that only
+    those layers read is encoded input by input, its analog inputs only (its spike inputs
+    stay as they are)."""
     if mode == "off":
         return {}
     nodes = {n.name: n for n in gm.graph.nodes}
-    points: dict[str, list[str]] = {}
+    info = analysis.by_name()
+    readers: dict[str, list[str]] = {}
     fans: dict[str, float] = {}
     for a in analysis.nodes:
         if a.form != "analog per step":
             continue
         w = nodes[a.name]
         x = data_input(w)
-        points.setdefault(x.name, []).append(w.name)
+        readers.setdefault(x.name, []).append(w.name)
         fans[x.name] = fans.get(x.name, 0.0) + fanout(gm, w)
-    return {x: ws for x, ws in points.items() if fans[x] >= MIN_FANOUT}
+    points: dict[str, list[str]] = {}
+    for x, ws in readers.items():
+        if fans[x] < MIN_FANOUT:
+            continue
+        node = nodes[x]
+        if info[x].op in _ROUTING and {u.name for u in node.users} == set(ws):
+            for a in dict.fromkeys(node.all_input_nodes):
+                if _analog(a, info):
+                    points.setdefault(a.name, []).append(x)
+        else:
+            points.setdefault(x, []).extend(ws)
+    return points
 
 
 def insert_encoders(gm: fx.GraphModule, points: dict[str, list[str]], levels: int) -> fx.GraphModule:
