@@ -229,3 +229,19 @@ def test_finetuned_twin_without_data_keeps_macs(tmp_path):
     again = onnx2snn.load(bare.save(tmp_path / "bare.snn.pt"))
     with torch.no_grad():
         assert torch.equal(again(x[:4]), bare(x[:4]))
+
+
+def test_nir_export_names_the_encoder_and_the_way_out(tmp_path):
+    """NIR has no two-sided multi-level spikes: a binary-spike conversion with an encoder is
+    refused naming encode_analog='off'; with it off, the same network exports."""
+    pytest.importorskip("nir")
+    x = torch.rand(32, 1, 4, 4)
+    path = onnx2snn.export_onnx(Tiny().eval(), x[:2], str(tmp_path / "tiny.onnx"))
+    kw = dict(timesteps=4, progress=False, levels=1, signed_relu=False, signed_ibt=False)
+    snn = onnx2snn.convert(path, x, **kw)
+    with pytest.raises(onnx2snn.NIRExportError) as e:
+        onnx2snn.export_nir(onnx2snn.fold_thresholds(snn), tmp_path / "x.nir")
+    assert "encode_analog='off'" in str(e.value) and len(e.value.nodes) == 1
+    off = onnx2snn.convert(path, x, encode_analog="off", **kw)
+    onnx2snn.export_nir(onnx2snn.fold_thresholds(off), tmp_path / "off.nir")
+    assert (tmp_path / "off.nir").is_file()
