@@ -196,7 +196,7 @@ def test_counts_by_hand(tmp_path, coding):
 def test_mobilenetv3_quality_and_energy(tmp_path):
     """digits_mobilenetv3, default conversion: >= 99 % of the ANN's top-1 at T=2 and T=4 on 200
     test digits, and at T=2 cheaper than the FP32 ANN (1.34x with encode_analog="off"; measured
-    0.59x with it)."""
+    0.53x with it)."""
     from onnx2snn import zoo
 
     path = str(onnx2snn.export_zoo_model("digits_mobilenetv3", tmp_path / "m.onnx"))
@@ -207,7 +207,7 @@ def test_mobilenetv3_quality_and_energy(tmp_path):
     ref = rep.metrics["reference"]["top1"]
     for T in (2, 4):
         assert rep.metrics["snn"][T]["top1"] >= 0.99 * ref, T
-    assert rep.layers["ops"]["snn"][2]["energy_ratio_vs_ann"] < 0.7
+    assert rep.layers["ops"]["snn"][2]["energy_ratio_vs_ann"] < 0.6
     weights = [r for r in rep.layers["energy"] if r["ann"].get("mac")]  # the residual adds stay analog
     assert len(weights) > 20 and "analog per step" not in {r["form"] for r in weights}
 
@@ -245,3 +245,45 @@ def test_nir_export_names_the_encoder_and_the_way_out(tmp_path):
     off = onnx2snn.convert(path, x, encode_analog="off", **kw)
     onnx2snn.export_nir(onnx2snn.fold_thresholds(off), tmp_path / "off.nir")
     assert (tmp_path / "off.nir").is_file()
+
+
+class Pooled(nn.Module):
+    """HardSwish (time-averaged) -> global average pool -> Linear, as MobileNetV3's squeeze-
+    excitation and classifier read it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.c1, self.c2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(16, 12), nn.Linear(12, 5)
+
+    def forward(self, x):
+        h = F.hardswish(self.c2(F.relu(self.c1(x))))
+        return self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(h, 1).flatten(1))))
+
+
+def test_reencoder_before_a_global_pool_moves_after_it(tmp_path):
+    """auto: the pool reads the HardSwish's analog output and one encoder per pooled element
+    (16, not 16 x 8 x 8) feeds the Linear; the engine stays exact; off: as before."""
+    x = torch.rand(32, 1, 8, 8)
+    path = onnx2snn.export_onnx(Pooled().eval(), x[:2], str(tmp_path / "pooled.onnx"))
+    off = prepare_averaged(onnx2snn.import_onnx(path), encode_analog="off")
+    on = prepare_averaged(onnx2snn.import_onnx(path), encode_analog="auto")
+    points = lambda g: {n.name: n.meta.get("shape") for n in g.graph.nodes  # noqa: E731
+                        if n.op == "call_module" and isinstance(g.get_submodule(n.target), Reencode)}
+    assert list(points(off).values()) == [(1, 16, 8, 8)]
+    assert list(points(on).values()) == [(1, 16)] and all(k.startswith(ENCODE_PREFIX) for k in points(on))
+    assert "analog per step" not in {n.form for n in analyze(on).nodes if n.role == "weighted"}
+    snn = onnx2snn.convert(path, x, timesteps=4, progress=False)
+    rep = onnx2snn.verify(snn, path, data=(x[:4], torch.zeros(4, dtype=torch.long)), timesteps=[3], progress=False)
+    assert rep.layers["ops"]["snn"][3]["counts"]["neuron"] == 3 * (8 * 8 * 8 + 16 + 12)  # ReLU, encoders, ReLU
+    with torch.no_grad():
+        one = snn(x[:5], timesteps=6)
+        assert torch.equal(one, snn(x[:5], timesteps=6, chunk=4))
+        snn.reset()
+        for _ in range(6):
+            step = snn.step(x[:5])
+        assert torch.equal(step, one)
+        ref = onnx2snn.import_onnx(path)(x[:16])
+        err = float((snn(x[:16], timesteps=32) - ref).norm() / ref.norm())
+        assert err < 0.1, err

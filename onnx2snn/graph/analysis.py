@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import NonSpikingActivationError
 from . import functional as OF
 from .averaged import REENCODE_LEVELS, Reencode, has_averaged_form, insert_reencoders
-from .encoders import ENCODE_DEFAULT, encoding_points, insert_encoders
+from .encoders import ENCODE_DEFAULT, drop_points, encoding_points, insert_encoders, pooled_reencoders
 
 # activation kinds that sit between layers (a neuron takes their place) ...
 _HIDDEN = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.GELU,
@@ -363,9 +363,9 @@ def prepare_averaged(gm: fx.GraphModule, levels: int = REENCODE_LEVELS,
                      encode_analog: str = ENCODE_DEFAULT) -> fx.GraphModule:
     """The twin with a :class:`Reencode` point (firing up to ``levels`` spikes per step) after
     every time-averaged op whose output reaches a weight layer, and with ``encode_analog``
-    ("auto") one before the weight layers that would read an analog value at every step
-    (:mod:`onnx2snn.graph.encoders`). In place; a twin that has them already only takes
-    ``levels``."""
+    ("auto") one before the weight layers that would read an analog value at every step, a
+    re-encoder before a global pool moved after it (:mod:`onnx2snn.graph.encoders`). In place;
+    a twin that has them already only takes ``levels``."""
     analysis = analyze(gm)
     averaged = {a.name for a in analysis.nodes if a.role == "averaged"}
     if averaged:
@@ -374,6 +374,8 @@ def prepare_averaged(gm: fx.GraphModule, levels: int = REENCODE_LEVELS,
         for m in gm.modules():
             if isinstance(m, Reencode):
                 m.levels = int(levels)
+    if encode_analog != "off":  # a re-encoder before a global pool: encoded after it instead
+        drop_points(gm, pooled_reencoders(gm, analyze(gm)))
     points = encoding_points(gm, analyze(gm), encode_analog)
     return insert_encoders(gm, points, levels) if points else gm
 

@@ -118,6 +118,40 @@ def encoding_points(gm: fx.GraphModule, analysis, mode: str = "auto") -> dict[st
     return points
 
 
+_POOLS = ("AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d",
+          "mean", "pool_sum_div")
+MIN_SHRINK = 2  # elements in per element out from which a pool is worth encoding after rather than before
+
+
+def pooled_reencoders(gm: fx.GraphModule, analysis) -> list[str]:
+    """Re-encoding points after time-averaged ops that only average pools read, each shrinking
+    the tensor at least :data:`MIN_SHRINK`-fold (a squeeze-excitation or a classifier's global
+    pool): encoded after the pool instead (by :func:`encoding_points`, at the weight layer),
+    ``k`` times fewer neurons fire about ``k`` times fewer events into the same synapses, for an
+    add per pooled element and step."""
+    info = analysis.by_name()
+    out = []
+    for n in gm.graph.nodes:
+        if n.op != "call_module" or n.name.startswith(ENCODE_PREFIX) or \
+                not isinstance(gm.get_submodule(n.target), Reencode) or not n.users:
+            continue
+        size = n.meta.get("shape")
+        if all(info[u.name].op in _POOLS and u.meta.get("shape") and size and
+               math.prod(size) >= MIN_SHRINK * math.prod(u.meta["shape"]) for u in n.users):
+            out.append(n.name)
+    return out
+
+
+def drop_points(gm: fx.GraphModule, names: list[str]) -> fx.GraphModule:
+    """Remove the named encoding points (their readers read the value itself). In place."""
+    for n in [n for n in gm.graph.nodes if n.name in set(names)]:
+        n.replace_all_uses_with(n.args[0])
+        gm.graph.erase_node(n)
+        gm.delete_submodule(n.target)
+    gm.recompile()
+    return gm
+
+
 def insert_encoders(gm: fx.GraphModule, points: dict[str, list[str]], levels: int) -> fx.GraphModule:
     """Add one :class:`Reencode` (``levels`` spikes per step) per input of ``points`` and make
     the listed weight nodes read it; every other reader keeps the analog value. In place."""
@@ -135,5 +169,5 @@ def insert_encoders(gm: fx.GraphModule, points: dict[str, list[str]], levels: in
     return gm
 
 
-__all__ = ["ENCODE_ANALOG", "ENCODE_DEFAULT", "ENCODE_PREFIX", "MIN_FANOUT", "fanout", "data_input", "encoding_points",
-           "insert_encoders"]
+__all__ = ["ENCODE_ANALOG", "ENCODE_DEFAULT", "ENCODE_PREFIX", "MIN_FANOUT", "MIN_SHRINK", "fanout", "data_input",
+           "encoding_points", "insert_encoders", "pooled_reencoders", "drop_points"]
