@@ -7,7 +7,9 @@ convs after a linear bottleneck, ConvNeXt's depthwise convs on the residual stre
 encoding point there (a :class:`~onnx2snn.graph.averaged.Reencode`: identity in the twin,
 a two-sided signed multi-level neuron in the SNN, thresholds per channel calibrated like the
 others) turns the value into spikes for the weight layers only; other readers (the residual
-add's skip path) keep the exact analog value they read before.
+add's skip path) keep the exact analog value they read before. A re-encoder after a
+time-averaged op that only a global average pool reads moves after the pool
+(:func:`pooled_reencoders`): one encoder per pooled value instead of one per pixel.
 
 Whether it pays (costs of :mod:`onnx2snn.verification.energy`): per input element and step a
 MAC per synapse, ``F x 4.6`` pJ in FP32 (``F`` synapses per input element), against a neuron
