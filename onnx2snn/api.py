@@ -139,8 +139,10 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
         twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replaced)
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
-    twin = prepare_averaged(twin, cfg.reencode_levels)  # spikes back after time-averaged ops, before weights
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
+    if learned is not None and calibration_data is None and target is None:
+        cfg = replace(cfg, encode_analog="off")  # encoders need data for their thresholds: a fine-tuned twin needs none
+    twin = prepare_averaged(twin, cfg.reencode_levels, cfg.encode_analog)  # spikes back before weights
     levels_given = cfg.levels is not None  # with target: levels are searched unless given
     cfg = replace(cfg, replace_activations=replaced, levels=cfg.levels if levels_given else finetuned_levels(twin))
     saved_config = cfg.to_dict()
@@ -198,7 +200,8 @@ def check_config(cfg: ConvertConfig) -> ConvertConfig:
                    seed=checks.integer("seed", cfg.seed, 0),
                    mse_tolerance=check_mse_tolerance(cfg.mse_tolerance, threshold),
                    reencode_levels=checks.integer("reencode_levels", cfg.reencode_levels, 1),
-                   reencode_coding=checks.choice("reencode_coding", cfg.reencode_coding, REENCODE_CODINGS))
+                   reencode_coding=checks.choice("reencode_coding", cfg.reencode_coding, REENCODE_CODINGS),
+                   encode_analog=checks.choice("encode_analog", cfg.encode_analog, settings.ENCODE_ANALOG))
 
 
 def check_run(run: ConvertRun) -> ConvertRun:

@@ -89,6 +89,7 @@ PERCENTILE = THRESHOLD  # its name before 0.2 (the setting was called percentile
 NORMALIZATIONS = ("channel", "layer")
 ENCODINGS = ("direct", "poisson")
 REENCODE_CODINGS = ("unit", "binary")
+ENCODE_ANALOG = ("auto", "off")
 OBJECTIVES = ("energy", "timesteps")
 DISTILL_MODES = ("auto", "mse")
 
@@ -141,6 +142,9 @@ CONVERT = Table(
             f"attention / norm outputs (time-averaged operators; default {REENCODE_LEVELS})", ("--reencode-levels",)),
     Setting("reencode_coding", "binary", "re-encoding spikes sent as binary-weighted events (default) or unit events",
             ("--reencode-coding",), ("binary", "unit")),
+    Setting("encode_analog", "auto", "spike encoders before weight layers that would read an analog value every step "
+            "(a linear bottleneck, a residual stream): 'auto' where it saves MACs, 'off'", ("--encode-analog",),
+            ENCODE_ANALOG, absent="off"),
 )
 
 FINETUNE = Table(
@@ -222,7 +226,7 @@ RUN_TIME = ("calibration_data", "example_input", "input_shape", "preprocess", "p
 
 # what convert saves with the SNN (snn.config), in this order
 SAVED = ("timesteps", "normalization", "threshold", "replace_activations", "encoding", "v_init", "signed_relu",
-         "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding")
+         "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding", "encode_analog")
 
 
 def saved(config: Mapping[str, Any], name: str) -> Any:
@@ -257,5 +261,6 @@ def snn_config(**values: Any) -> dict:
 
 __all__ = ["Setting", "Table", "CONVERT", "FINETUNE", "SEARCH", "SAVED", "RENAMED", "SEARCH_KEYWORDS", "RUN_TIME",
            "THRESHOLD", "saved", "ibt_levels", "snn_config", "LEVELS",
-           "REENCODE_LEVELS", "PERCENTILE", "NORMALIZATIONS", "ENCODINGS", "REENCODE_CODINGS", "OBJECTIVES",
+           "REENCODE_LEVELS", "PERCENTILE", "NORMALIZATIONS", "ENCODINGS", "REENCODE_CODINGS", "ENCODE_ANALOG",
+           "OBJECTIVES",
            "DISTILL_MODES"]

@@ -49,6 +49,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import Onnx2SnnError
+from ..graph.encoders import ENCODE_PREFIX
 from ..settings import ENCODINGS, saved
 from ..snn.fold import ChannelScale, fold_thresholds
 from ..snn.network import SpikingNetwork
@@ -226,6 +227,9 @@ class _Writer:
         return v
 
     def neuron(self, node: fx.Node, m: IFNeuron, v: _Value) -> None:
+        if m.two_sided and node.name.startswith(ENCODE_PREFIX):
+            raise _Refuse("a spike encoder before a weight layer that reads an analog value (two-sided, multi-level "
+                          "spikes have no NIR form)", "convert(..., encode_analog='off')")
         if m.alpha:
             raise _Refuse("IBT neuron (LeakyReLU / PReLU): spikes of -1 have no NIR form",
                           "train the model with ReLU activations")

@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import NonSpikingActivationError
 from . import functional as OF
 from .averaged import REENCODE_LEVELS, Reencode, has_averaged_form, insert_reencoders
+from .encoders import ENCODE_DEFAULT, drop_points, encoding_points, insert_encoders, pooled_reencoders
 
 # activation kinds that sit between layers (a neuron takes their place) ...
 _HIDDEN = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.GELU,
@@ -358,15 +359,25 @@ def weight_reach(gm: fx.GraphModule, analysis: "GraphAnalysis") -> dict[str, boo
     return out
 
 
-def prepare_averaged(gm: fx.GraphModule, levels: int = REENCODE_LEVELS) -> fx.GraphModule:
+def prepare_averaged(gm: fx.GraphModule, levels: int = REENCODE_LEVELS,
+                     encode_analog: str = ENCODE_DEFAULT) -> fx.GraphModule:
     """The twin with a :class:`Reencode` point (firing up to ``levels`` spikes per step) after
-    every time-averaged op whose output reaches a weight layer (in place; a twin with none is
-    unchanged, one with them already only takes ``levels``)."""
+    every time-averaged op whose output reaches a weight layer, and with ``encode_analog``
+    ("auto") one before the weight layers that would read an analog value at every step, a
+    re-encoder before a global pool moved after it (:mod:`onnx2snn.graph.encoders`). In place;
+    a twin that has them already only takes ``levels``."""
     analysis = analyze(gm)
     averaged = {a.name for a in analysis.nodes if a.role == "averaged"}
-    if not averaged:
-        return gm
-    return insert_reencoders(gm, averaged, weight_reach(gm, analysis), levels)
+    if averaged:
+        insert_reencoders(gm, averaged, weight_reach(gm, analysis), levels)
+    else:
+        for m in gm.modules():
+            if isinstance(m, Reencode):
+                m.levels = int(levels)
+    if encode_analog != "off":  # a re-encoder before a global pool: encoded after it instead
+        drop_points(gm, pooled_reencoders(gm, analyze(gm)))
+    points = encoding_points(gm, analyze(gm), encode_analog)
+    return insert_encoders(gm, points, levels) if points else gm
 
 
 def _feeds_hidden(n: fx.Node, gm: fx.GraphModule, infos) -> bool:
