@@ -32,7 +32,8 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
             distributed: "bool | None" = _D.distributed, mse_tolerance: float = _D.mse_tolerance,
             target: float | None = _D.target, objective: str = _D.objective,
             tune_options: Mapping[str, Any] | None = _D.tune_options,
-            reencode_levels: int = _D.reencode_levels, reencode_coding: str = _D.reencode_coding) -> SpikingNetwork:
+            reencode_levels: int = _D.reencode_levels, reencode_coding: str = _D.reencode_coding,
+            spike_products: bool = _D.spike_products) -> SpikingNetwork:
     """Convert an ANN into a spiking network. Each setting's default, command-line flag and help
     are in :data:`onnx2snn.settings.CONVERT`.
 
@@ -87,6 +88,10 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
             (default: thresholds theta, 2 theta, 4 theta, ...: one event per set bit of k, a
             multi-threshold neuron) or ``"unit"`` (k events of theta). The same values and
             outputs; verify counts the events (and so SynOps and energy) accordingly.
+        spike_products: re-encode both operands of every product of two computed tensors
+            (attention's ``Q K^T`` and ``A V``, gates) into spikes, so the product runs as an
+            increment product whose work follows the operands' events (an approximation: the
+            operands are quantised; measured in the bench's JSON). Default False (exact products).
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
             levels unless given, v_init, ``reencode_levels`` when the network has time-averaged
             operators) for the cheapest SNN that keeps this share in (0, 1] of
@@ -161,7 +166,9 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
         twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replace_activations)
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
-    twin = prepare_averaged(twin, reencode_levels)  # spikes back after time-averaged ops, before weights
+    spike_products = checks.boolean("spike_products", spike_products)
+    # spikes back after time-averaged ops, before weights (and before products' operands: spike_products)
+    twin = prepare_averaged(twin, reencode_levels, spike_products)
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     levels_given = levels is not None  # with target: levels are searched unless given
     if levels is None:
@@ -170,7 +177,7 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
                                  replace_activations=replace_activations, encoding=encoding, v_init=v_init,
                                  signed_relu=signed_relu, signed_ibt=signed_ibt, levels=levels, seed=seed,
                                  mse_tolerance=mse_tolerance, reencode_levels=reencode_levels,
-                                 reencode_coding=reencode_coding)
+                                 reencode_coding=reencode_coding, spike_products=spike_products)
     if info.inferred or info.task:
         config["inferred"] = {"task": info.task, "postprocess": info.postprocess if isinstance(info.postprocess, str)
                               else None, "names": info.names, "said": dict(info.inferred)}

@@ -135,6 +135,9 @@ CONVERT = Table(
             f"attention / norm outputs (time-averaged operators; default {REENCODE_LEVELS})", ("--reencode-levels",)),
     Setting("reencode_coding", "binary", "re-encoding spikes sent as binary-weighted events (default) or unit events",
             ("--reencode-coding",), ("binary", "unit")),
+    Setting("spike_products", False, api_only="an approximation (operands of products of two computed tensors "
+            "re-encoded into spikes, so attention products run by increments, cost per event); the command line "
+            "keeps the exact default", absent=False),
 )
 
 FINETUNE = Table(
@@ -178,7 +181,7 @@ FINETUNE = Table(
 
 # what convert saves with the SNN (snn.config), in this order
 SAVED = ("timesteps", "normalization", "percentile", "replace_activations", "encoding", "v_init", "signed_relu",
-         "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding")
+         "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding", "spike_products")
 
 
 def saved(config: Mapping[str, Any], name: str) -> Any:

@@ -29,7 +29,8 @@ from torch import nn
 
 from ..errors import NonSpikingActivationError
 from . import functional as OF
-from .averaged import REENCODE_LEVELS, Reencode, has_averaged_form, insert_reencoders
+from .averaged import REENCODE_LEVELS, Reencode, has_averaged_form, insert_operand_reencoders, insert_reencoders, \
+    is_product
 
 # activation kinds that sit between layers (a neuron takes their place) ...
 _HIDDEN = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.GELU,
@@ -358,15 +359,22 @@ def weight_reach(gm: fx.GraphModule, analysis: "GraphAnalysis") -> dict[str, boo
     return out
 
 
-def prepare_averaged(gm: fx.GraphModule, levels: int = REENCODE_LEVELS) -> fx.GraphModule:
+def prepare_averaged(gm: fx.GraphModule, levels: int = REENCODE_LEVELS, spike_products: bool = False) -> fx.GraphModule:
     """The twin with a :class:`Reencode` point (firing up to ``levels`` spikes per step) after
     every time-averaged op whose output reaches a weight layer (in place; a twin with none is
-    unchanged, one with them already only takes ``levels``)."""
+    unchanged, one with them already only takes ``levels``); with ``spike_products``, also
+    before both operands of every time-averaged product of two computed tensors (they then run
+    as increment products, :mod:`onnx2snn.snn.products`)."""
     analysis = analyze(gm)
     averaged = {a.name for a in analysis.nodes if a.role == "averaged"}
     if not averaged:
         return gm
-    return insert_reencoders(gm, averaged, weight_reach(gm, analysis), levels)
+    fresh = not any(isinstance(m, Reencode) for m in gm.modules())
+    gm = insert_reencoders(gm, averaged, weight_reach(gm, analysis), levels)
+    if spike_products and fresh:
+        products = [n.name for n in gm.graph.nodes if n.name in averaged and is_product(n)]
+        gm = insert_operand_reencoders(gm, products, levels)
+    return gm
 
 
 def _feeds_hidden(n: fx.Node, gm: fx.GraphModule, infos) -> bool:

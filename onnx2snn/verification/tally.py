@@ -17,7 +17,7 @@ METHOD = ("Per sample, ANN and SNN by the same rules. Kinds: ac (accumulate), ma
           "weight) on analog input: MACs (padding taps excluded) each time they run: once before the first "
           "neuron, every step inside the core. Readouts on spikes: ac per event and synapse; on analog values: "
           "one add per input element per step, then MACs once. Time-averaged ops: their own work plus an add and a "
-          "multiply per averaged input and output element, every step. Weight-free ops on analog values (residual "
+          "multiply per averaged input and output element, every step; an increment product (both operands spikes): an ac per operand event per partner element it meets plus one for the operand's running sum, and an add and a multiply per output element every step. Weight-free ops on analog values (residual "
           "adds, scalings): their work every step; on events: routing, free. Bias: one ac per output element "
           "(per step inside the core). Post-processing: weight layers' MACs once in both, the rest in neither. "
           "Energy: FP32 table (the field's convention) and INT8 table (8-bit weights, 32-bit integer accumulators "
@@ -39,6 +39,7 @@ def node_rules(mon) -> list[dict]:
     W = mon.work
     nodes = {n.name: n for n in mon.snn.ann.graph.nodes}
     key_of = {v: k for k, v in mon.node_of.items()}
+    product_of = {v: k for k, v in getattr(mon, "products", {}).items()}
     neuron_of = {n.name: n.target for n in nodes.values() if n.op == "call_module" and n.target in mon.neurons}
     rows = []
     for a in mon.analysis.nodes:
@@ -67,6 +68,9 @@ def node_rules(mon) -> list[dict]:
                 once, events = bias, key
             else:
                 once = c
+        elif a.name in product_of:  # increment product: ac per operand event (measured), output per step
+            out = float(W.out_numel.get(a.name, 0))
+            step, events, form = {"add": out, "mul": out}, product_of[a.name], "increment product"
         elif a.role == "averaged":
             step = total([c, compensation(W, a.name, _rewritten_kinds(mon, a.name, n))])
         elif a.role == "maxpool" and a.part == "core":
@@ -107,7 +111,8 @@ def compose(mon) -> tuple[dict, list[dict]]:
     totals = {}
     for t in cps:
         c = {k: snn[t].get(k, 0.0) for k in KINDS}
-        syn = sum(float(syn_cum[k][t - 1]) / N for k in syn_cum if k not in mon.readout_analog)
+        syn = sum(float(syn_cum[k][t - 1]) / N for k in syn_cum if k not in mon.readout_analog
+                  and k not in getattr(mon, "products", {}))
         e32, e8 = energy_pj(c, FP32), energy_pj(c, INT8)
         totals[t] = {"synops": syn, "macs": c["mac"], "nonspiking_flops": sum(c[k] for k in FLOAT_KINDS),
                      "neuron_updates": c["neuron"], "counts": c,
