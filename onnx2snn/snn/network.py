@@ -25,6 +25,7 @@ from ..graph.analysis import analyze
 from ..graph.averaged import Reencode, is_product
 from ..graph.layout import channel_axes as find_channel_axes
 from .averaged import TimeAveraged, averaged_node
+from .norms import as_sum_norm
 from .products import as_increment
 from .batch_axes import _check_channels, _layout, batch_layout, dynamic_nodes
 from .memory import CPU_BUDGET_CAP, UNKNOWN_FREE_MEMORY, _core_memory, default_memory_budget  # noqa: F401
@@ -370,6 +371,9 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
             mod.out_layout = batch_axes.get(a.name) or BATCH_FIRST
             if spikes_in and mod.kinds == ["dynamic", "dynamic"]:  # both operands spikes: by increments
                 g.add_submodule(target, as_increment(mod))
+            elif isinstance(mod.fn, nn.LayerNorm) and mod.kinds == ["dynamic"] and len(mod.args) == 1 \
+                    and not mod.kwargs:  # on the running sums: no 1/t, t per element
+                g.add_submodule(target, as_sum_norm(mod))
     g.recompile()
     snn = partition(twin, g, core_names, neuron_names, config)
     snn.channel_axes = {k: v for k, v in channel_axes.items() if k in {nodes[n].target for n in neuron_names}}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from .energy import FLOAT_KINDS, FP32, INT8, KINDS, RULES, SOURCE, add_counts, by_kind_pj, energy_pj, float_share
+from ..snn.norms import SumNorm, sum_norm_extra
 from .work import compensation, scaled, total
 
 METHOD = ("Per sample, ANN and SNN by the same rules. Kinds: ac (accumulate), mac, add, mul, cmp, exp, div, sqrt "
@@ -17,20 +18,25 @@ METHOD = ("Per sample, ANN and SNN by the same rules. Kinds: ac (accumulate), ma
           "weight) on analog input: MACs (padding taps excluded) each time they run: once before the first "
           "neuron, every step inside the core. Readouts on spikes: ac per event and synapse; on analog values: "
           "one add per input element per step, then MACs once. Time-averaged ops: their own work plus an add and a "
-          "multiply per averaged input and output element, every step; an increment product (both operands spikes): an ac per operand event per partner element it meets plus one for the operand's running sum, and an add and a multiply per output element every step. Weight-free ops on analog values (residual "
+          "multiply per averaged input and output element, every step; an increment product (both operands spikes): an ac per operand event per partner element it meets plus one for the operand's running sum, and an add and a multiply per output element every step; a LayerNorm on the running sums: its work, an add per input and output element, per row 2 multiplies and an add, per channel a multiply (t beta), every step. Weight-free ops on analog values (residual "
           "adds, scalings): their work every step; on events: routing, free. Bias: one ac per output element "
           "(per step inside the core). Post-processing: weight layers' MACs once in both, the rest in neither. "
           "Energy: FP32 table (the field's convention) and INT8 table (8-bit weights, 32-bit integer accumulators "
           "and neuron potentials, float work in FP32) for both the SNN and the ANN. " + SOURCE)
 
 
-def _rewritten_kinds(mon, name: str, node) -> list[str] | None:
-    """The input kinds (dynamic / static / constant) of the time-averaged module at a node."""
+def _rewritten_module(mon, name: str, node):
+    """The time-averaged module at a node of the SNN (None when there is none)."""
     target = node.target if node.op == "call_module" else f"averaged_{name}"
     try:
-        return list(getattr(mon.snn.rewritten.get_submodule(target), "kinds", None) or []) or None
+        return mon.snn.rewritten.get_submodule(target)
     except AttributeError:
         return None
+
+
+def _rewritten_kinds(mon, name: str, node) -> list[str] | None:
+    """The input kinds (dynamic / static / constant) of the time-averaged module at a node."""
+    return list(getattr(_rewritten_module(mon, name, node), "kinds", None) or []) or None
 
 
 def node_rules(mon) -> list[dict]:
@@ -72,7 +78,11 @@ def node_rules(mon) -> list[dict]:
             out = float(W.out_numel.get(a.name, 0))
             step, events, form = {"add": out, "mul": out}, product_of[a.name], "increment product"
         elif a.role == "averaged":
-            step = total([c, compensation(W, a.name, _rewritten_kinds(mon, a.name, n))])
+            m = _rewritten_module(mon, a.name, n)
+            if isinstance(m, SumNorm):  # a LayerNorm on the running sums
+                step, form = total([c, sum_norm_extra(m, W.out_numel.get(a.name, 0))]), "time-averaged (sums)"
+            else:
+                step = total([c, compensation(W, a.name, _rewritten_kinds(mon, a.name, n))])
         elif a.role == "maxpool" and a.part == "core":
             step = total([c, {"add": float(sum(W.in_numels.get(a.name, [])) + W.out_numel.get(a.name, 0))}])
             form = "spiking max-pool"
