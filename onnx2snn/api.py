@@ -13,6 +13,7 @@ from .calibration.quantized import finetuned_levels
 from .calibration.thresholds import NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
 from .errors import ConfigError, DataError
 from .graph.analysis import analyze, prepare_averaged
+from .graph.averaged import drop_operand_reencoders, has_operand_reencoders
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
 from .task import fill_input_shape, resolve_task
@@ -168,7 +169,8 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
     spike_products = checks.boolean("spike_products", spike_products)
     # spikes back after time-averaged ops, before weights (and before products' operands: spike_products)
-    twin = prepare_averaged(twin, reencode_levels, spike_products)
+    searched_products = target is not None and True in tune_options["spike_products"]  # the search may choose them
+    twin = prepare_averaged(twin, reencode_levels, spike_products or searched_products)
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     levels_given = levels is not None  # with target: levels are searched unless given
     if levels is None:
@@ -193,6 +195,8 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
         found = search(twin, calibration_data, config, target, objective, levels if levels_given else None,
                        tune_options, batch_size, calibration_limit, preprocess, progress, distributed)
         thresholds, stats, config, report = found.thresholds, found.stats, found.config, found.report
+        if not settings.saved(config, "spike_products") and has_operand_reencoders(twin):  # exact products chosen
+            twin = drop_operand_reencoders(twin)
     elif learned is not None and not missing:
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
     elif learned is not None and calibration_data is None:

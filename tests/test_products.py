@@ -121,3 +121,24 @@ def test_spike_products_attention_counted_by_hand(tmp_path):
     back = onnx2snn.load(str(tmp_path / "sp.snn"))
     assert sum(isinstance(m, IncrementProduct) for m in back.rewritten.modules()) == 2
     assert torch.allclose(back(x[:4], timesteps=4), snn(x[:4], timesteps=4), atol=1e-6)
+
+
+def test_search_chooses_between_exact_and_spike_products(tmp_path):
+    """convert(target=) tries the products on spikes too (after the exact default); the SNN it
+    returns is built the way its config says, and loads back the same; tune_options can rule
+    them out."""
+    x = torch.rand(96, 4, 8)
+    path = onnx2snn.export_onnx(Attention().eval(), x[:2], str(tmp_path / "attn.onnx"))
+    snn = onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5,
+                           tune_options={"spike_products": (True,), "max_runs": 3})
+    incs = sum(isinstance(m, IncrementProduct) for m in snn.rewritten.modules())
+    assert incs == (2 if snn.config["spike_products"] else 0)
+    assert snn.config["spike_products"] is True  # target 0.5: the cheaper products keep it
+    snn.save(str(tmp_path / "t.snn"))
+    back = onnx2snn.load(str(tmp_path / "t.snn"))
+    assert torch.allclose(back(x[:4], timesteps=2), snn(x[:4], timesteps=2), atol=1e-6)
+    exact = onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5,
+                             tune_options={"spike_products": (False,), "max_runs": 3})
+    assert exact.config["spike_products"] is False
+    assert not any(isinstance(m, IncrementProduct) for m in exact.rewritten.modules())
+    assert not any(str(n).startswith("reencode_operand_") for n, _ in exact.rewritten.named_modules())

@@ -141,5 +141,26 @@ def insert_operand_reencoders(gm: fx.GraphModule, products: list[str], levels: i
     return gm
 
 
+def has_operand_reencoders(gm: fx.GraphModule) -> bool:
+    return any(n.op == "call_module" and str(n.target).startswith(OPERAND_PREFIX) for n in gm.graph.nodes)
+
+
+def drop_operand_reencoders(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gm`` without the products' operand :class:`Reencode` points (exact products)."""
+    import copy
+
+    out = copy.deepcopy(gm)
+    for n in [n for n in out.graph.nodes if n.op == "call_module" and str(n.target).startswith(OPERAND_PREFIX)]:
+        n.replace_all_uses_with(n.args[0])
+        out.graph.erase_node(n)
+        out.delete_submodule(n.target)
+    out.recompile()
+    for k, v in vars(gm).items():  # what convert attached to the twin (onnx_info, ...)
+        if k not in vars(out):
+            setattr(out, k, v)
+    return out
+
+
 __all__ = ["has_averaged_form", "Reencode", "insert_reencoders", "REENCODE_PREFIX", "REENCODE_LEVELS", "PRODUCTS",
-           "is_product", "insert_operand_reencoders", "OPERAND_PREFIX"]
+           "is_product", "insert_operand_reencoders", "OPERAND_PREFIX", "has_operand_reencoders",
+           "drop_operand_reencoders"]

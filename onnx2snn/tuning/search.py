@@ -54,7 +54,7 @@ from ..data.batches import check_fits
 from ..calibration.thresholds import (collect_statistics, sample_batches, statistics_summary,
                                       thresholds_from_statistics)
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
-from ..graph.averaged import Reencode
+from ..graph.averaged import Reencode, drop_operand_reencoders, has_operand_reencoders
 from ..snn.network import build_spiking
 from ..task import resolve_task
 from .report import TuneReport
@@ -68,7 +68,8 @@ MIN_STATISTICS = 32   # samples left for the statistics at least
 DEFAULTS = {"postprocess": None, "category_ids": None, "metric": None, "holdout": 0.25, "max_validation": None,
             "percentiles": None, "mse_tolerances": None, "levels": None, "reencode_levels": None,
             "v_init": None, "allow_unsigned": False, "max_runs": 20, "early_stop": 0.03,
-            "gt_confidence": GT_CONFIDENCE, "margin": "auto", "validation": None, "annotations": None, "seed": 0}
+            "gt_confidence": GT_CONFIDENCE, "margin": "auto", "validation": None, "annotations": None, "seed": 0,
+            "spike_products": (False, True)}
 KIND_DEFAULTS = {False: {"max_validation": 256, "percentiles": ("mse", 99.99, 99.9), "mse_tolerances": (0.0, 0.25, 0.5)},
                  True: {"max_validation": 96, "percentiles": ("mse", 99.99), "mse_tolerances": (0.0, 0.25)}}
 REENCODE_CHOICES = (2, 3, 4)  # spikes per step of re-encoding neurons tried (with the given one)
@@ -120,6 +121,11 @@ def check_options(options: Mapping | None) -> dict:
     o["gt_confidence"] = checks.real("tune_options['gt_confidence']", o["gt_confidence"], 0.0, 1.0)
     o["seed"] = checks.integer("tune_options['seed']", o["seed"], 0)
     o["margin"] = check_margin(o["margin"])
+    sp = o["spike_products"]
+    if not isinstance(sp, (tuple, list)) or not sp:
+        raise ConfigError(f"tune_options['spike_products']: a tuple of the choices to try, e.g. (False, True), got {sp!r}",
+                          "tune_options")
+    o["spike_products"] = tuple(dict.fromkeys(checks.boolean("tune_options['spike_products']", v) for v in sp))
     if not o["percentiles"] or not o["mse_tolerances"]:
         raise ConfigError("tune_options: percentiles and mse_tolerances need at least one value", "tune_options")
     return o
@@ -135,6 +141,7 @@ class Setting:
     v_init: float
     signed: bool
     reencode: int | None = None  # spikes per step of the re-encoding neurons (None: the network has none)
+    products: bool | None = None  # products of two computed tensors on spikes (None: the network has none)
 
     @property
     def by_t(self) -> bool:
@@ -142,13 +149,14 @@ class Setting:
         return self.percentile == "mse"
 
     @classmethod
-    def of(cls, config: Mapping[str, Any], reencoders: bool) -> "Setting":
+    def of(cls, config: Mapping[str, Any], reencoders: bool, products: bool = False) -> "Setting":
         """The point of a convert config; a key it lacks (a config written before the setting
         existed) reads as :func:`onnx2snn.settings.saved` says, as load reads it."""
         def get(name):
             return saved_setting(config, name)
         return cls(get("percentile"), int(get("levels")), float(get("mse_tolerance")), float(get("v_init")),
-                   bool(get("signed_relu") or get("signed_ibt")), int(get("reencode_levels")) if reencoders else None)
+                   bool(get("signed_relu") or get("signed_ibt")), int(get("reencode_levels")) if reencoders else None,
+                   bool(get("spike_products")) if products else None)
 
     def label(self) -> str:
         p = "mse" if self.percentile == "mse" else f"p{self.percentile:g}" if isinstance(self.percentile, float) \
@@ -162,6 +170,8 @@ class Setting:
             out += ", unsigned"
         if self.reencode is not None:
             out += f", reencode={self.reencode}"
+        if self.products:
+            out += ", spike products"
         return out
 
     def to_dict(self) -> dict:
@@ -169,6 +179,8 @@ class Setting:
                "v_init": self.v_init, "signed": self.signed}
         if self.reencode is not None:
             out["reencode_levels"] = self.reencode
+        if self.products is not None:
+            out["spike_products"] = self.products
         return out
 
 
@@ -197,16 +209,17 @@ def _settings(default: Setting, o: dict, levels_free: bool) -> list[Setting]:
     pcts = tuple(dict.fromkeys((default.percentile,) + o["percentiles"]))
     tols = tuple(dict.fromkeys((default.mse_tolerance,) + o["mse_tolerances"]))
     reencs = _reencode_choices(default, o)
+    prods = (None,) if default.products is None else tuple(dict.fromkeys((default.products,) + o["spike_products"]))
     out = {default}
-    for p, k, e, v, s, r in itertools.product(pcts, levels, tols, v_inits, signs, reencs):
+    for p, k, e, v, s, r, m in itertools.product(pcts, levels, tols, v_inits, signs, reencs, prods):
         if p != "mse" and e:
             continue
-        out.add(Setting(p, int(k), float(e), float(v), bool(s), r))
+        out.add(Setting(p, int(k), float(e), float(v), bool(s), r, m))
 
     def key(s: Setting):
         diff = [s.percentile != default.percentile, s.levels != default.levels,
                 s.mse_tolerance != default.mse_tolerance, s.v_init != default.v_init, s.signed != default.signed,
-                s.reencode != default.reencode]
+                s.reencode != default.reencode, s.products != default.products]
         return (sum(diff), pcts.index(s.percentile), tols.index(s.mse_tolerance), list(levels).index(s.levels)
                 if s.levels in levels else 0, v_inits.index(s.v_init) if s.v_init in v_inits else 0, not s.signed,
                 reencs.index(s.reencode) if s.reencode in reencs else 0)
@@ -277,7 +290,11 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     # a fine-tuned twin keeps its learned thresholds: statistics only for its re-encoding neurons
     obs = None if learned is not None and not reencoders else \
         collect_statistics(twin, cal, batch_size, None, None, progress, distributed)
-    default = Setting.of(base_config, bool(reencoders))
+    # a twin with products' operand re-encoders (prepared by convert when the search may choose
+    # spike products): the same statistics serve both; the exact-product twin drops them
+    products = has_operand_reencoders(twin)
+    plain = drop_operand_reencoders(twin) if products else twin
+    default = Setting.of(base_config, bool(reencoders), products)
     if learned is None:
         settings = _settings(default, o, levels is None)
     else:  # only what the fine-tuning did not learn: the re-encoding neurons' spikes per step
@@ -309,7 +326,8 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
                 "ibt_levels": s.levels,  # as settings.snn_config writes it: always levels
                 "mse_tolerance": s.mse_tolerance, "v_init": s.v_init,
                 "signed_relu": base_config["signed_relu"] and s.signed, "signed_ibt": base_config["signed_ibt"] and s.signed,
-                **({} if s.reencode is None else {"reencode_levels": s.reencode})}
+                **({} if s.reencode is None else {"reencode_levels": s.reencode}),
+                **({} if s.products is None else {"spike_products": s.products})}
 
     def find(s: Setting, d: int) -> dict | None:
         for c in candidates:
@@ -348,7 +366,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
         if c is not None:
             return c
         t1 = time.time()
-        snn = build_spiking(twin, thresholds(s, d), config(s, d))
+        snn = build_spiking(twin if s.products or not products else plain, thresholds(s, d), config(s, d))
         why: list[str] = []
 
         def stop(partial: dict) -> bool:
