@@ -109,7 +109,8 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
             max_runs, early_stop, gt_confidence, margin (held-out quality a point needs above
             ``target``; default ``"auto"``: one standard error on the held-out samples or
             objects), validation (labeled data as :func:`onnx2snn.verify` takes it; at most
-            max_validation samples) and annotations, seed (see
+            max_validation samples) and annotations, seed, spike_products (the choices tried
+            for ``spike_products``; default ``(False, True)``: exact products first) (see
             :data:`onnx2snn.tuning.search.DEFAULTS`).
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used

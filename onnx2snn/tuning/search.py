@@ -22,7 +22,9 @@ do already cost more than the cheapest point that keeps it (a setting stopped fo
 is still tried at smaller T; one stopped for quality is not).
 
 A network with time-averaged operators (re-encoding neurons) has their spikes per step
-(``reencode_levels``) searched too. Detectors (``postprocess``) get a smaller space and
+(``reencode_levels``) searched too, and one with products of two computed tensors whether
+they run on spikes as increment products (``spike_products``, tried after the exact products'
+other one-change settings). Detectors (``postprocess``) get a smaller space and
 held-out set by default: their runs cost the most.
 
 Then the point that keeps ``target`` of the ANN's quality at the least estimated energy
@@ -220,7 +222,7 @@ def _settings(default: Setting, o: dict, levels_free: bool) -> list[Setting]:
         diff = [s.percentile != default.percentile, s.levels != default.levels,
                 s.mse_tolerance != default.mse_tolerance, s.v_init != default.v_init, s.signed != default.signed,
                 s.reencode != default.reencode, s.products != default.products]
-        return (sum(diff), pcts.index(s.percentile), tols.index(s.mse_tolerance), list(levels).index(s.levels)
+        return (sum(diff), s.products != default.products, pcts.index(s.percentile), tols.index(s.mse_tolerance), list(levels).index(s.levels)
                 if s.levels in levels else 0, v_inits.index(s.v_init) if s.v_init in v_inits else 0, not s.signed,
                 reencs.index(s.reencode) if s.reencode in reencs else 0)
     return sorted(out, key=key)
