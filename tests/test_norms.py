@@ -85,6 +85,8 @@ def test_layer_norm_on_sums_counted_by_hand(tmp_path):
     ann = row[0]["ann"]  # per element 4 adds + 3 multiplies, per row (4 tokens) a sqrt and a divide
     assert ann == {"add": 4 * 32, "mul": 3 * 32, "sqrt": 4, "div": 4}
     for t in (1, 2, 4):
-        # + the running sum and the difference (2 x 32 adds), r_t per row (2 multiplies, an add), t * beta (8)
-        want = {"add": t * (4 * 32 + 2 * 32 + 4), "mul": t * (3 * 32 + 2 * 4 + 8), "sqrt": t * 4, "div": t * 4}
+        # after the first step: the running sum and the difference (2 x 32 adds), r_t per row (2 multiplies,
+        # an add), t * beta (8)
+        want = {"add": t * 4 * 32 + (t - 1) * (2 * 32 + 4), "mul": t * 3 * 32 + (t - 1) * (2 * 4 + 8), "sqrt": t * 4,
+                "div": t * 4}
         assert {k: v for k, v in row[0]["snn"][t].items() if v} == want

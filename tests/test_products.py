@@ -110,10 +110,11 @@ def test_spike_products_attention_counted_by_hand(tmp_path):
         assert sum(r["snn"][t]["ac"] for r in prods) == pytest.approx(want, rel=1e-9)
         c = ops["snn"][t]["counts"]
         assert c["mac"] == 4 * 8 * 8  # the static embedding only: no dense product per step
-        # outputs of q k^T (16) and a v (32): an add + a multiply each per step; the scale (16 multiplies);
-        # softmax: 2 adds per score + its compensation (16 in + 16 out)
-        assert c["add"] == t * (16 + 32 + 2 * 16 + 32) + 32
-        assert c["mul"] == t * (16 + 32 + 16 + 32)
+        # outputs of q k^T (16) and a v (32): an add + a multiply each per step after the first; the scale
+        # (16 multiplies) every step; softmax: 2 adds per score every step + its compensation (16 in + 16 out)
+        # after the first
+        assert c["add"] == t * 2 * 16 + (t - 1) * (16 + 32 + 32) + 32
+        assert c["mul"] == t * 16 + (t - 1) * (16 + 32 + 32)
         assert c["neuron"] == t * sum(r["neurons"] for r in rep.layers["neurons"])
         assert ops["snn"][t]["energy_pj"] == pytest.approx(sum(energy.FP32[k] * v for k, v in c.items()))
     # save / load keeps the increment products and their outputs
@@ -123,17 +124,15 @@ def test_spike_products_attention_counted_by_hand(tmp_path):
     assert torch.allclose(back(x[:4], timesteps=4), snn(x[:4], timesteps=4), atol=1e-6)
 
 
-def test_search_chooses_between_exact_and_spike_products(tmp_path):
-    """convert(target=) tries the products on spikes too (after the exact default); the SNN it
-    returns is built the way its config says, and loads back the same; tune_options can rule
-    them out."""
+def test_search_builds_what_it_chose_spike_or_exact_products(tmp_path):
+    """convert(target=) with the products on spikes (the search's choice, here the only one) or
+    exact: the SNN it returns is built the way its config says and loads back the same."""
     x = torch.rand(96, 4, 8)
     path = onnx2snn.export_onnx(Attention().eval(), x[:2], str(tmp_path / "attn.onnx"))
-    snn = onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5,
+    snn = onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5, spike_products=True,
                            tune_options={"spike_products": (True,), "max_runs": 3})
-    incs = sum(isinstance(m, IncrementProduct) for m in snn.rewritten.modules())
-    assert incs == (2 if snn.config["spike_products"] else 0)
-    assert snn.config["spike_products"] is True  # target 0.5: the cheaper products keep it
+    assert snn.config["spike_products"] is True
+    assert sum(isinstance(m, IncrementProduct) for m in snn.rewritten.modules()) == 2
     snn.save(str(tmp_path / "t.snn"))
     back = onnx2snn.load(str(tmp_path / "t.snn"))
     assert torch.allclose(back(x[:4], timesteps=2), snn(x[:4], timesteps=2), atol=1e-6)
@@ -142,3 +141,5 @@ def test_search_chooses_between_exact_and_spike_products(tmp_path):
     assert exact.config["spike_products"] is False
     assert not any(isinstance(m, IncrementProduct) for m in exact.rewritten.modules())
     assert not any(str(n).startswith("reencode_operand_") for n, _ in exact.rewritten.named_modules())
+    with pytest.raises(onnx2snn.errors.ConfigError, match="spike_products"):
+        onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5, tune_options={"spike_products": True})

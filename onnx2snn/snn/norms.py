@@ -68,8 +68,9 @@ def as_sum_norm(mod: TimeAveraged) -> SumNorm:
 
 
 def sum_norm_extra(module: SumNorm, out_numel: int) -> dict[str, float]:
-    """Its work per step beyond the LayerNorm's own: the running sum and the difference (an add per
-    input and per output element), ``r_t`` per row (2 multiplies and an add), ``t * beta`` per channel."""
+    """Its work per step after the first beyond the LayerNorm's own: the running sum and the
+    difference (an add per input and per output element), ``r_t`` per row (2 multiplies and an
+    add), ``t * beta`` per channel (at t = 1 the output is the LayerNorm of the input)."""
     ln = module.fn
     width = 1
     for d in ln.normalized_shape:

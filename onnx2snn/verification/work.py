@@ -15,11 +15,12 @@ spike-driven layer  MACs (+ bias)           one ``ac`` per event per synapse (+ 
 analog-per-step     MACs (+ bias)           MACs (+ bias) every step
 readout on spikes   MACs (+ bias)           ``ac`` per event per synapse, bias once
 readout on analog   MACs (+ bias)           one ``add`` per input element per step + MACs once
-time-averaged op    its work                its work + compensation (add + mul per averaged
-                                            input element and per output element) per step
+time-averaged op    its work                its work per step + compensation (add + mul per
+                                            averaged input and output element) per step
+                                            after the first (at t = 1 the output is f(x_1))
 increment product   its work (MACs)         per operand event: one ac per partner element it
-                                            meets + one for its running sum; per step: an
-                                            add + mul per output element (P_t / t, difference)
+                                            meets + one for its running sum; per step after
+                                            the first: an add + mul per output element
 spiking max-pool    its compares            compares + running sum + difference per step
 weight-free op      its work (adds, ...)    on events: routing (free); on analog: its work per step
 post-processing     weight layers' MACs     the same, once (other post ops: in neither)
