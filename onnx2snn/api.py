@@ -16,6 +16,7 @@ from .calibration.quantized import finetuned_levels
 from .calibration.thresholds import NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
 from .errors import ConfigError, DataError
 from .graph.analysis import analyze, prepare_averaged
+from .graph.averaged import drop_operand_reencoders, has_operand_reencoders
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
 from .task import fill_input_shape, resolve_task
@@ -86,6 +87,10 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
             (default: thresholds theta, 2 theta, 4 theta, ...: one event per set bit of k, a
             multi-threshold neuron) or ``"unit"`` (k events of theta). The same values and
             outputs; verify counts the events (and so SynOps and energy) accordingly.
+        spike_products: re-encode both operands of every product of two computed tensors
+            (attention's ``Q K^T`` and ``A V``, gates) into spikes, so the product runs as an
+            increment product whose work follows the operands' events (an approximation: the
+            operands are quantised; measured in the bench's JSON). Default False (exact products).
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
             levels unless given, v_init, ``reencode_levels`` when the network has time-averaged
             operators) for the cheapest SNN that keeps this share in (0, 1] of
@@ -103,7 +108,9 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
             max_runs, early_stop, gt_confidence, margin (held-out quality a point needs above
             ``target``; default ``"auto"``: one standard error on the held-out samples or
             objects), validation (labeled data as :func:`onnx2snn.verify` takes it; at most
-            max_validation samples) and annotations, seed. ``tune_options=`` is its old name.
+            max_validation samples) and annotations, seed, spike_products (the choices tried
+            for ``spike_products`` where the network has products of two computed tensors;
+            default ``(False, True)``: exact products first). ``tune_options=`` is its old name.
 
     A twin from :func:`onnx2snn.finetune` brings ``learned_thresholds``: they are used
     as they are (no calibration data needed), as is its ``replaced_activations``.
@@ -142,7 +149,9 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     if learned is not None and calibration_data is None and target is None:
         cfg = replace(cfg, encode_analog="off")  # encoders need data for their thresholds: a fine-tuned twin needs none
-    twin = prepare_averaged(twin, cfg.reencode_levels, cfg.encode_analog)  # spikes back before weights
+    # spikes back after time-averaged ops and before weights (and before products' operands: spike_products)
+    searched_products = target is not None and True in options["spike_products"]  # the search may choose them
+    twin = prepare_averaged(twin, cfg.reencode_levels, cfg.encode_analog, cfg.spike_products or searched_products)
     levels_given = cfg.levels is not None  # with target: levels are searched unless given
     cfg = replace(cfg, replace_activations=replaced, levels=cfg.levels if levels_given else finetuned_levels(twin))
     saved_config = cfg.to_dict()
@@ -164,6 +173,8 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
                            run.preprocess, run.progress, run.distributed)
         thresholds, stats, report = found.thresholds, found.stats, found.report
         saved_config = {**saved_config, **found.config}
+        if not settings.saved(saved_config, "spike_products") and has_operand_reencoders(twin):  # exact chosen
+            twin = drop_operand_reencoders(twin)
     elif learned is not None and not missing:
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
     elif learned is not None and calibration_data is None:
@@ -201,7 +212,8 @@ def check_config(cfg: ConvertConfig) -> ConvertConfig:
                    mse_tolerance=check_mse_tolerance(cfg.mse_tolerance, threshold),
                    reencode_levels=checks.integer("reencode_levels", cfg.reencode_levels, 1),
                    reencode_coding=checks.choice("reencode_coding", cfg.reencode_coding, REENCODE_CODINGS),
-                   encode_analog=checks.choice("encode_analog", cfg.encode_analog, settings.ENCODE_ANALOG))
+                   encode_analog=checks.choice("encode_analog", cfg.encode_analog, settings.ENCODE_ANALOG),
+                   spike_products=checks.boolean("spike_products", cfg.spike_products))
 
 
 def check_run(run: ConvertRun) -> ConvertRun:

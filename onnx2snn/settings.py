@@ -145,6 +145,9 @@ CONVERT = Table(
     Setting("encode_analog", "auto", "spike encoders before weight layers that would read an analog value every step "
             "(a linear bottleneck, a residual stream): 'auto' where it saves MACs, 'off'", ("--encode-analog",),
             ENCODE_ANALOG, absent="off"),
+    Setting("spike_products", False, api_only="an approximation (operands of products of two computed tensors "
+            "re-encoded into spikes, so attention products run by increments, cost per event); the command line "
+            "keeps the exact default", absent=False),
 )
 
 FINETUNE = Table(
@@ -215,6 +218,8 @@ SEARCH = Table(
             "ANN's, and all of --calib goes to the statistics", ("--search-data", "--tune-data")),
     Setting("annotations", None, api_only="a COCO json for validation images: Python only"),
     Setting("seed", 0, api_only="the seed of the held-out split"),
+    Setting("spike_products", (False, True), api_only="spike_products tried where the network has products of two "
+            "computed tensors (exact products first)"),
 )
 
 # old keyword -> new (a DeprecationWarning, then the new one): convert / finetune keywords and saved keys
@@ -226,7 +231,8 @@ RUN_TIME = ("calibration_data", "example_input", "input_shape", "preprocess", "p
 
 # what convert saves with the SNN (snn.config), in this order
 SAVED = ("timesteps", "normalization", "threshold", "replace_activations", "encoding", "v_init", "signed_relu",
-         "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding", "encode_analog")
+         "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding", "encode_analog",
+         "spike_products")
 
 
 def saved(config: Mapping[str, Any], name: str) -> Any:

@@ -135,7 +135,7 @@ def test_attention_block_counted_by_hand(tmp_path):
     ops = rep.layers["ops"]
     n, d = 4, 8  # tokens, width; per sample
     # products q k^T and a v: n*n*d multiply-adds each, every step; compensation: an add and a multiply per
-    # element of both inputs and the output (q k^T: 32 + 32 + 16, a v: 16 + 32 + 32)
+    # element of both inputs and the output (q k^T: 32 + 32 + 16, a v: 16 + 32 + 32), every step after the first
     # scale: one multiply per score (16), an analog value: every step; softmax over 4 of 16 scores: compare, 2 adds, exp, divide per
     # score, plus its compensation (16 in + 16 out)
     neurons = sum(r["neurons"] for r in rep.layers["neurons"])
@@ -143,8 +143,9 @@ def test_attention_block_counted_by_hand(tmp_path):
     for t in TS:
         c = ops["snn"][t]["counts"]
         assert c["mac"] == t * 2 * n * n * d + 4 * 8 * 8  # + the static embedding, once
-        assert c["add"] == t * (80 + 80 + 2 * 16 + 32) + 32  # + the embedding's bias (an Add node), once
-        assert c["mul"] == t * (80 + 80 + 16 + 32)
+        # compensation (80 + 80 + 32) every step after the first: at t = 1 a time-averaged op outputs f(x_1)
+        assert c["add"] == t * 2 * 16 + (t - 1) * (80 + 80 + 32) + 32  # + the embedding's bias (an Add node), once
+        assert c["mul"] == t * 16 + (t - 1) * (80 + 80 + 32)
         assert (c["cmp"], c["exp"], c["div"], c["sqrt"]) == (t * 16, t * 16, t * 16, 0)
         assert c["neuron"] == t * neurons
         e = ops["snn"][t]

@@ -29,7 +29,8 @@ from torch import nn
 
 from ..errors import NonSpikingActivationError
 from . import functional as OF
-from .averaged import REENCODE_LEVELS, Reencode, has_averaged_form, insert_reencoders
+from .averaged import REENCODE_LEVELS, Reencode, has_averaged_form, insert_operand_reencoders, insert_reencoders, \
+    is_product
 from .encoders import ENCODE_DEFAULT, drop_points, encoding_points, insert_encoders, pooled_reencoders
 
 # activation kinds that sit between layers (a neuron takes their place) ...
@@ -359,17 +360,23 @@ def weight_reach(gm: fx.GraphModule, analysis: "GraphAnalysis") -> dict[str, boo
     return out
 
 
-def prepare_averaged(gm: fx.GraphModule, levels: int = REENCODE_LEVELS,
-                     encode_analog: str = ENCODE_DEFAULT) -> fx.GraphModule:
+def prepare_averaged(gm: fx.GraphModule, levels: int = REENCODE_LEVELS, encode_analog: str = ENCODE_DEFAULT,
+                     spike_products: bool = False) -> fx.GraphModule:
     """The twin with a :class:`Reencode` point (firing up to ``levels`` spikes per step) after
-    every time-averaged op whose output reaches a weight layer, and with ``encode_analog``
-    ("auto") one before the weight layers that would read an analog value at every step, a
-    re-encoder before a global pool moved after it (:mod:`onnx2snn.graph.encoders`). In place;
-    a twin that has them already only takes ``levels``."""
+    every time-averaged op whose output reaches a weight layer; with ``spike_products``, also
+    before both operands of every time-averaged product of two computed tensors (they then run
+    as increment products, :mod:`onnx2snn.snn.products`); with ``encode_analog`` ("auto") one
+    before the weight layers that would read an analog value at every step, a re-encoder before
+    a global pool moved after it (:mod:`onnx2snn.graph.encoders`). In place; a twin that has
+    them already only takes ``levels``."""
     analysis = analyze(gm)
     averaged = {a.name for a in analysis.nodes if a.role == "averaged"}
+    fresh = not any(isinstance(m, Reencode) for m in gm.modules())
     if averaged:
         insert_reencoders(gm, averaged, weight_reach(gm, analysis), levels)
+        if spike_products and fresh:
+            products = [n.name for n in gm.graph.nodes if n.name in averaged and is_product(n)]
+            insert_operand_reencoders(gm, products, levels)
     else:
         for m in gm.modules():
             if isinstance(m, Reencode):

@@ -109,4 +109,58 @@ def insert_reencoders(gm: fx.GraphModule, averaged: set[str], weight_reach: dict
     return gm
 
 
-__all__ = ["has_averaged_form", "Reencode", "insert_reencoders", "REENCODE_PREFIX", "REENCODE_LEVELS"]
+PRODUCTS = (torch.matmul, operator.mul, torch.mul)  # bilinear: an increment product when both operands are spikes
+OPERAND_PREFIX = "reencode_operand_"
+
+
+def is_product(n: fx.Node) -> bool:
+    """A product of two computed tensors (MatMul or element-wise multiply, no constant operand)."""
+    return n.op == "call_function" and n.target in PRODUCTS and len(n.args) >= 2 and \
+        all(isinstance(a, fx.Node) and a.op != "get_attr" for a in n.args[:2]) and n.args[0] is not n.args[1]
+
+
+def insert_operand_reencoders(gm: fx.GraphModule, products: list[str], levels: int = REENCODE_LEVELS) -> fx.GraphModule:
+    """Add a :class:`Reencode` before each operand of the product nodes named in ``products``
+    (time-averaged products of two computed tensors), so both operands are spikes and the
+    product runs as an increment product (:mod:`onnx2snn.snn.products`): its cost follows the
+    operands' events instead of a dense float product per step. An approximation (the operands
+    are quantised like every re-encoded value), switched by ``spike_products``. In place."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name in products:
+        node = nodes[name]
+        for i, a in enumerate(node.args[:2]):
+            if a.op == "call_module" and isinstance(gm.get_submodule(a.target), Reencode):
+                continue
+            target = f"{OPERAND_PREFIX}{name}_{i}"
+            gm.add_submodule(target, Reencode(levels))
+            with gm.graph.inserting_before(node):
+                new = gm.graph.call_module(target, (a,))
+            new.meta.update({k: v for k, v in a.meta.items() if k in ("shape", "onnx_node")})
+            node.args = tuple(new if j == i else b for j, b in enumerate(node.args))
+    gm.recompile()
+    return gm
+
+
+def has_operand_reencoders(gm: fx.GraphModule) -> bool:
+    return any(n.op == "call_module" and str(n.target).startswith(OPERAND_PREFIX) for n in gm.graph.nodes)
+
+
+def drop_operand_reencoders(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gm`` without the products' operand :class:`Reencode` points (exact products)."""
+    import copy
+
+    out = copy.deepcopy(gm)
+    for n in [n for n in out.graph.nodes if n.op == "call_module" and str(n.target).startswith(OPERAND_PREFIX)]:
+        n.replace_all_uses_with(n.args[0])
+        out.graph.erase_node(n)
+        out.delete_submodule(n.target)
+    out.recompile()
+    for k, v in vars(gm).items():  # what convert attached to the twin (onnx_info, ...)
+        if k not in vars(out):
+            setattr(out, k, v)
+    return out
+
+
+__all__ = ["has_averaged_form", "Reencode", "insert_reencoders", "REENCODE_PREFIX", "REENCODE_LEVELS", "PRODUCTS",
+           "is_product", "insert_operand_reencoders", "OPERAND_PREFIX", "has_operand_reencoders",
+           "drop_operand_reencoders"]

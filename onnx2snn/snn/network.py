@@ -22,9 +22,11 @@ from ..errors import NonSpikingActivationError, Onnx2SnnError
 from . import guard
 from ..calibration.quantized import cap_neuron
 from ..graph.analysis import analyze
-from ..graph.averaged import Reencode
+from ..graph.averaged import Reencode, is_product
 from ..graph.layout import channel_axes as find_channel_axes
 from .averaged import TimeAveraged, averaged_node
+from .norms import as_sum_norm
+from .products import as_increment
 from .batch_axes import _check_channels, _layout, batch_layout, dynamic_nodes
 from .memory import CPU_BUDGET_CAP, UNKNOWN_FREE_MEMORY, _core_memory, default_memory_budget  # noqa: F401
 from .neurons import BATCH_FIRST, IFNeuron, Repeat, SpikingMaxPool, SpikingModule, time_folded, time_major
@@ -362,9 +364,16 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
     for a in analysis.nodes:
         node = nodes[a.name]
         if a.role == "averaged" and node in dynamic:
-            mod = averaged_node(g, node, dynamic, node.target if node.op == "call_module" else f"averaged_{a.name}")
+            spikes_in = is_product(node) and all(i.name in neuron_names for i in node.args[:2])
+            target = node.target if node.op == "call_module" else f"averaged_{a.name}"
+            mod = averaged_node(g, node, dynamic, target)
             mod.in_layouts = [batch_axes.get(i.name) for i in node.all_input_nodes]
             mod.out_layout = batch_axes.get(a.name) or BATCH_FIRST
+            if spikes_in and mod.kinds == ["dynamic", "dynamic"]:  # both operands spikes: by increments
+                g.add_submodule(target, as_increment(mod))
+            elif isinstance(mod.fn, nn.LayerNorm) and mod.kinds == ["dynamic"] and len(mod.args) == 1 \
+                    and not mod.kwargs:  # on the running sums: no 1/t, t per element
+                g.add_submodule(target, as_sum_norm(mod))
     g.recompile()
     snn = partition(twin, g, core_names, neuron_names, config)
     snn.channel_axes = {k: v for k, v in channel_axes.items() if k in {nodes[n].target for n in neuron_names}}

@@ -78,7 +78,8 @@ def load(path: "str | os.PathLike") -> SpikingNetwork:
     shapes = {k: tuple(v) for k, v in json.loads(blob["input_shapes"]).items()}
     twin = import_onnx(bytes(blob["onnx"].numpy().tobytes()), input_shape=shapes)
     twin = prepare_averaged(replace_activations(twin, saved(config, "replace_activations")),
-                            saved(config, "reencode_levels"), saved(config, "encode_analog"))
+                            saved(config, "reencode_levels"), saved(config, "encode_analog"),
+                            saved(config, "spike_products"))
     twin.load_state_dict(blob["ann_state"])
     folded = config.pop("folded", False)
     # files written before thresholds followed the feature axis: every neuron's on dim 1

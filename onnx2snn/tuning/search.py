@@ -56,7 +56,7 @@ from ..data.batches import check_fits
 from ..calibration.thresholds import (collect_statistics, sample_batches, statistics_summary,
                                       thresholds_from_statistics)
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
-from ..graph.averaged import Reencode
+from ..graph.averaged import Reencode, drop_operand_reencoders, has_operand_reencoders
 from ..snn.network import build_spiking
 from ..task import resolve_task
 from .report import TuneReport
@@ -73,7 +73,8 @@ KIND_DEFAULTS = {False: {"max_validation": 256, "percentiles": ("mse", 99.99, 99
                  True: {"max_validation": 96, "percentiles": ("mse", 99.99), "mse_tolerances": (0.0, 0.25)}}
 REENCODE_CHOICES = (2, 3, 4)  # spikes per step of re-encoding neurons tried (with the given one)
 # the fields of ConvertConfig a candidate changes (besides timesteps): signed_relu and _ibt change together
-VARIED = ("threshold", "levels", "mse_tolerance", "v_init", ("signed_relu", "signed_ibt"), "reencode_levels")
+VARIED = ("threshold", "levels", "mse_tolerance", "v_init", ("signed_relu", "signed_ibt"), "reencode_levels",
+          "spike_products")
 
 
 def check_target(target: Any) -> float:
@@ -128,6 +129,11 @@ def check_options(options: "SearchConfig | Mapping | None") -> dict:
     o["gt_confidence"] = checks.real("search['gt_confidence']", o["gt_confidence"], 0.0, 1.0)
     o["seed"] = checks.integer("search['seed']", o["seed"], 0)
     o["margin"] = check_margin(o["margin"])
+    sp = o["spike_products"]
+    if not isinstance(sp, (tuple, list)) or not sp:
+        raise ConfigError(f"search['spike_products']: a tuple of the choices to try, e.g. (False, True), got {sp!r}",
+                          "search")
+    o["spike_products"] = tuple(dict.fromkeys(checks.boolean("search['spike_products']", v) for v in sp))
     if not o["percentiles"] or not o["mse_tolerances"]:
         raise ConfigError("search: percentiles and mse_tolerances need at least one value", "search")
     return o
@@ -189,7 +195,8 @@ def _reencode_choices(default: ConvertConfig, o: dict, reencoders: bool) -> tupl
     return tuple(dict.fromkeys((default.reencode_levels,) + (o["reencode_levels"] or REENCODE_CHOICES)))
 
 
-def _settings(default: ConvertConfig, o: dict, levels_free: bool, reencoders: bool) -> list[ConvertConfig]:
+def _settings(default: ConvertConfig, o: dict, levels_free: bool, reencoders: bool,
+              products: bool = False) -> list[ConvertConfig]:
     """Every candidate of the space, each ``replace(default, ...)``: the default first, then by
     how many fields differ."""
     levels = o["levels"] or ((default.levels, 1 if default.levels > 1 else 2) if levels_free else (default.levels,))
@@ -200,15 +207,18 @@ def _settings(default: ConvertConfig, o: dict, levels_free: bool, reencoders: bo
     pcts = tuple(dict.fromkeys((default.threshold,) + o["percentiles"]))
     tols = tuple(dict.fromkeys((default.mse_tolerance,) + o["mse_tolerances"]))
     reencs = _reencode_choices(default, o, reencoders)
+    # products of two computed tensors on spikes (increment products): only where the twin has them
+    prods = tuple(dict.fromkeys((default.spike_products,) + o["spike_products"])) if products else \
+        (default.spike_products,)
     out = {default}
-    for p, k, e, v, (sr, si), r in itertools.product(pcts, levels, tols, v_inits, signs, reencs):
+    for p, k, e, v, (sr, si), r, m in itertools.product(pcts, levels, tols, v_inits, signs, reencs, prods):
         if p != "mse" and e:
             continue
         out.add(replace(default, threshold=p, levels=int(k), mse_tolerance=float(e), v_init=float(v),
-                        signed_relu=sr, signed_ibt=si, reencode_levels=r))
+                        signed_relu=sr, signed_ibt=si, reencode_levels=r, spike_products=bool(m)))
 
     def key(c: ConvertConfig):
-        return (_differs(c, default), pcts.index(c.threshold), tols.index(c.mse_tolerance),
+        return (_differs(c, default), c.spike_products != default.spike_products, pcts.index(c.threshold), tols.index(c.mse_tolerance),
                 list(levels).index(c.levels) if c.levels in levels else 0,
                 v_inits.index(c.v_init) if c.v_init in v_inits else 0, not _signed(c),
                 reencs.index(c.reencode_levels) if c.reencode_levels in reencs else 0)
@@ -284,8 +294,12 @@ def search(twin: fx.GraphModule, data: Any, base_config: "ConvertConfig | Mappin
     obs = None if learned is not None and not reencoders else \
         collect_statistics(twin, cal, batch_size, None, None, progress, distributed)
     default = base_config
+    # a twin with products' operand re-encoders (prepared by convert when the search may choose
+    # spike products): the same statistics serve both; the exact-product SNNs are built without them
+    products = has_operand_reencoders(twin)
+    plain = drop_operand_reencoders(twin) if products else twin
     if learned is None:
-        settings = _settings(default, o, levels is None, bool(reencoders))
+        settings = _settings(default, o, levels is None, bool(reencoders), products)
     else:  # only what the fine-tuning did not learn: the re-encoding neurons' spikes per step
         settings = [replace(default, reencode_levels=r) for r in _reencode_choices(default, o, bool(reencoders))]
     candidates: list[dict] = []
@@ -350,7 +364,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: "ConvertConfig | Mappin
         if c is not None:
             return c
         t1 = time.time()
-        snn = build_spiking(twin, thresholds(s, d), config(s, d))
+        snn = build_spiking(twin if s.spike_products or not products else plain, thresholds(s, d), config(s, d))
         why: list[str] = []
 
         def stop(partial: dict) -> bool:

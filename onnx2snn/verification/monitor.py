@@ -39,6 +39,7 @@ from ..snn.network import batch_layout
 from ..graph.layout import per_channel as _per_channel
 from ..snn.neurons import time_major
 from ..snn.partition import extract
+from ..snn.products import IncrementProduct
 from .energy import FP32
 from .events import EventFlow, fanout
 from .tally import METHOD, compose
@@ -135,6 +136,10 @@ class LayerMonitor:
             arg = rw[name].args[self.data_arg[t]] if name in rw and len(rw[name].args) > self.data_arg[t] else None
             if isinstance(arg, fx.Node):
                 self.in_layout[t] = self.layout[arg.name]
+        # increment products (module target -> node name, and their operands' layouts): work per event
+        self.products = {n.target: n.name for n in snn.rewritten.graph.nodes if n.op == "call_module" and
+                         isinstance(snn.rewritten.get_submodule(n.target), IncrementProduct)}
+        self.operand_layout = {t: [self.layout[a.name] for a in rw[name].args[:2]] for t, name in self.products.items()}
         self.kind = {n: m.extra_repr().split(",")[0] for n, m in self.neurons.items()}
         self.sources = self._sources()
         # a network in binary-spike form (thresholds folded into the weights) fires 0/1:
@@ -154,7 +159,7 @@ class LayerMonitor:
         self.ref = {n: 0.0 for n in self.neurons}
         self._batch: dict[str, dict] = {}  # this batch's error terms per neuron, kept for merging over ranks
         self._terms: list[tuple[int, dict]] = []
-        spiking = [t for t, k in self.weighted.items() if k in ("spiking", "readout")]
+        spiking = [t for t, k in self.weighted.items() if k in ("spiking", "readout")] + list(self.products)
         self.synops = {t: torch.zeros(T, dtype=torch.float64) for t in spiking}
         self.events = {t: torch.zeros(T, dtype=torch.float64) for t in spiking}
         self.readout_analog: set[str] = set()  # readout layers whose per-step input is analog
@@ -257,7 +262,8 @@ class LayerMonitor:
             return
         self._counting = True
         try:
-            self.work = node_work(self.snn.ann, [x[:1] for x in inputs], set(self.node_of.values()))
+            self.work = node_work(self.snn.ann, [x[:1] for x in inputs], set(self.node_of.values()),
+                                  set(self.products.values()))
         finally:
             self._counting = False
         if self.work.unknown:
@@ -291,6 +297,8 @@ class LayerMonitor:
 
     def _consume(self, t: str, counts: torch.Tensor, analog: bool) -> None:
         """Events reaching weight layer ``t`` in this chunk: each costs one accumulate per synapse."""
+        if t in self.products:
+            return self._consume_product(t, counts)
         kind = self.weighted[t]
         if kind == "readout" and analog:
             self.readout_analog.add(t)
@@ -308,6 +316,19 @@ class LayerMonitor:
         self.synops[t][t0:t0 + T] += (e @ self._fanout(t, e.device)).cpu()
         self.events[t][t0:t0 + T] += e.sum(1).cpu()
 
+    def _consume_product(self, t: str, counts: tuple) -> None:
+        """Events of both operands of increment product ``t`` in this chunk: each costs one
+        accumulate per partner element it meets and one for its operand's running sum."""
+        if self.work is None:
+            return
+        t0, T = self._window()
+        fans = self.work.operand_fan[self.products[t]]
+        for c, fan, layout in zip(counts, fans, self.operand_layout[t]):
+            e = _per_sample(c.detach().double(), T, layout).sum(1)  # [T, elements]
+            f = _per_sample(fan, 1, layout)[0, 0].to(e.device)
+            self.synops[t][t0:t0 + T] += (e @ f).cpu()
+            self.events[t][t0:t0 + T] += e.sum(1).cpu()
+
     def _prefix_out(self, mod, inp, out):
         self._static = dict(zip(self.snn.wiring["prefix_out"], out))
 
@@ -321,6 +342,7 @@ class LayerMonitor:
         args = [(x != 0).float() if poisson and name in w["inputs"] else
                 torch.zeros((), device=x.device).expand(x.shape) for name, x in zip(w["core_in"], inp)]
         layers = {t: self.data_arg[t] for t, k in self.weighted.items() if k in ("spiking", "analog per step")}
+        layers.update({t: (lambda args: (args[0], args[1])) for t in self.products})
         flow = EventFlow(self.snn.core, {k: v for k, v in self._ev.items()}, self._shapes, layers, self._consume,
                          self._pool_state, T, layouts=self.layout)
         outs = flow.run(*args)

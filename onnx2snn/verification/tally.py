@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from .energy import FLOAT_KINDS, FP32, INT8, KINDS, RULES, SOURCE, add_counts, by_kind_pj, energy_pj, float_share
+from ..snn.norms import SumNorm, sum_norm_extra
 from .work import compensation, scaled, total
 
 METHOD = ("Per sample, ANN and SNN by the same rules. Kinds: ac (accumulate), mac, add, mul, cmp, exp, div, sqrt "
@@ -16,29 +17,42 @@ METHOD = ("Per sample, ANN and SNN by the same rules. Kinds: ac (accumulate), ma
           "ac per synapse it reaches. Weight layers (Conv, Gemm / Linear, BatchNorm, MatMul with a constant "
           "weight) on analog input: MACs (padding taps excluded) each time they run: once before the first "
           "neuron, every step inside the core. Readouts on spikes: ac per event and synapse; on analog values: "
-          "one add per input element per step, then MACs once. Time-averaged ops: their own work plus an add and a "
-          "multiply per averaged input and output element, every step. Weight-free ops on analog values (residual "
+          "one add per input element per step, then MACs once. Time-averaged ops: their own work every step, plus "
+          "an add and a multiply per averaged input and output element every step after the first (at t = 1 the "
+          "output is f(x_1)); on the running sums (LayerNorm): an add per input and output element, per row 2 "
+          "multiplies and an add, per channel a multiply (t beta) instead; an increment product (both operands "
+          "spikes): an ac per operand event per partner element it meets plus one for the operand's running sum, "
+          "and an add and a multiply per output element every step after the first. Weight-free ops on analog "
+          "values (residual "
           "adds, scalings): their work every step; on events: routing, free. Bias: one ac per output element "
           "(per step inside the core). Post-processing: weight layers' MACs once in both, the rest in neither. "
           "Energy: FP32 table (the field's convention) and INT8 table (8-bit weights, 32-bit integer accumulators "
           "and neuron potentials, float work in FP32) for both the SNN and the ANN. " + SOURCE)
 
 
-def _rewritten_kinds(mon, name: str, node) -> list[str] | None:
-    """The input kinds (dynamic / static / constant) of the time-averaged module at a node."""
+def _rewritten_module(mon, name: str, node):
+    """The time-averaged module at a node of the SNN (None when there is none)."""
     target = node.target if node.op == "call_module" else f"averaged_{name}"
     try:
-        return list(getattr(mon.snn.rewritten.get_submodule(target), "kinds", None) or []) or None
+        return mon.snn.rewritten.get_submodule(target)
     except AttributeError:
         return None
 
 
+def _rewritten_kinds(mon, name: str, node) -> list[str] | None:
+    """The input kinds (dynamic / static / constant) of the time-averaged module at a node."""
+    return list(getattr(_rewritten_module(mon, name, node), "kinds", None) or []) or None
+
+
 def node_rules(mon) -> list[dict]:
-    """Per node: its ANN counts and the SNN's counts (``once``, ``step``: per step, ``events``:
+    """Per node: its ANN counts and the SNN's counts (``once``, ``step``: per step, ``later``: per
+    step after the first (a time-averaged op's running sums, 1/t, t and differences: at t = 1 its
+    output is f(x_1), none of them is needed), ``events``:
     the layer key whose measured events cost an accumulate each)."""
     W = mon.work
     nodes = {n.name: n for n in mon.snn.ann.graph.nodes}
     key_of = {v: k for k, v in mon.node_of.items()}
+    product_of = {v: k for k, v in getattr(mon, "products", {}).items()}
     neuron_of = {n.name: n.target for n in nodes.values() if n.op == "call_module" and n.target in mon.neurons}
     rows = []
     for a in mon.analysis.nodes:
@@ -47,7 +61,7 @@ def node_rules(mon) -> list[dict]:
         c, n, key = W.counts[a.name], nodes[a.name], key_of.get(a.name)
         if a.part == "post" and key is None:
             continue  # post-processing: in neither
-        once, step, events, form = {}, {}, None, a.form
+        once, step, later, events, form = {}, {}, {}, None, a.form
         if a.form in ("static", "post-processing"):
             once = c
         elif a.name in neuron_of:
@@ -67,8 +81,15 @@ def node_rules(mon) -> list[dict]:
                 once, events = bias, key
             else:
                 once = c
+        elif a.name in product_of:  # increment product: ac per operand event (measured), output per step
+            out = float(W.out_numel.get(a.name, 0))
+            later, events, form = {"add": out, "mul": out}, product_of[a.name], "increment product"
         elif a.role == "averaged":
-            step = total([c, compensation(W, a.name, _rewritten_kinds(mon, a.name, n))])
+            m = _rewritten_module(mon, a.name, n)
+            if isinstance(m, SumNorm):  # a LayerNorm on the running sums
+                step, later, form = c, sum_norm_extra(m, W.out_numel.get(a.name, 0)), "time-averaged (sums)"
+            else:
+                step, later = c, compensation(W, a.name, _rewritten_kinds(mon, a.name, n))
         elif a.role == "maxpool" and a.part == "core":
             step = total([c, {"add": float(sum(W.in_numels.get(a.name, [])) + W.out_numel.get(a.name, 0))}])
             form = "spiking max-pool"
@@ -79,7 +100,7 @@ def node_rules(mon) -> list[dict]:
         else:
             form = "routing (events)"
         rows.append({"node": a.name, "name": key or a.name, "op": a.op, "form": form, "ann": c, "once": once,
-                     "step": step, "events": events})
+                     "step": step, "later": later, "events": events})
     return rows
 
 
@@ -95,7 +116,7 @@ def compose(mon) -> tuple[dict, list[dict]]:
     for r in rows:
         counts = {}
         for t in cps:
-            c = total([r["once"], scaled(r["step"], t)])
+            c = total([r["once"], scaled(r["step"], t), scaled(r["later"], t - 1)])
             if r["events"] is not None and r["events"] in syn_cum:
                 add_counts(c, {"ac": float(syn_cum[r["events"]][t - 1]) / N})
             counts[t] = c
@@ -107,7 +128,8 @@ def compose(mon) -> tuple[dict, list[dict]]:
     totals = {}
     for t in cps:
         c = {k: snn[t].get(k, 0.0) for k in KINDS}
-        syn = sum(float(syn_cum[k][t - 1]) / N for k in syn_cum if k not in mon.readout_analog)
+        syn = sum(float(syn_cum[k][t - 1]) / N for k in syn_cum if k not in mon.readout_analog
+                  and k not in getattr(mon, "products", {}))
         e32, e8 = energy_pj(c, FP32), energy_pj(c, INT8)
         totals[t] = {"synops": syn, "macs": c["mac"], "nonspiking_flops": sum(c[k] for k in FLOAT_KINDS),
                      "neuron_updates": c["neuron"], "counts": c,

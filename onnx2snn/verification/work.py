@@ -15,8 +15,12 @@ spike-driven layer  MACs (+ bias)           one ``ac`` per event per synapse (+ 
 analog-per-step     MACs (+ bias)           MACs (+ bias) every step
 readout on spikes   MACs (+ bias)           ``ac`` per event per synapse, bias once
 readout on analog   MACs (+ bias)           one ``add`` per input element per step + MACs once
-time-averaged op    its work                its work + compensation (add + mul per averaged
-                                            input element and per output element) per step
+time-averaged op    its work                its work per step + compensation (add + mul per
+                                            averaged input and output element) per step
+                                            after the first (at t = 1 the output is f(x_1))
+increment product   its work (MACs)         per operand event: one ac per partner element it
+                                            meets + one for its running sum; per step after
+                                            the first: an add + mul per output element
 spiking max-pool    its compares            compares + running sum + difference per step
 weight-free op      its work (adds, ...)    on events: routing (free); on analog: its work per step
 post-processing     weight layers' MACs     the same, once (other post ops: in neither)
@@ -77,10 +81,21 @@ class NodeWork:
         self.fan: dict[str, torch.Tensor] = {}
         self.in_shape: dict[str, tuple] = {}
         self.unknown: set[str] = set()
+        self.operand_fan: dict[str, list[torch.Tensor]] = {}  # increment products: per operand, per element
 
 
-def node_work(gm: fx.GraphModule, inputs: list[torch.Tensor], weight_nodes: set[str]) -> NodeWork:
-    """Run ``gm`` on ``inputs`` (one sample) and measure every node (see :class:`NodeWork`)."""
+def product_fans(fn, a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+    """Per element of each operand of a bilinear ``fn(a, b)`` (one sample): the accumulates one of
+    its events costs in an increment product, its partner elements (the output elements it
+    reaches) plus one for the operand's own running sum."""
+    ones_a, ones_b = torch.ones(a.shape), torch.ones(b.shape)
+    return [fanout(lambda x: fn(x, ones_b), a.shape) + 1.0, fanout(lambda y: fn(ones_a, y), b.shape) + 1.0]
+
+
+def node_work(gm: fx.GraphModule, inputs: list[torch.Tensor], weight_nodes: set[str],
+              products: "set[str]" = frozenset()) -> NodeWork:
+    """Run ``gm`` on ``inputs`` (one sample) and measure every node (see :class:`NodeWork`);
+    for the ``products`` (increment products), each operand's per-event fan-out too."""
     res = NodeWork()
 
     class Measuring(fx.Interpreter):
@@ -105,6 +120,9 @@ def node_work(gm: fx.GraphModule, inputs: list[torch.Tensor], weight_nodes: set[
                     c["ac"] = float(res.out_numel[n.name])
                 res.counts[n.name] = c
             else:
+                if n.name in products:
+                    a, b = (self.env[x] for x in n.args[:2])
+                    res.operand_fan[n.name] = product_fans(lambda x, y: n.target(x, y), a, b)
                 res.counts[n.name] = dict(counter.counts)
             return y
 
@@ -136,4 +154,4 @@ def total(parts: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-__all__ = ["NodeWork", "node_work", "weight_fn", "has_bias", "compensation", "scaled", "total"]
+__all__ = ["NodeWork", "node_work", "product_fans", "weight_fn", "has_bias", "compensation", "scaled", "total"]
