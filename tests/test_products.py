@@ -130,16 +130,16 @@ def test_search_builds_what_it_chose_spike_or_exact_products(tmp_path):
     x = torch.rand(96, 4, 8)
     path = onnx2snn.export_onnx(Attention().eval(), x[:2], str(tmp_path / "attn.onnx"))
     snn = onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5, spike_products=True,
-                           tune_options={"spike_products": (True,), "max_runs": 3})
+                           search={"spike_products": (True,), "max_runs": 3})
     assert snn.config["spike_products"] is True
     assert sum(isinstance(m, IncrementProduct) for m in snn.rewritten.modules()) == 2
     snn.save(str(tmp_path / "t.snn"))
     back = onnx2snn.load(str(tmp_path / "t.snn"))
     assert torch.allclose(back(x[:4], timesteps=2), snn(x[:4], timesteps=2), atol=1e-6)
     exact = onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5,
-                             tune_options={"spike_products": (False,), "max_runs": 3})
+                             search={"spike_products": (False,), "max_runs": 3})
     assert exact.config["spike_products"] is False
     assert not any(isinstance(m, IncrementProduct) for m in exact.rewritten.modules())
     assert not any(str(n).startswith("reencode_operand_") for n, _ in exact.rewritten.named_modules())
     with pytest.raises(onnx2snn.errors.ConfigError, match="spike_products"):
-        onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5, tune_options={"spike_products": True})
+        onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5, search={"spike_products": True})
