@@ -10,9 +10,13 @@ from . import checks, settings
 from .calibration.correction import calibrate
 from .data.batches import check_preprocess
 from .calibration.quantized import finetuned_levels
-from .calibration.thresholds import NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
+from .calibration.reencode_plan import auto_plan
+from .calibration.thresholds import (NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance, collect_statistics,
+                                     statistics_summary, thresholds_from_statistics)
 from .errors import ConfigError, DataError
 from .graph.analysis import analyze, prepare_averaged
+from .graph.averaged import REENCODE_LEVELS
+from .graph.piecewise import piecewise_activations
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
 from .task import fill_input_shape, resolve_task
@@ -32,7 +36,8 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
             distributed: "bool | None" = _D.distributed, mse_tolerance: float = _D.mse_tolerance,
             target: float | None = _D.target, objective: str = _D.objective,
             tune_options: Mapping[str, Any] | None = _D.tune_options,
-            reencode_levels: int = _D.reencode_levels, reencode_coding: str = _D.reencode_coding) -> SpikingNetwork:
+            reencode_levels: "int | str" = _D.reencode_levels, reencode_coding: str = _D.reencode_coding,
+            pwl_activations: bool = _D.pwl_activations) -> SpikingNetwork:
     """Convert an ANN into a spiking network. Each setting's default, command-line flag and help
     are in :data:`onnx2snn.settings.CONVERT`.
 
@@ -82,11 +87,17 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
         reencode_levels: spikes per step (each way) of the two-sided neurons that turn a
             time-averaged operator's output (SiLU, GELU, LayerNorm, attention, ...) back into
             spikes; their thresholds are searched for it (the measured choice is in
-            docs/examples/averaged/).
+            docs/examples/averaged/). ``"auto"``: chosen per layer (spikes per step, one-sided
+            or not) by how much each layer's coarser encoding moves the output on calibration
+            data (:mod:`onnx2snn.calibration.reencode_plan`).
         reencode_coding: how a re-encoding neuron sends ``k`` spikes in a step: ``"binary"``
             (default: thresholds theta, 2 theta, 4 theta, ...: one event per set bit of k, a
             multi-threshold neuron) or ``"unit"`` (k events of theta). The same values and
             outputs; verify counts the events (and so SynOps and energy) accordingly.
+        pwl_activations: SiLU / GELU evaluated as 16-segment piecewise-linear fits (compares,
+            a multiply and an add per element instead of exp and divide; max abs error < 0.01,
+            :mod:`onnx2snn.graph.piecewise`): less float work in time-averaged operators, an
+            approximation (off by default).
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
             levels unless given, v_init, ``reencode_levels`` when the network has time-averaged
             operators) for the cheapest SNN that keeps this share in (0, 1] of
@@ -119,8 +130,10 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
     signed_relu, signed_ibt = checks.boolean("signed_relu", signed_relu), checks.boolean("signed_ibt", signed_ibt)
     levels = None if levels is None else checks.integer("levels", levels, 1)
     mse_tolerance = check_mse_tolerance(mse_tolerance, percentile)
-    reencode_levels = checks.integer("reencode_levels", reencode_levels, 1)
+    reencode_levels = reencode_levels if reencode_levels == "auto" else \
+        checks.integer("reencode_levels", reencode_levels, 1)
     reencode_coding = checks.choice("reencode_coding", reencode_coding, REENCODE_CODINGS)
+    pwl_activations = checks.boolean("pwl_activations", pwl_activations)
     batch_size = checks.integer("batch_size", batch_size, 1)
     calibration_limit = checks.optional_integer("calibration_limit", calibration_limit, 1)
     calibrate_timesteps = checks.optional_integer("calibrate_timesteps", calibrate_timesteps, 1)
@@ -160,8 +173,9 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
     if twin is source:  # never change the caller's twin (it may be a teacher)
         twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replace_activations)
+    twin = piecewise_activations(twin, pwl_activations)  # an approximation, off by default
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
-    twin = prepare_averaged(twin, reencode_levels)  # spikes back after time-averaged ops, before weights
+    twin = prepare_averaged(twin, REENCODE_LEVELS if reencode_levels == "auto" else reencode_levels)  # spikes back after time-averaged ops, before weights
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     levels_given = levels is not None  # with target: levels are searched unless given
     if levels is None:
@@ -170,7 +184,7 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
                                  replace_activations=replace_activations, encoding=encoding, v_init=v_init,
                                  signed_relu=signed_relu, signed_ibt=signed_ibt, levels=levels, seed=seed,
                                  mse_tolerance=mse_tolerance, reencode_levels=reencode_levels,
-                                 reencode_coding=reencode_coding)
+                                 reencode_coding=reencode_coding, pwl_activations=pwl_activations)
     if info.inferred or info.task:
         config["inferred"] = {"task": info.task, "postprocess": info.postprocess if isinstance(info.postprocess, str)
                               else None, "names": info.names, "said": dict(info.inferred)}
@@ -198,6 +212,15 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
                                                  timesteps=timesteps, v_init=v_init, levels=levels,
                                                  mse_tolerance=mse_tolerance)
         thresholds.update({k: v.clone() for k, v in learned.items()})
+    elif reencode_levels == "auto" and calibration_data is not None:  # per-layer re-encoders by sensitivity
+        obs = collect_statistics(twin, calibration_data, batch_size, calibration_limit, preprocess, progress,
+                                 distributed)
+        config["reencode_plan"] = auto_plan(twin, obs, calibration_data, normalization, percentile, timesteps,
+                                            v_init, mse_tolerance, reencode_coding == "binary", REENCODE_LEVELS,
+                                            preprocess)
+        thresholds = thresholds_from_statistics(twin, obs, normalization, percentile, timesteps, v_init, levels,
+                                                mse_tolerance)
+        stats = statistics_summary(twin, obs)
     else:
         thresholds, stats = calibrate_thresholds(twin, calibration_data, normalization, percentile, batch_size,
                                                  calibration_limit, preprocess, progress, distributed=distributed,

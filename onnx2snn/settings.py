@@ -132,9 +132,12 @@ CONVERT = Table(
     Setting("tune_options", None, flags=("--postprocess", "--margin", "--tune-data"), cli_default=None,
             reason="a dict in Python; the command line exposes postprocess, margin and validation as options"),
     Setting("reencode_levels", REENCODE_LEVELS, "spikes per step of the neurons that re-encode SiLU / GELU / "
-            f"attention / norm outputs (time-averaged operators; default {REENCODE_LEVELS})", ("--reencode-levels",)),
+            f"attention / norm outputs (time-averaged operators; default {REENCODE_LEVELS}; 'auto': per layer by "
+            "sensitivity on the calibration data)", ("--reencode-levels",)),
     Setting("reencode_coding", "binary", "re-encoding spikes sent as binary-weighted events (default) or unit events",
             ("--reencode-coding",), ("binary", "unit")),
+    Setting("pwl_activations", False, "SiLU / GELU as 16-segment piecewise-linear fits (max abs error < 0.01): "
+            "less float work per step, an approximation", ("--pwl-activations",), absent=False),
 )
 
 FINETUNE = Table(
@@ -178,7 +181,7 @@ FINETUNE = Table(
 
 # what convert saves with the SNN (snn.config), in this order
 SAVED = ("timesteps", "normalization", "percentile", "replace_activations", "encoding", "v_init", "signed_relu",
-         "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding")
+         "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding", "pwl_activations")
 
 
 def saved(config: Mapping[str, Any], name: str) -> Any:

@@ -28,6 +28,10 @@ def _margin(param: str, text: str) -> "float | str":
     return check_margin(_number(text), param)
 
 
+def _reencode_levels(text: str) -> "int | str":
+    return "auto" if text == "auto" else positive_int("reencode_levels")(text)
+
+
 def add(sub) -> None:
     c = parser(sub, "convert", "convert an ONNX model into a spiking network (.snn.pt)")
     c.add_argument("model", type=existing("ONNX file"), help="ONNX file")
@@ -41,8 +45,9 @@ def add(sub) -> None:
     a(c, "signed_relu", action="store_true", dest="no_signed")
     a(c, "levels", type=positive_int("levels"))
     a(c, "v_init", type=real("v_init", -1.0, 2.0))
-    a(c, "reencode_levels", type=positive_int("reencode_levels"))
+    a(c, "reencode_levels", type=_reencode_levels)
     a(c, "reencode_coding")
+    a(c, "pwl_activations", action="store_true")
     c.add_argument("--fold", action="store_true", help="save the binary-spike form (thresholds folded into weights)")
     a(c, "replace_activations", type=replacement, action="append", metavar="KIND=NEW", dest="replace")
     a(c, "input_shape", type=shape)
@@ -111,6 +116,7 @@ def run(args) -> int:
                   signed_relu=not args.no_signed, signed_ibt=not args.no_signed, levels=args.levels,
                   calibrate_timesteps=args.calibrate_timesteps, mse_tolerance=args.mse_tolerance,
                   reencode_levels=args.reencode_levels, reencode_coding=args.reencode_coding, v_init=args.v_init,
+                  pwl_activations=args.pwl_activations,
                   seed=args.seed, target=args.target, objective=args.objective,
                   tune_options={"postprocess": args.postprocess, "margin": args.margin, "validation": args.tune_data}
                   if args.target is not None else None)

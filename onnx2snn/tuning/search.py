@@ -54,7 +54,8 @@ from ..data.batches import check_fits
 from ..calibration.thresholds import (collect_statistics, sample_batches, statistics_summary,
                                       thresholds_from_statistics)
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
-from ..graph.averaged import Reencode
+from ..calibration.reencode_plan import apply_plan, auto_plan
+from ..graph.averaged import REENCODE_LEVELS, Reencode
 from ..snn.network import build_spiking
 from ..task import resolve_task
 from .report import TuneReport
@@ -110,7 +111,7 @@ def check_options(options: Mapping | None) -> dict:
     if o["levels"] is not None:
         o["levels"] = tuple(checks.integer("tune_options['levels']", k, 1) for k in o["levels"])
     if o["reencode_levels"] is not None:
-        o["reencode_levels"] = tuple(checks.integer("tune_options['reencode_levels']", k, 1)
+        o["reencode_levels"] = tuple(k if k == "auto" else checks.integer("tune_options['reencode_levels']", k, 1)
                                      for k in o["reencode_levels"])
     if o["early_stop"] is not None:
         o["early_stop"] = checks.real("tune_options['early_stop']", o["early_stop"], 0.0, 1.0)
@@ -125,6 +126,10 @@ def check_options(options: Mapping | None) -> dict:
     return o
 
 
+def _reencode(v: Any) -> "int | str":
+    return v if v == "auto" else int(v)
+
+
 @dataclass(frozen=True)
 class Setting:
     """What a candidate changes in the conversion config (besides T)."""
@@ -134,7 +139,9 @@ class Setting:
     mse_tolerance: float
     v_init: float
     signed: bool
-    reencode: int | None = None  # spikes per step of the re-encoding neurons (None: the network has none)
+    # spikes per step of the re-encoding neurons ("auto": per layer, onnx2snn.calibration.reencode_plan;
+    # None: the network has none)
+    reencode: "int | str | None" = None
 
     @property
     def by_t(self) -> bool:
@@ -148,7 +155,7 @@ class Setting:
         def get(name):
             return saved_setting(config, name)
         return cls(get("percentile"), int(get("levels")), float(get("mse_tolerance")), float(get("v_init")),
-                   bool(get("signed_relu") or get("signed_ibt")), int(get("reencode_levels")) if reencoders else None)
+                   bool(get("signed_relu") or get("signed_ibt")), _reencode(get("reencode_levels")) if reencoders else None)
 
     def label(self) -> str:
         p = "mse" if self.percentile == "mse" else f"p{self.percentile:g}" if isinstance(self.percentile, float) \
@@ -287,18 +294,30 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     cache: dict = {}
     bar = progress_bar(desc="tuning", unit="run", enabled=progress)
 
-    def use(s: Setting) -> None:
+    plans: dict = {}
+
+    def use(s: Setting, d: int) -> None:
         """The re-encoding neurons of the twin fire ``s.reencode`` spikes per step (their
-        thresholds are searched for it, and the SNN built with it)."""
+        thresholds are searched for it, and the SNN built with it); "auto": the per-layer plan
+        for this setting at design T ``d``."""
+        if s.reencode == "auto":
+            key = (s.percentile, s.mse_tolerance, s.v_init, d)
+            if key not in plans:
+                plans[key] = auto_plan(twin, obs, cal, base_config["normalization"], s.percentile, d, s.v_init,
+                                       s.mse_tolerance, saved_setting(base_config, "reencode_coding") == "binary",
+                                       REENCODE_LEVELS)
+            apply_plan(twin, plans[key])
+            return
         for m in reencoders:
-            m.levels = int(s.reencode)
+            m.levels, m.one_sided = int(s.reencode), False
 
     def thresholds(s: Setting, d: int) -> dict:
         own = {} if learned is None else {k: v.clone() for k, v in learned.items()}
         if obs is None:
             return own
-        use(s)
-        key = (s.percentile, s.levels, s.mse_tolerance, s.v_init, d if s.by_t else None, s.reencode)
+        use(s, d)
+        key = (s.percentile, s.levels, s.mse_tolerance, s.v_init, d if s.by_t or s.reencode == "auto" else None,
+               s.reencode)
         if key not in cache:
             cache[key] = thresholds_from_statistics(twin, obs, base_config["normalization"], s.percentile, d,
                                                     s.v_init, s.levels, s.mse_tolerance)
@@ -309,7 +328,9 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
                 "ibt_levels": s.levels,  # as settings.snn_config writes it: always levels
                 "mse_tolerance": s.mse_tolerance, "v_init": s.v_init,
                 "signed_relu": base_config["signed_relu"] and s.signed, "signed_ibt": base_config["signed_ibt"] and s.signed,
-                **({} if s.reencode is None else {"reencode_levels": s.reencode})}
+                **({} if s.reencode is None else {"reencode_levels": s.reencode}),
+                **({"reencode_plan": plans[(s.percentile, s.mse_tolerance, s.v_init, d)]} if s.reencode == "auto"
+                   else {})}
 
     def find(s: Setting, d: int) -> dict | None:
         for c in candidates:
@@ -427,11 +448,13 @@ def search(twin: fx.GraphModule, data: Any, base_config: dict, target: float, ob
     p = report.points[report.chosen]
     c = candidates[p["candidate"]]
     s = c["setting"]
+    design = c["run_to"] if s.by_t or s.reencode == "auto" else p["T"]
     if reencoders:
-        use(s)  # convert builds the SNN from this twin
-    cfg = config(s, p["T"])
+        use(s, design)  # convert builds the SNN from this twin
+    cfg = config(s, design)
+    cfg["timesteps"] = p["T"]
     cfg["tune"] = report.summary()
-    return Outcome(thresholds(s, c["run_to"] if s.by_t else p["T"]), cfg,
+    return Outcome(thresholds(s, design), cfg,
                    {} if obs is None else statistics_summary(twin, obs), report)
 
 

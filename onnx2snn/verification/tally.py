@@ -78,7 +78,8 @@ def node_rules(mon) -> list[dict]:
             step, form = c, "analog per step"
         else:
             form = "routing (events)"
-        rows.append({"node": a.name, "name": key or a.name, "op": a.op, "form": form, "ann": c, "once": once,
+        rows.append({"node": a.name, "name": key or a.name, "op": a.op, "form": form,
+                     "ann": W.exact.get(a.name, c), "once": once,
                      "step": step, "events": events})
     return rows
 

@@ -77,6 +77,9 @@ class NodeWork:
         self.fan: dict[str, torch.Tensor] = {}
         self.in_shape: dict[str, tuple] = {}
         self.unknown: set[str] = set()
+        # nodes running an approximation (a piecewise-linear SiLU / GELU): the counts of the exact
+        # op, which the ANN runs
+        self.exact: dict[str, dict[str, float]] = {}
 
 
 def node_work(gm: fx.GraphModule, inputs: list[torch.Tensor], weight_nodes: set[str]) -> NodeWork:
@@ -106,11 +109,17 @@ def node_work(gm: fx.GraphModule, inputs: list[torch.Tensor], weight_nodes: set[
                 res.counts[n.name] = c
             else:
                 res.counts[n.name] = dict(counter.counts)
+                exact = getattr(gm.get_submodule(n.target), "exact", None) if n.op == "call_module" else None
+                if exact is not None:
+                    original = OpCounter()
+                    with original:
+                        exact(*vals)
+                    res.exact[n.name] = dict(original.counts)
             return y
 
     with torch.no_grad():
         Measuring(gm).run(*inputs)
-    for name, c in res.counts.items():
+    for name, c in list(res.counts.items()) + list(res.exact.items()):
         check_counts(c, f"node {name}")
     return res
 
