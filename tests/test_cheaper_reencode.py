@@ -99,7 +99,7 @@ def test_auto_plan_is_deterministic_and_the_snn_exact(tiny):
     b = onnx2snn.convert(path, x, timesteps=4, progress=False, reencode_levels="auto", pwl_activations=True)
     plan = a.config["reencode_plan"]
     assert plan == b.config["reencode_plan"] and len(plan) == 2
-    assert all(lv in (7, 3, 2, 1) and isinstance(side, bool) for lv, side in plan.values())
+    assert all(lv in (15, 7, 3, 1) and isinstance(side, bool) for lv, side in plan.values())
     neurons = list(a.neurons().values())
     assert sorted((n.levels, not n.two_sided) for n in neurons) == sorted(tuple(v) for v in plan.values())
     with torch.no_grad():
@@ -115,7 +115,8 @@ def test_auto_plan_is_deterministic_and_the_snn_exact(tiny):
 
 
 def test_plan_moves_layers_only_within_the_error_budget(tiny):
-    """tolerance 0: no move may add error; a large one: the cheapest encodings."""
+    """A huge tolerance: the cheapest encodings (one spike per step); tolerance 0: no predicted extra
+    error (layers may only move where that costs no accuracy)."""
     path, x, _ = tiny
     twin = onnx2snn.import_onnx(path)
     from onnx2snn.graph.analysis import prepare_averaged
@@ -128,7 +129,7 @@ def test_plan_moves_layers_only_within_the_error_budget(tiny):
         return obs[name].threshold("channel", "mse", {"timesteps": 4, "levels": levels, "v_init": 0.5,
                                                       "tolerance": 0.0})
     wide = plan_reencoders(twin, obs, x[:16], th, 4, 7, tolerance=1e9)
-    assert all(v == [1, True] for v in wide.values())
+    assert all(v[0] == 1 for v in wide.values()), wide
     assert plan_reencoders(twin, obs, x[:16], th, 4, 7, tolerance=1e9) == wide
     tight = plan_reencoders(twin, obs, x[:16], th, 4, 7, tolerance=0.0)
     assert set(tight) == {t for t, _ in reencoders(twin).values()}

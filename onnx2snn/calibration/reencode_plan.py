@@ -12,12 +12,14 @@ global level this module chooses per layer, on calibration data, in the twin:
 2. the output error (per output channel, squared error / variance, averaged) of the network
    with every re-encoder at the default is the base; each (layer, candidate) is tried alone,
    giving its extra error, and its saved events weighted by the synapses each event drives;
-3. greedily, the moves saving the most events per unit of extra error are taken while the
-   summed extra error stays within ``tolerance`` x the base error; the whole plan is then
-   checked in one run and the last moves dropped until it holds (deterministic: fixed data,
-   ties broken by graph order).
+3. with a price ``lam`` on error, each layer takes the candidate of least ``events + lam *
+   extra error`` (the default on ties); from the cheapest price up, the first plan whose summed
+   extra error keeps the output error within ``(1 + tolerance)`` x the base is checked in one
+   run of the whole plan (within 1.5 x the allowed extra) and taken; none: the default
+   everywhere (deterministic: fixed data, fixed prices, ties to the default).
 
-Candidates: fewer levels (7 -> 3 -> 2 -> 1) and *one-sided* (a signed IF neuron, no negative
+Candidates: other levels (15, 7, 3, 1: more where a layer is sensitive, fewer where not) and
+*one-sided* (a signed IF neuron, no negative
 side: where the op's output is almost never negative, e.g. SiLU's at most -0.28, its negative
 spikes cost events and buy little accuracy). The plan is ``{Reencode target: (levels,
 one_sided)}``, applied with :func:`apply_plan` (saved with the SNN, so a loaded file rebuilds it).
@@ -36,7 +38,7 @@ from ..graph.analysis import analyze
 from ..graph.averaged import Reencode
 from .observers import ActivationObserver
 
-LEVEL_CHOICES = (3, 1)
+LEVEL_CHOICES = (15, 7, 3, 1)
 DEFAULT_TOLERANCE = 0.5  # extra output error allowed, as a share of the default encoding's
 PLAN_SAMPLES = 16  # calibration inputs the choice is measured on
 
@@ -136,15 +138,15 @@ def plan_reencoders(twin: fx.GraphModule, obs: dict[str, ActivationObserver], da
     ``data``: calibration inputs (a tensor batch, a few dozen); ``thresholds(name, levels)``:
     the [C] thresholds of re-encoder node ``name`` firing ``levels`` spikes per step (as
     calibration computes them). The default (``default_levels``, two-sided) is every layer's
-    starting point; a layer only moves to a candidate that saves events."""
+    starting point and the fallback."""
     points = reencoders(twin)
     if not points:
         return {}
     default = (int(default_levels), False)
-    options = [(k, False) for k in choices if k < default[0]]
+    options = [(k, False) for k in choices if k != default[0]]
     if one_sided:
-        options = [(default[0], True)] + [(k, True) for k in choices if k < default[0]] + options
-    options = sorted(set(options), key=lambda o: (-o[0], o[1]))
+        options += [(k, True) for k in choices]
+    options = sorted(set(options) - {default}, key=lambda o: (-o[0], o[1]))
     axes = {name: obs[name].axis for name in points}
     theta_cache: dict = {}
     current: dict[str, tuple[int, bool]] = {name: default for name in points}
@@ -171,44 +173,39 @@ def plan_reencoders(twin: fx.GraphModule, obs: dict[str, ActivationObserver], da
                 return output_error(ref, _outputs(twin(data)))
             cache: dict = {}
             base = output_error(ref, _outputs(_Recording(twin, cache).run(data)))
-            moves = []
-            for name in points:
-                fan = synapses_per_element(twin, name)
+            cost = {name: {default: events[name][default] * synapses_per_element(twin, name)} for name in points}
+            extra = {name: {default: 0.0} for name in points}
+            for name in points:  # each layer alone at each candidate
+                fan = cost[name][default] / max(events[name][default], 1e-12)
                 dirty = _downstream(twin, name)
                 for opt in options:
                     current[name] = opt
-                    extra = output_error(ref, _outputs(_Partial(twin, cache, dirty).run(data))) - base
-                    saved = (events[name][default] - events[name][opt]) * fan
-                    if saved > 0:
-                        moves.append((saved / max(extra, 1e-12 * max(base, 1e-12)), saved, extra, name, opt))
+                    extra[name][opt] = output_error(ref, _outputs(_Partial(twin, cache, dirty).run(data))) - base
+                    cost[name][opt] = events[name][opt] * fan
                 current[name] = default
-            order = list(points)
-            moves.sort(key=lambda m: (-m[0], order.index(m[3]), m[4]))
-            budget = tolerance * base
-            spent: dict[str, tuple[float, float]] = {}  # name -> (saved, extra) of its chosen move
-            taken = []
-            for _, saved, extra, name, opt in moves:
-                s0, e0 = spent.get(name, (0.0, 0.0))
-                if saved <= s0:
+            budget = base * (1 + tolerance)
+            plan = dict(current)
+            for lam in _prices(cost, base):  # cheapest first; the first plan within the budget, checked
+                pick = {name: min([default] + options, key=lambda o, n=name: (cost[n][o] + lam * extra[n][o],
+                                                                             o != default))
+                        for name in points}
+                if base + sum(extra[n][pick[n]] for n in points) > budget:
                     continue
-                used = sum(e for _, e in spent.values()) - e0 + max(extra, 0.0)
-                if used <= budget:
-                    spent[name] = (saved, max(extra, 0.0))
-                    taken.append((name, opt))
-            while taken:  # the whole plan, checked; drop the last moves until it holds
-                current.update({n: default for n in points})
-                for name, opt in taken:
-                    current[name] = opt
-                if run() <= base + budget * 1.5:
+                current.update(pick)
+                if run() <= base + 1.5 * (budget - base):
+                    plan = dict(pick)
                     break
-                taken.pop()
     finally:
         for h in hooks:
             h.remove()
-    plan = {name: default for name in points}
-    for name, opt in taken:
-        plan[name] = opt
     return {points[name][0]: [int(lv), bool(side)] for name, (lv, side) in plan.items()}
+
+
+def _prices(cost: dict, base: float) -> list[float]:
+    """Prices of error in events (the Lagrange multiplier), from cheap (any error) to dear (the
+    default everywhere), geometric around the scale total cost / base error."""
+    scale = sum(max(c.values()) for c in cost.values()) / max(base, 1e-12)
+    return [scale * 10 ** (k / 8) for k in range(-24, 49)]
 
 
 def _hook(current, events, name, theta, timesteps, v_init, binary):
