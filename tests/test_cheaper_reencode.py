@@ -53,6 +53,11 @@ def test_piecewise_time_averaged_is_exact_chunked_one_shot_step():
     stepped = TimeAveraged(fn, (_Slot(0),), {}, ["dynamic"])
     stepped.step_mode = True
     assert torch.equal(torch.cat([stepped(x[t]) for t in range(T)]), ref)
+    assert one.sum_domain  # on the sums; the same numbers as on the averages, to float rounding
+    avg = TimeAveraged(lambda v: fn(v), (_Slot(0),), {}, ["dynamic"])
+    avg.T = T
+    assert not avg.sum_domain
+    assert torch.allclose(avg(x.reshape(T * B, 4, 6)), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("one_sided", [False, True])
@@ -138,8 +143,7 @@ def test_plan_moves_layers_only_within_the_error_budget(tiny):
 def test_verify_counts_piecewise_silu_by_hand_and_the_ann_exact(tiny):
     """The SNN's SiLUs (6 x 8 x 8 = 384 elements each): the first reads the static prefix (direct input
     encoding): its fit once; the second is time-averaged: per step 4 compares, a multiply and an add per
-    element, plus the compensation (an add and a multiply per input and output element). The ANN's:
-    the exact SiLU (exp, add, divide, multiply)."""
+    element. The ANN's: the exact SiLU (exp, add, divide, multiply)."""
     path, x, _ = tiny
     snn = onnx2snn.convert(path, x, timesteps=4, progress=False, pwl_activations=True)
     rep = onnx2snn.verify(snn, reference=path, data=(x[:8], torch.zeros(8, dtype=torch.long)), timesteps=[1, 3],
@@ -151,7 +155,9 @@ def test_verify_counts_piecewise_silu_by_hand_and_the_ann_exact(tiny):
         assert r["ann"] == {"exp": n, "add": n, "div": n, "mul": n}
     for t in (1, 3):
         assert rows["static"]["snn"][t] == {"cmp": 4 * n, "mul": n, "add": n}
-        assert rows["time-averaged"]["snn"][t] == {"cmp": t * 4 * n, "mul": t * (n + 2 * n), "add": t * (n + 2 * n)}
+        # run on the sums: a running-sum add per input element, a difference add per output element,
+        # and per step 15 knots + 16 intercepts scaled by t (no averaging, no scaling per element)
+        assert rows["time-averaged"]["snn"][t] == {"cmp": t * 4 * n, "mul": t * (n + 31), "add": t * (n + 2 * n)}
     ann = rep.layers["ops"]["ann_counts"]
     assert ann["exp"] == ann["div"] == 2 * n and ann["cmp"] == 0
 

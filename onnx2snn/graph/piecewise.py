@@ -50,6 +50,17 @@ class _Piecewise:
         """The function it approximates (what the ANN computes; verify counts the ANN's work on it)."""
         return self._exact(x)
 
+    def sum_form(self, sums: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``t f(S_t / t)`` for running sums ``sums`` ([n, ...], step t of ``t`` [n]) without
+        averaging: ``a_i S + t b_i``, segment i by comparing ``S`` with ``t`` x the knots (per
+        element: the compares, a multiply, an add; per step the scaled knots and intercepts)."""
+        out = torch.empty_like(sums)
+        knots, slope, icpt = self.knots.to(sums), self.slope.to(sums), self.intercept.to(sums)
+        for k in range(sums.shape[0]):
+            i = torch.bucketize(sums[k], knots * t[k])
+            torch.add(slope[i] * sums[k], (icpt * t[k])[i], out=out[k])
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i = torch.bucketize(x, self.knots.to(x))
         return self.slope.to(x)[i] * x + self.intercept.to(x)[i]  # counted: compares, a multiply, an add

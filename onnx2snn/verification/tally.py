@@ -24,13 +24,27 @@ METHOD = ("Per sample, ANN and SNN by the same rules. Kinds: ac (accumulate), ma
           "and neuron potentials, float work in FP32) for both the SNN and the ANN. " + SOURCE)
 
 
-def _rewritten_kinds(mon, name: str, node) -> list[str] | None:
-    """The input kinds (dynamic / static / constant) of the time-averaged module at a node."""
+def _rewritten(mon, name: str, node):
+    """The time-averaged module at a node (None: not found)."""
     target = node.target if node.op == "call_module" else f"averaged_{name}"
     try:
-        return list(getattr(mon.snn.rewritten.get_submodule(target), "kinds", None) or []) or None
+        return mon.snn.rewritten.get_submodule(target)
     except AttributeError:
         return None
+
+
+def _rewritten_kinds(mon, name: str, node) -> list[str] | None:
+    """The input kinds (dynamic / static / constant) of the time-averaged module at a node."""
+    return list(getattr(_rewritten(mon, name, node), "kinds", None) or []) or None
+
+
+def _sum_domain(mon, name: str, node) -> "int | None":
+    """Multiplies per step of a time-averaged op run on the sums (its scaled knots and
+    intercepts), None when it runs on the averages."""
+    mod = _rewritten(mon, name, node)
+    if not getattr(mod, "sum_domain", False):
+        return None
+    return int(mod.fn.knots.numel() + mod.fn.intercept.numel())
 
 
 def node_rules(mon) -> list[dict]:
@@ -68,7 +82,7 @@ def node_rules(mon) -> list[dict]:
             else:
                 once = c
         elif a.role == "averaged":
-            step = total([c, compensation(W, a.name, _rewritten_kinds(mon, a.name, n))])
+            step = total([c, compensation(W, a.name, _rewritten_kinds(mon, a.name, n), _sum_domain(mon, a.name, n))])
         elif a.role == "maxpool" and a.part == "core":
             step = total([c, {"add": float(sum(W.in_numels.get(a.name, [])) + W.out_numel.get(a.name, 0))}])
             form = "spiking max-pool"

@@ -124,14 +124,18 @@ def node_work(gm: fx.GraphModule, inputs: list[torch.Tensor], weight_nodes: set[
     return res
 
 
-def compensation(work: NodeWork, name: str, kinds: list[str] | None) -> dict[str, float]:
+def compensation(work: NodeWork, name: str, kinds: list[str] | None, sum_domain: "int | None" = None
+                 ) -> dict[str, float]:
     """Per step, the running sums / averages and the differences of a time-averaged op: an add
-    and a multiply per element of each averaged input and per output element."""
+    and a multiply per element of each averaged input and per output element. ``sum_domain``
+    (an op run on the sums, a piecewise-linear fit: no averaging, no scaling by t): an add per
+    element (running sum, difference) and that many multiplies per step (its knots and
+    intercepts scaled by t)."""
     numels = work.in_numels.get(name, [])
     if kinds is not None and len(kinds) == len(numels):
         numels = [k for k, d in zip(numels, kinds) if d == "dynamic"]
     n = float(sum(numels) + work.out_numel.get(name, 0))
-    return {"add": n, "mul": n}
+    return {"add": n, "mul": n} if sum_domain is None else {"add": n, "mul": float(sum_domain)}
 
 
 def scaled(counts: dict[str, float], s: float) -> dict[str, float]:
