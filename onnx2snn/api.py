@@ -175,7 +175,8 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
     twin = replace_activations_fn(twin, replace_activations)
     twin = piecewise_activations(twin, pwl_activations)  # an approximation, off by default
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
-    twin = prepare_averaged(twin, REENCODE_LEVELS if reencode_levels == "auto" else reencode_levels)  # spikes back after time-averaged ops, before weights
+    # spikes back after time-averaged ops, before weights
+    twin = prepare_averaged(twin, REENCODE_LEVELS if reencode_levels == "auto" else reencode_levels)
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     levels_given = levels is not None  # with target: levels are searched unless given
     if levels is None:

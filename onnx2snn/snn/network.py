@@ -344,8 +344,8 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
         theta, levels = cap_neuron(act, thresholds[node.target].clone(), levels)
         reencode = isinstance(act, Reencode)
         two_sided = reencode and not act.one_sided  # one-sided: a signed IF neuron, rate ReLU
-        neuron = IFNeuron(theta, alpha=alpha, v_init=saved(config, "v_init"),
-                          signed=reencode or (saved(config, "signed_relu") if alpha is None else saved(config, "signed_ibt")),
+        signed = saved(config, "signed_relu") if alpha is None else saved(config, "signed_ibt")
+        neuron = IFNeuron(theta, alpha=alpha, v_init=saved(config, "v_init"), signed=reencode or signed,
                           activation=nn.Identity() if two_sided else nn.ReLU() if reencode else copy.deepcopy(act),
                           levels=levels, two_sided=two_sided)
         neuron.binary_events = reencode and saved(config, "reencode_coding") == "binary"

@@ -155,7 +155,8 @@ class Setting:
         def get(name):
             return saved_setting(config, name)
         return cls(get("percentile"), int(get("levels")), float(get("mse_tolerance")), float(get("v_init")),
-                   bool(get("signed_relu") or get("signed_ibt")), _reencode(get("reencode_levels")) if reencoders else None)
+                   bool(get("signed_relu") or get("signed_ibt")),
+                   _reencode(get("reencode_levels")) if reencoders else None)
 
     def label(self) -> str:
         p = "mse" if self.percentile == "mse" else f"p{self.percentile:g}" if isinstance(self.percentile, float) \
