@@ -39,7 +39,7 @@ from ..graph.averaged import Reencode
 from .observers import ActivationObserver
 
 LEVEL_CHOICES = (15, 7, 3, 1)
-DEFAULT_TOLERANCE = 0.5  # extra output error allowed, as a share of the default encoding's
+DEFAULT_TOLERANCE = 0.25  # extra output error allowed, as a share of the default encoding's
 PLAN_SAMPLES = 16  # calibration inputs the choice is measured on
 
 
