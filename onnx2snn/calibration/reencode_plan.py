@@ -262,12 +262,13 @@ __all__ = ["plan_reencoders", "apply_plan", "encode", "output_error", "synapses_
 
 def auto_plan(twin: fx.GraphModule, obs: dict[str, ActivationObserver], data, normalization: str,
               percentile: "float | str", timesteps: int, v_init: float, mse_tolerance: float, binary: bool,
-              default_levels: int, preprocess=None, samples: int = PLAN_SAMPLES,
+              default_levels: int, preprocess=None, samples: "int | None" = None,
               tolerance: "float | None" = None) -> dict[str, list]:
     """The plan for ``reencode_levels="auto"`` from collected statistics ``obs`` and the first
     ``samples`` calibration inputs (the same on every rank), applied to ``twin`` (in place)."""
     from .thresholds import sample_batches
 
+    samples = PLAN_SAMPLES if samples is None else int(samples)
     batches, _ = sample_batches(twin, data, samples, samples, preprocess)
     x = next(iter(batches))
 
