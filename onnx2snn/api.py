@@ -130,6 +130,9 @@ def convert(source: Any, calibration_data: Any = _D.calibration_data, timesteps:
     signed_relu, signed_ibt = checks.boolean("signed_relu", signed_relu), checks.boolean("signed_ibt", signed_ibt)
     levels = None if levels is None else checks.integer("levels", levels, 1)
     mse_tolerance = check_mse_tolerance(mse_tolerance, percentile)
+    if isinstance(reencode_levels, str) and reencode_levels != "auto":
+        raise ConfigError(f"reencode_levels={reencode_levels!r}: pass spikes per step (an integer >= 1) or "
+                          "'auto' (chosen per layer on the calibration data)", "reencode_levels")
     reencode_levels = reencode_levels if reencode_levels == "auto" else \
         checks.integer("reencode_levels", reencode_levels, 1)
     reencode_coding = checks.choice("reencode_coding", reencode_coding, REENCODE_CODINGS)

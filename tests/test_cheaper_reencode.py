@@ -119,6 +119,14 @@ def test_auto_plan_is_deterministic_and_the_snn_exact(tiny):
         assert torch.equal(again(x[:3], timesteps=6), one)
 
 
+def test_bad_reencode_levels_and_pwl_are_our_errors(tiny):
+    path, x, _ = tiny
+    with pytest.raises(onnx2snn.ConfigError, match="'auto'"):
+        onnx2snn.convert(path, x, timesteps=4, progress=False, reencode_levels="Auto")
+    with pytest.raises(onnx2snn.ConfigError, match="pwl_activations"):
+        onnx2snn.convert(path, x, timesteps=4, progress=False, pwl_activations="yes")
+
+
 def test_plan_moves_layers_only_within_the_error_budget(tiny):
     """A huge tolerance: the cheapest encodings (one spike per step); tolerance 0: no predicted extra
     error (layers may only move where that costs no accuracy)."""
