@@ -13,10 +13,13 @@ from .calibration.correction import correct
 from .config import ConvertConfig, ConvertRun, SearchConfig, convert_settings
 from .data.batches import check_preprocess
 from .calibration.quantized import finetuned_levels
-from .calibration.thresholds import NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance
+from .calibration.reencode_plan import auto_plan
+from .calibration.thresholds import (NORMALIZATIONS, calibrate_thresholds, check_mse_tolerance, collect_statistics,
+                                     statistics_summary, thresholds_from_statistics)
 from .errors import ConfigError, DataError
 from .graph.analysis import analyze, prepare_averaged
-from .graph.averaged import drop_operand_reencoders, has_operand_reencoders
+from .graph.averaged import REENCODE_LEVELS, drop_operand_reencoders, has_operand_reencoders
+from .graph.piecewise import piecewise_activations
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
 from .snn.network import SpikingNetwork, build_spiking
 from .task import fill_input_shape, resolve_task
@@ -82,7 +85,9 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
         reencode_levels: spikes per step (each way) of the two-sided neurons that turn a
             time-averaged operator's output (SiLU, GELU, LayerNorm, attention, ...) back into
             spikes; their thresholds are searched for it (the measured choice is in
-            docs/examples/averaged/).
+            docs/examples/averaged/). ``"auto"``: chosen per layer (spikes per step, one-sided
+            or not) by how much each layer's coarser encoding moves the output on calibration
+            data (:mod:`onnx2snn.calibration.reencode_plan`).
         reencode_coding: how a re-encoding neuron sends ``k`` spikes in a step: ``"binary"``
             (default: thresholds theta, 2 theta, 4 theta, ...: one event per set bit of k, a
             multi-threshold neuron) or ``"unit"`` (k events of theta). The same values and
@@ -91,6 +96,10 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
             (attention's ``Q K^T`` and ``A V``, gates) into spikes, so the product runs as an
             increment product whose work follows the operands' events (an approximation: the
             operands are quantised; measured in the bench's JSON). Default False (exact products).
+        pwl_activations: SiLU / GELU evaluated as 16-segment piecewise-linear fits (compares,
+            a multiply and an add per element instead of exp and divide; max abs error < 0.01,
+            :mod:`onnx2snn.graph.piecewise`): less float work in time-averaged operators, an
+            approximation (off by default).
         target: search the settings (T up to ``timesteps``, threshold method and its parameter,
             levels unless given, v_init, ``reencode_levels`` when the network has time-averaged
             operators) for the cheapest SNN that keeps this share in (0, 1] of
@@ -145,13 +154,15 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
     if twin is source:  # never change the caller's twin (it may be a teacher)
         twin = copy_twin(twin)
     twin = replace_activations_fn(twin, replaced)
+    twin = piecewise_activations(twin, cfg.pwl_activations)  # an approximation, off by default
     analyze(twin).check_spiking()  # every blocker (activations and other ops) at once, before calibration
     learned = getattr(twin, "learned_thresholds", None)  # set by onnx2snn.finetune
     if learned is not None and calibration_data is None and target is None:
         cfg = replace(cfg, encode_analog="off")  # encoders need data for their thresholds: a fine-tuned twin needs none
     # spikes back after time-averaged ops and before weights (and before products' operands: spike_products)
     searched_products = target is not None and True in options["spike_products"]  # the search may choose them
-    twin = prepare_averaged(twin, cfg.reencode_levels, cfg.encode_analog, cfg.spike_products or searched_products)
+    twin = prepare_averaged(twin, REENCODE_LEVELS if cfg.reencode_levels == "auto" else cfg.reencode_levels,
+                            cfg.encode_analog, cfg.spike_products or searched_products)
     levels_given = cfg.levels is not None  # with target: levels are searched unless given
     cfg = replace(cfg, replace_activations=replaced, levels=cfg.levels if levels_given else finetuned_levels(twin))
     saved_config = cfg.to_dict()
@@ -181,6 +192,15 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
         raise DataError(f"the fine-tuned twin has time-averaged operators whose re-encoding neurons "
                         f"({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}) need thresholds: pass "
                         "calibration_data (sample inputs)")
+    elif cfg.reencode_levels == "auto" and calibration_data is not None:  # per-layer re-encoders by sensitivity
+        obs = collect_statistics(twin, calibration_data, run.batch_size, run.calibration_limit, run.preprocess,
+                                 run.progress, run.distributed)
+        saved_config["reencode_plan"] = auto_plan(twin, obs, calibration_data, cfg.normalization, cfg.threshold,
+                                                  cfg.timesteps, cfg.v_init, cfg.mse_tolerance,
+                                                  cfg.reencode_coding == "binary", REENCODE_LEVELS, run.preprocess)
+        thresholds = thresholds_from_statistics(twin, obs, cfg.normalization, cfg.threshold, cfg.timesteps, cfg.v_init,
+                                                cfg.levels, cfg.mse_tolerance)
+        stats = statistics_summary(twin, obs)
     else:  # calibrated (a fine-tuned twin: only its re-encoding neurons, the rest learned)
         thresholds, stats = calibrate_thresholds(twin, calibration_data, cfg.normalization, cfg.threshold,
                                                  run.batch_size, run.calibration_limit, run.preprocess, run.progress,
@@ -210,10 +230,21 @@ def check_config(cfg: ConvertConfig) -> ConvertConfig:
                    levels=None if cfg.levels is None else checks.integer("levels", cfg.levels, 1),
                    seed=checks.integer("seed", cfg.seed, 0),
                    mse_tolerance=check_mse_tolerance(cfg.mse_tolerance, threshold),
-                   reencode_levels=checks.integer("reencode_levels", cfg.reencode_levels, 1),
+                   reencode_levels=check_reencode_levels(cfg.reencode_levels),
                    reencode_coding=checks.choice("reencode_coding", cfg.reencode_coding, REENCODE_CODINGS),
                    encode_analog=checks.choice("encode_analog", cfg.encode_analog, settings.ENCODE_ANALOG),
-                   spike_products=checks.boolean("spike_products", cfg.spike_products))
+                   spike_products=checks.boolean("spike_products", cfg.spike_products),
+                   pwl_activations=checks.boolean("pwl_activations", cfg.pwl_activations))
+
+
+def check_reencode_levels(value: Any) -> "int | str":
+    """Spikes per step of the re-encoding neurons (an integer >= 1) or ``"auto"`` (per layer)."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ConfigError(f"reencode_levels={value!r}: pass spikes per step (an integer >= 1) or 'auto' (chosen "
+                              "per layer on the calibration data)", "reencode_levels")
+        return value
+    return checks.integer("reencode_levels", value, 1)
 
 
 def check_run(run: ConvertRun) -> ConvertRun:

@@ -139,7 +139,8 @@ CONVERT = Table(
             reason="a SearchConfig (or dict) in Python: the rows of SEARCH; the command line has options for "
             "those with a flag"),
     Setting("reencode_levels", REENCODE_LEVELS, "spikes per step of the neurons that re-encode SiLU / GELU / "
-            f"attention / norm outputs (time-averaged operators; default {REENCODE_LEVELS})", ("--reencode-levels",)),
+            f"attention / norm outputs (time-averaged operators; default {REENCODE_LEVELS}; 'auto': per layer by "
+            "sensitivity on the calibration data)", ("--reencode-levels",)),
     Setting("reencode_coding", "binary", "re-encoding spikes sent as binary-weighted events (default) or unit events",
             ("--reencode-coding",), ("binary", "unit")),
     Setting("encode_analog", "auto", "spike encoders before weight layers that would read an analog value every step "
@@ -148,6 +149,8 @@ CONVERT = Table(
     Setting("spike_products", False, api_only="an approximation (operands of products of two computed tensors "
             "re-encoded into spikes, so attention products run by increments, cost per event); the command line "
             "keeps the exact default", absent=False),
+    Setting("pwl_activations", False, "SiLU / GELU as 16-segment piecewise-linear fits (max abs error < 0.01): "
+            "less float work per step, an approximation", ("--pwl-activations",), absent=False),
 )
 
 FINETUNE = Table(
@@ -232,7 +235,7 @@ RUN_TIME = ("calibration_data", "example_input", "input_shape", "preprocess", "p
 # what convert saves with the SNN (snn.config), in this order
 SAVED = ("timesteps", "normalization", "threshold", "replace_activations", "encoding", "v_init", "signed_relu",
          "signed_ibt", "levels", "seed", "mse_tolerance", "reencode_levels", "reencode_coding", "encode_analog",
-         "spike_products")
+         "spike_products", "pwl_activations")
 
 
 def saved(config: Mapping[str, Any], name: str) -> Any:

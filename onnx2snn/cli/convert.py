@@ -28,6 +28,10 @@ def _margin(param: str, text: str) -> "float | str":
     return check_margin(_number(text), param)
 
 
+def _reencode_levels(text: str) -> "int | str":
+    return "auto" if text == "auto" else positive_int("reencode_levels")(text)
+
+
 def _specs() -> dict:
     """argparse details the tables cannot say: each option checked as the API checks it."""
     return {
@@ -35,7 +39,8 @@ def _specs() -> dict:
         "timesteps": dict(type=positive_int("timesteps")), "threshold": dict(type=threshold),
         "mse_tolerance": dict(type=real("mse_tolerance", 0.0)),
         "signed_relu": dict(action="store_true", dest="no_signed"), "levels": dict(type=positive_int("levels")),
-        "v_init": dict(type=real("v_init", -1.0, 2.0)), "reencode_levels": dict(type=positive_int("reencode_levels")),
+        "v_init": dict(type=real("v_init", -1.0, 2.0)), "reencode_levels": dict(type=_reencode_levels),
+        "pwl_activations": dict(action="store_true"),
         "replace_activations": dict(type=replacement, action="append", metavar="KIND=NEW"),
         "input_shape": dict(type=shape), "calibration_limit": dict(type=positive_int("calibration_limit")),
         "batch_size": dict(type=positive_int("batch_size")), "seed": dict(type=_checked("seed", _int, 0)),

@@ -125,7 +125,7 @@ class GraphAnalysis:
 def activation_kind(m: nn.Module) -> tuple[str, str, str]:
     """(kind, neuron it becomes, reason it cannot) for an activation module."""
     if isinstance(m, Reencode):
-        return "re-encode", "two-sided signed IF neuron", ""
+        return "re-encode", "signed IF neuron (one-sided)" if m.one_sided else "two-sided signed IF neuron", ""
     if isinstance(m, nn.ReLU):
         return "ReLU", "IF neuron", ""
     if isinstance(m, nn.LeakyReLU):

@@ -67,14 +67,17 @@ class Reencode(nn.Identity):
     """A point where a time-averaged operator's analog output becomes spikes again before a
     weight layer. The identity in the twin (so the twin equals the source); calibration
     observes its input, conversion puts a two-sided signed neuron in its place, firing up to
-    ``levels`` spikes per step (its threshold is searched for that neuron)."""
+    ``levels`` spikes per step (its threshold is searched for that neuron). ``one_sided``: a
+    signed IF neuron instead (no negative side), for an output that is almost never negative
+    (chosen per layer by :mod:`onnx2snn.calibration.reencode_plan`)."""
 
-    def __init__(self, levels: int = 7):
+    def __init__(self, levels: int = 7, one_sided: bool = False):
         super().__init__()
         self.levels = int(levels)
+        self.one_sided = bool(one_sided)
 
     def extra_repr(self) -> str:
-        return f"levels={self.levels}"
+        return f"levels={self.levels}" + (", one-sided" if self.one_sided else "")
 
 
 REENCODE_LEVELS = settings.REENCODE_LEVELS  # spikes per step of a re-encoding neuron (onnx2snn.settings)
@@ -91,7 +94,7 @@ def insert_reencoders(gm: fx.GraphModule, averaged: set[str], weight_reach: dict
     value. In place (returns ``gm``); a twin that has them already only takes ``levels``."""
     present = [m for m in gm.modules() if isinstance(m, Reencode)]
     for m in present:
-        m.levels = int(levels)
+        m.levels, m.one_sided = int(levels), False
     if present:
         return gm
     nodes = {n.name: n for n in gm.graph.nodes}

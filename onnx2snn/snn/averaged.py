@@ -97,6 +97,14 @@ class TimeAveraged(SpikingModule):
         with torch.no_grad():
             return self._steps(list(inputs))
 
+    @property
+    def sum_domain(self) -> bool:
+        """``f`` has a sum-domain form (a piecewise-linear fit: ``t f(S / t) = a_i S + t b_i``, the
+        segment found by comparing ``S`` with ``t`` x the knots), used on its one dynamic input in
+        place of the averages: no scaling by 1 / t nor by t (see :mod:`onnx2snn.graph.piecewise`)."""
+        return hasattr(self.fn, "sum_form") and self.kinds == ["dynamic"] and not self.kwargs and \
+            len(self.args) == 1 and isinstance(self.args[0], _Slot) and self.layout(0) == tuple(self.out_layout)
+
     def _steps(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         n = 1 if self.step_mode else self.T
         st = self.state if (self.carry or self.step_mode) else None
@@ -106,13 +114,18 @@ class TimeAveraged(SpikingModule):
         t = torch.arange(t0 + 1, t0 + n + 1, dtype=ref.dtype, device=ref.device)
         means = list(inputs)
         sums = {}
+        cums = {}
         for i in dyn:
             x = time_major(inputs[i], n, self.layout(i))
-            cum = cumsum_time(x, init=None if st is None else st["sums"][i])
+            cums[i] = cum = cumsum_time(x, init=None if st is None else st["sums"][i])
             sums[i] = cum[-1].clone()
-            means[i] = time_folded(cum / t.reshape((n,) + (1,) * (cum.dim() - 1)), self.layout(i))
-        g = time_major(self.call(*means), n, self.out_layout)
-        g = g * t.reshape((n,) + (1,) * (g.dim() - 1))  # t f(S_t / t)
+            if not self.sum_domain:
+                means[i] = time_folded(cum / t.reshape((n,) + (1,) * (cum.dim() - 1)), self.layout(i))
+        if self.sum_domain:
+            g = self.fn.sum_form(cums[0], t)  # t f(S_t / t), from the sums
+        else:
+            g = time_major(self.call(*means), n, self.out_layout)
+            g = g * t.reshape((n,) + (1,) * (g.dim() - 1))  # t f(S_t / t)
         g = _hold_defined(g, None if st is None else st["g"])
         out = torch.empty_like(g)
         if st is None:

@@ -344,12 +344,13 @@ def build_spiking(twin: fx.GraphModule, thresholds: dict[str, torch.Tensor], con
             raise Onnx2SnnError(f"no threshold for the neuron at {node.target!r} (node {a.name}): the thresholds "
                                 "were computed for another graph; convert again")
         theta, levels = cap_neuron(act, thresholds[node.target].clone(), levels)
-        two_sided = isinstance(act, Reencode)
-        neuron = IFNeuron(theta, alpha=alpha, v_init=saved(config, "v_init"),
-                          signed=saved(config, "signed_relu") if alpha is None else saved(config, "signed_ibt"),
-                          activation=nn.Identity() if two_sided else copy.deepcopy(act), levels=levels,
-                          two_sided=two_sided)
-        neuron.binary_events = two_sided and saved(config, "reencode_coding") == "binary"
+        reencode = isinstance(act, Reencode)
+        two_sided = reencode and not act.one_sided  # one-sided: a signed IF neuron, rate ReLU
+        signed = saved(config, "signed_relu") if alpha is None else saved(config, "signed_ibt")
+        neuron = IFNeuron(theta, alpha=alpha, v_init=saved(config, "v_init"), signed=reencode or signed,
+                          activation=nn.Identity() if two_sided else nn.ReLU() if reencode else copy.deepcopy(act),
+                          levels=levels, two_sided=two_sided)
+        neuron.binary_events = reencode and saved(config, "reencode_coding") == "binary"
         neuron.channel_axis = _check_channels(theta, channel_axes.get(node.target, 1), node)
         neuron.time_layout = batch_axes.get(a.name) or BATCH_FIRST
         _replace_module(g, node.target, neuron)

@@ -16,8 +16,11 @@ import torch
 
 from ..errors import ConfigError, InvalidModelError
 from ..settings import saved
+from ..calibration.reencode_plan import apply_plan
 from ..graph.analysis import prepare_averaged
+from ..graph.averaged import REENCODE_LEVELS
 from ..graph.importer import import_onnx
+from ..graph.piecewise import piecewise_activations
 from ..graph.source import replace_activations
 from .fold import fold_thresholds
 from .network import FORMAT, SpikingNetwork, build_spiking
@@ -77,9 +80,12 @@ def load(path: "str | os.PathLike") -> SpikingNetwork:
     config = json.loads(blob["config"])
     shapes = {k: tuple(v) for k, v in json.loads(blob["input_shapes"]).items()}
     twin = import_onnx(bytes(blob["onnx"].numpy().tobytes()), input_shape=shapes)
-    twin = prepare_averaged(replace_activations(twin, saved(config, "replace_activations")),
-                            saved(config, "reencode_levels"), saved(config, "encode_analog"),
+    levels = saved(config, "reencode_levels")
+    twin = piecewise_activations(replace_activations(twin, saved(config, "replace_activations")),
+                                 saved(config, "pwl_activations"))
+    twin = prepare_averaged(twin, REENCODE_LEVELS if levels == "auto" else levels, saved(config, "encode_analog"),
                             saved(config, "spike_products"))
+    apply_plan(twin, config.get("reencode_plan"))  # per-layer re-encoders (reencode_levels="auto")
     twin.load_state_dict(blob["ann_state"])
     folded = config.pop("folded", False)
     # files written before thresholds followed the feature axis: every neuron's on dim 1

@@ -56,7 +56,8 @@ from ..data.batches import check_fits
 from ..calibration.thresholds import (collect_statistics, sample_batches, statistics_summary,
                                       thresholds_from_statistics)
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
-from ..graph.averaged import Reencode, drop_operand_reencoders, has_operand_reencoders
+from ..calibration.reencode_plan import apply_plan, auto_plan
+from ..graph.averaged import REENCODE_LEVELS, Reencode, drop_operand_reencoders, has_operand_reencoders
 from ..snn.network import build_spiking
 from ..task import resolve_task
 from .report import TuneReport
@@ -119,7 +120,7 @@ def check_options(options: "SearchConfig | Mapping | None") -> dict:
     if o["levels"] is not None:
         o["levels"] = tuple(checks.integer("search['levels']", k, 1) for k in o["levels"])
     if o["reencode_levels"] is not None:
-        o["reencode_levels"] = tuple(checks.integer("search['reencode_levels']", k, 1)
+        o["reencode_levels"] = tuple(k if k == "auto" else checks.integer("search['reencode_levels']", k, 1)
                                      for k in o["reencode_levels"])
     if o["early_stop"] is not None:
         o["early_stop"] = checks.real("search['early_stop']", o["early_stop"], 0.0, 1.0)
@@ -140,8 +141,9 @@ def check_options(options: "SearchConfig | Mapping | None") -> dict:
 
 
 def by_t(c: ConvertConfig) -> bool:
-    """Thresholds depend on the T they are designed for ("mse")."""
-    return c.threshold == "mse"
+    """Thresholds depend on the T they are designed for ("mse"; a per-layer re-encoder plan,
+    ``reencode_levels="auto"``, is made for it too)."""
+    return c.threshold == "mse" or c.reencode_levels == "auto"
 
 
 def _signed(c: ConvertConfig) -> bool:
@@ -307,25 +309,41 @@ def search(twin: fx.GraphModule, data: Any, base_config: "ConvertConfig | Mappin
     cache: dict = {}
     bar = progress_bar(desc="tuning", unit="run", enabled=progress)
 
-    def use(s: ConvertConfig) -> None:
+    plans: dict = {}
+
+    def plan_key(s: ConvertConfig, d: int) -> tuple:
+        return s.threshold, s.mse_tolerance, s.v_init, d
+
+    def use(s: ConvertConfig, d: int) -> None:
         """The re-encoding neurons of the twin fire ``s.reencode_levels`` spikes per step (their
-        thresholds are searched for it, and the SNN built with it)."""
+        thresholds are searched for it, and the SNN built with it); "auto": the per-layer plan
+        for this setting at design T ``d``."""
+        if s.reencode_levels == "auto":
+            if plan_key(s, d) not in plans:
+                plans[plan_key(s, d)] = auto_plan(twin, obs, cal, s.normalization, s.threshold, d, s.v_init,
+                                                  s.mse_tolerance, s.reencode_coding == "binary", REENCODE_LEVELS)
+            apply_plan(twin, plans[plan_key(s, d)])
+            return
         for m in reencoders:
-            m.levels = int(s.reencode_levels)
+            m.levels, m.one_sided = int(s.reencode_levels), False
 
     def thresholds(s: ConvertConfig, d: int) -> dict:
         own = {} if learned is None else {k: v.clone() for k, v in learned.items()}
         if obs is None:
             return own
-        use(s)
+        use(s, d)
         key = replace(s, timesteps=d) if by_t(s) else s  # the config the thresholds are for
         if key not in cache:
             cache[key] = thresholds_from_statistics(twin, obs, s.normalization, s.threshold, d, s.v_init, s.levels,
                                                     s.mse_tolerance)
         return {**cache[key], **own}
 
-    def config(s: ConvertConfig, T: int) -> dict:
-        return replace(s, timesteps=T).to_dict()
+    def config(s: ConvertConfig, T: int, d: int) -> dict:
+        """The saved config of candidate ``s`` run at ``T`` (designed for ``d``: its plan)."""
+        out = replace(s, timesteps=T).to_dict()
+        if s.reencode_levels == "auto":
+            out["reencode_plan"] = plans[plan_key(s, d)]
+        return out
 
     def find(s: ConvertConfig, d: int) -> dict | None:
         for c in candidates:
@@ -364,7 +382,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: "ConvertConfig | Mappin
         if c is not None:
             return c
         t1 = time.time()
-        snn = build_spiking(twin if s.spike_products or not products else plain, thresholds(s, d), config(s, d))
+        snn = build_spiking(twin if s.spike_products or not products else plain, thresholds(s, d), config(s, d, d))
         why: list[str] = []
 
         def stop(partial: dict) -> bool:
@@ -443,11 +461,12 @@ def search(twin: fx.GraphModule, data: Any, base_config: "ConvertConfig | Mappin
     p = report.points[report.chosen]
     c = candidates[p["candidate"]]
     s = c["setting"]
+    design = c["run_to"] if by_t(s) else p["T"]
     if reencoders:
-        use(s)  # convert builds the SNN from this twin
-    cfg = config(s, p["T"])
+        use(s, design)  # convert builds the SNN from this twin
+    cfg = config(s, p["T"], design)
     cfg["tune"] = report.summary()
-    return Outcome(thresholds(s, c["run_to"] if by_t(s) else p["T"]), cfg,
+    return Outcome(thresholds(s, design), cfg,
                    {} if obs is None else statistics_summary(twin, obs), report)
 
 

@@ -6,7 +6,8 @@ FLOPs / 2 multiply-adds, plus one add per output element for a bias); composite 
 fixed recipe per input element (:data:`RECIPES`: softmax = max compare, subtract, exp, sum,
 divide; LayerNorm = mean, centring, square, sum, scale, shift per element and a sqrt + divide
 per row); reductions one add (or compare) per input element; element-wise calls by what they
-do (:data:`ELEMENTWISE`), per output element. Calls that only move or view data (reshape,
+do (:data:`ELEMENTWISE`), per output element; ``bucketize`` (a piecewise-linear fit's segment
+lookup) a binary search, ceil(log2(boundaries + 1)) compares per element. Calls that only move or view data (reshape,
 permute, copy, expand, ...) cost nothing. An aten call none of the tables name is charged one
 multiply per output element and listed in :attr:`OpCounter.unknown` (never a silent zero).
 """
@@ -101,6 +102,9 @@ class OpCounter(TorchDispatchMode):
                 self._add("ac", n_out)  # the bias
             return out
         if name in FREE or raw in FREE:
+            return out
+        if name == "bucketize":  # a binary search over the boundaries: ceil(log2(n + 1)) compares
+            self._add("cmp", math.ceil(math.log2(_numel(args[1]) + 1)) * _numel(first))
             return out
         if name in RECIPES:
             for k, v in RECIPES[name].items():

@@ -44,6 +44,15 @@ def _rewritten_kinds(mon, name: str, node) -> list[str] | None:
     return list(getattr(_rewritten_module(mon, name, node), "kinds", None) or []) or None
 
 
+def _sum_domain(mon, name: str, node) -> "int | None":
+    """Multiplies per step of a time-averaged op run on the sums (its scaled knots and
+    intercepts), None when it runs on the averages."""
+    mod = _rewritten_module(mon, name, node)
+    if not getattr(mod, "sum_domain", False):
+        return None
+    return int(mod.fn.knots.numel() + mod.fn.intercept.numel())
+
+
 def node_rules(mon) -> list[dict]:
     """Per node: its ANN counts and the SNN's counts (``once``, ``step``: per step, ``later``: per
     step after the first (a time-averaged op's running sums, 1/t, t and differences: at t = 1 its
@@ -89,7 +98,8 @@ def node_rules(mon) -> list[dict]:
             if isinstance(m, SumNorm):  # a LayerNorm on the running sums
                 step, later, form = c, sum_norm_extra(m, W.out_numel.get(a.name, 0)), "time-averaged (sums)"
             else:
-                step, later = c, compensation(W, a.name, _rewritten_kinds(mon, a.name, n))
+                step, later = c, compensation(W, a.name, _rewritten_kinds(mon, a.name, n),
+                                              _sum_domain(mon, a.name, n))
         elif a.role == "maxpool" and a.part == "core":
             step = total([c, {"add": float(sum(W.in_numels.get(a.name, [])) + W.out_numel.get(a.name, 0))}])
             form = "spiking max-pool"
@@ -99,7 +109,8 @@ def node_rules(mon) -> list[dict]:
             step, form = c, "analog per step"
         else:
             form = "routing (events)"
-        rows.append({"node": a.name, "name": key or a.name, "op": a.op, "form": form, "ann": c, "once": once,
+        rows.append({"node": a.name, "name": key or a.name, "op": a.op, "form": form,
+                     "ann": W.exact.get(a.name, c), "once": once,
                      "step": step, "later": later, "events": events})
     return rows
 

@@ -82,6 +82,9 @@ class NodeWork:
         self.in_shape: dict[str, tuple] = {}
         self.unknown: set[str] = set()
         self.operand_fan: dict[str, list[torch.Tensor]] = {}  # increment products: per operand, per element
+        # nodes running an approximation (a piecewise-linear SiLU / GELU): the counts of the exact
+        # op, which the ANN runs
+        self.exact: dict[str, dict[str, float]] = {}
 
 
 def product_fans(fn, a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
@@ -124,23 +127,33 @@ def node_work(gm: fx.GraphModule, inputs: list[torch.Tensor], weight_nodes: set[
                     a, b = (self.env[x] for x in n.args[:2])
                     res.operand_fan[n.name] = product_fans(lambda x, y: n.target(x, y), a, b)
                 res.counts[n.name] = dict(counter.counts)
+                exact = getattr(gm.get_submodule(n.target), "exact", None) if n.op == "call_module" else None
+                if exact is not None:
+                    original = OpCounter()
+                    with original:
+                        exact(*vals)
+                    res.exact[n.name] = dict(original.counts)
             return y
 
     with torch.no_grad():
         Measuring(gm).run(*inputs)
-    for name, c in res.counts.items():
+    for name, c in list(res.counts.items()) + list(res.exact.items()):
         check_counts(c, f"node {name}")
     return res
 
 
-def compensation(work: NodeWork, name: str, kinds: list[str] | None) -> dict[str, float]:
+def compensation(work: NodeWork, name: str, kinds: list[str] | None, sum_domain: "int | None" = None
+                 ) -> dict[str, float]:
     """Per step, the running sums / averages and the differences of a time-averaged op: an add
-    and a multiply per element of each averaged input and per output element."""
+    and a multiply per element of each averaged input and per output element. ``sum_domain``
+    (an op run on the sums, a piecewise-linear fit: no averaging, no scaling by t): an add per
+    element (running sum, difference) and that many multiplies per step (its knots and
+    intercepts scaled by t)."""
     numels = work.in_numels.get(name, [])
     if kinds is not None and len(kinds) == len(numels):
         numels = [k for k, d in zip(numels, kinds) if d == "dynamic"]
     n = float(sum(numels) + work.out_numel.get(name, 0))
-    return {"add": n, "mul": n}
+    return {"add": n, "mul": n} if sum_domain is None else {"add": n, "mul": float(sum_domain)}
 
 
 def scaled(counts: dict[str, float], s: float) -> dict[str, float]:
