@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .averaged import TimeAveraged
+from .averaged import TimeAveraged, step_differences
 from .neurons import cumsum_time, time_folded, time_major
 
 
@@ -49,12 +49,7 @@ class SumNorm(TimeAveraged):
         if ln.bias is not None:
             g = g + tr * ln.bias
         g = time_major(g, n, self.out_layout)
-        out = torch.empty_like(g)
-        if st is None:
-            out[0] = g[0]
-        else:
-            torch.sub(g[0], st["g"], out=out[0])
-        torch.sub(g[1:], g[:-1], out=out[1:])
+        out = step_differences(g, None if st is None else st["g"])
         if self.carry or self.step_mode:
             self.state = {"t": t0 + n, "sums": {0: cum[-1].clone()}, "g": g[-1].clone()}
         return time_folded(out, self.out_layout)
