@@ -186,6 +186,7 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
         saved_config = {**saved_config, **found.config}
         if not settings.saved(saved_config, "spike_products") and has_operand_reencoders(twin):  # exact chosen
             twin = drop_operand_reencoders(twin)
+        twin = piecewise_activations(twin, settings.saved(saved_config, "pwl_activations"))  # as chosen
     elif learned is not None and not missing:
         thresholds, stats = {k: v.clone() for k, v in learned.items()}, {}
     elif learned is not None and calibration_data is None:

@@ -223,6 +223,8 @@ SEARCH = Table(
     Setting("seed", 0, api_only="the seed of the held-out split"),
     Setting("spike_products", (False, True), api_only="spike_products tried where the network has products of two "
             "computed tensors (exact products first)"),
+    Setting("pwl_activations", (False,), api_only="pwl_activations tried where the network has SiLU / GELU "
+            "(default: the exact ops only; (False, True) lets the search take the piecewise-linear fits)"),
 )
 
 # old keyword -> new (a DeprecationWarning, then the new one): convert / finetune keywords and saved keys

@@ -182,3 +182,54 @@ def test_search_can_choose_auto_reencoders(tiny):
     assert any("reencode=auto" in lb for lb in labels), labels
     if snn.config["reencode_levels"] == "auto":
         assert set(snn.config["reencode_plan"]) == {m for m in snn.config["reencode_plan"]}
+
+
+def test_search_builds_the_piecewise_fits_it_chose(tiny, tmp_path):
+    """search={"pwl_activations": (True,)}: the fits are tried beside the default (exact) point and,
+    cheaper at a quality this target keeps, chosen; the SNN it returns runs them (PiecewiseSiLU in
+    place of SiLU), says so in its config, and loads back the same."""
+    from onnx2snn.graph.piecewise import PiecewiseSiLU
+
+    path, _, _ = tiny
+    x = torch.rand(128, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    opts = {"percentiles": ("mse",), "mse_tolerances": (0.0,), "levels": (2,), "reencode_levels": (7,), "max_runs": 3}
+    snn = onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5, search={**opts, "pwl_activations": (True,)})
+    assert snn.config["pwl_activations"] is True
+    assert any(isinstance(m, PiecewiseSiLU) for m in snn.rewritten.modules())
+    assert any(c["label"].endswith(", pwl") for c in snn.tune_report.candidates)
+    snn.save(str(tmp_path / "p.snn"))
+    back = onnx2snn.load(str(tmp_path / "p.snn"))
+    assert torch.allclose(back(x[:4], timesteps=3), snn(x[:4], timesteps=3), atol=1e-6)
+    exact = onnx2snn.convert(path, x, timesteps=4, progress=False, target=0.5, search=opts)
+    assert exact.config["pwl_activations"] is False
+    assert not any(isinstance(m, PiecewiseSiLU) for m in exact.rewritten.modules())
+
+
+def test_a_candidate_twin_keeps_the_levels_its_search_set(tmp_path):
+    """The exact-product variant of a twin (operand re-encoders dropped) is a copy: it must carry the
+    re-encoders' spikes per step the search set on the twin, as the thresholds were made for them."""
+    from onnx2snn.graph.analysis import prepare_averaged
+    from onnx2snn.graph.averaged import Reencode
+    from onnx2snn.config import ConvertConfig
+    from onnx2snn.tuning.search import candidate_twin
+
+    class Gate(torch.nn.Module):  # a product of two computed tensors (q k^T) after a neuron
+        def __init__(self):
+            super().__init__()
+            self.a, self.q, self.k, self.out, self.head = (torch.nn.Linear(6, 6) for _ in range(5))
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            a = torch.softmax(torch.matmul(self.q(h), self.k(h).transpose(1, 2)), -1)
+            return self.head(torch.relu(self.out(torch.matmul(a, h))))
+
+    twin = onnx2snn.import_onnx(onnx2snn.export_onnx(Gate().eval(), torch.rand(2, 4, 6), str(tmp_path / "gate.onnx")))
+    twin = prepare_averaged(twin, 7, "off", True)
+    for m in twin.modules():
+        if isinstance(m, Reencode):
+            m.levels = 3
+    for c in (ConvertConfig(spike_products=False), ConvertConfig(spike_products=False, pwl_activations=True)):
+        variant = candidate_twin(twin, c)
+        assert variant is not twin
+        assert not any(n.startswith("reencode_operand_") for n, _ in variant.named_modules())
+        assert {m.levels for m in variant.modules() if isinstance(m, Reencode)} == {3}

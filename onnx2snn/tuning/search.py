@@ -47,6 +47,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.fx as fx
+from torch import nn
 from ..progress import bar as progress_bar
 
 from .. import checks
@@ -57,6 +58,8 @@ from ..calibration.thresholds import (collect_statistics, sample_batches, statis
                                       thresholds_from_statistics)
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
 from ..calibration.reencode_plan import apply_plan, auto_plan
+from ..graph.piecewise import piecewise_activations
+from ..graph.source import copy_twin
 from ..graph.averaged import REENCODE_LEVELS, Reencode, drop_operand_reencoders, has_operand_reencoders
 from ..snn.network import build_spiking
 from ..task import resolve_task
@@ -75,7 +78,7 @@ KIND_DEFAULTS = {False: {"max_validation": 256, "percentiles": ("mse", 99.99, 99
 REENCODE_CHOICES = (2, 3, 4)  # spikes per step of re-encoding neurons tried (with the given one)
 # the fields of ConvertConfig a candidate changes (besides timesteps): signed_relu and _ibt change together
 VARIED = ("threshold", "levels", "mse_tolerance", "v_init", ("signed_relu", "signed_ibt"), "reencode_levels",
-          "spike_products")
+          "spike_products", "pwl_activations")
 
 
 def check_target(target: Any) -> float:
@@ -135,6 +138,11 @@ def check_options(options: "SearchConfig | Mapping | None") -> dict:
         raise ConfigError(f"search['spike_products']: a tuple of the choices to try, e.g. (False, True), got {sp!r}",
                           "search")
     o["spike_products"] = tuple(dict.fromkeys(checks.boolean("search['spike_products']", v) for v in sp))
+    pw = o["pwl_activations"]
+    if not isinstance(pw, (tuple, list)) or not pw:
+        raise ConfigError(f"search['pwl_activations']: a tuple of the choices to try, e.g. (False, True), got {pw!r}",
+                          "search")
+    o["pwl_activations"] = tuple(dict.fromkeys(checks.boolean("search['pwl_activations']", v) for v in pw))
     if not o["percentiles"] or not o["mse_tolerances"]:
         raise ConfigError("search: percentiles and mse_tolerances need at least one value", "search")
     return o
@@ -162,6 +170,10 @@ def label(c: ConvertConfig, reencoders: bool) -> str:
         out += ", unsigned"
     if reencoders:
         out += f", reencode={c.reencode_levels}"
+    if c.spike_products:
+        out += ", spike products"
+    if c.pwl_activations:
+        out += ", pwl"
     return out
 
 
@@ -171,6 +183,7 @@ def point(c: ConvertConfig, reencoders: bool) -> dict:
            "signed": _signed(c)}
     if reencoders:
         out["reencode_levels"] = c.reencode_levels
+    out.update(spike_products=c.spike_products, pwl_activations=c.pwl_activations)
     return out
 
 
@@ -198,7 +211,7 @@ def _reencode_choices(default: ConvertConfig, o: dict, reencoders: bool) -> tupl
 
 
 def _settings(default: ConvertConfig, o: dict, levels_free: bool, reencoders: bool,
-              products: bool = False) -> list[ConvertConfig]:
+              products: bool = False, fits: bool = False) -> list[ConvertConfig]:
     """Every candidate of the space, each ``replace(default, ...)``: the default first, then by
     how many fields differ."""
     levels = o["levels"] or ((default.levels, 1 if default.levels > 1 else 2) if levels_free else (default.levels,))
@@ -212,19 +225,36 @@ def _settings(default: ConvertConfig, o: dict, levels_free: bool, reencoders: bo
     # products of two computed tensors on spikes (increment products): only where the twin has them
     prods = tuple(dict.fromkeys((default.spike_products,) + o["spike_products"])) if products else \
         (default.spike_products,)
+    # SiLU / GELU as piecewise-linear fits: only where the twin has them
+    pwls = tuple(dict.fromkeys((default.pwl_activations,) + o["pwl_activations"])) if fits else \
+        (default.pwl_activations,)
     out = {default}
-    for p, k, e, v, (sr, si), r, m in itertools.product(pcts, levels, tols, v_inits, signs, reencs, prods):
+    for p, k, e, v, (sr, si), r, m, w in itertools.product(pcts, levels, tols, v_inits, signs, reencs, prods, pwls):
         if p != "mse" and e:
             continue
         out.add(replace(default, threshold=p, levels=int(k), mse_tolerance=float(e), v_init=float(v),
-                        signed_relu=sr, signed_ibt=si, reencode_levels=r, spike_products=bool(m)))
+                        signed_relu=sr, signed_ibt=si, reencode_levels=r, spike_products=bool(m),
+                        pwl_activations=bool(w)))
 
     def key(c: ConvertConfig):
-        return (_differs(c, default), c.spike_products != default.spike_products, pcts.index(c.threshold), tols.index(c.mse_tolerance),
+        return (_differs(c, default), c.spike_products != default.spike_products,
+                c.pwl_activations != default.pwl_activations, pcts.index(c.threshold), tols.index(c.mse_tolerance),
                 list(levels).index(c.levels) if c.levels in levels else 0,
                 v_inits.index(c.v_init) if c.v_init in v_inits else 0, not _signed(c),
                 reencs.index(c.reencode_levels) if c.reencode_levels in reencs else 0)
     return sorted(out, key=key)
+
+
+def candidate_twin(twin: fx.GraphModule, c: ConvertConfig) -> fx.GraphModule:
+    """The twin candidate ``c`` is built from: without the products' operand re-encoders where it
+    takes exact products, with piecewise-linear SiLU / GELU where it takes them (a copy, made
+    after its re-encoders' levels were set; the statistics of the twin serve every variant)."""
+    out = twin
+    if not c.spike_products and has_operand_reencoders(out):
+        out = drop_operand_reencoders(out)
+    if c.pwl_activations and any(type(m) in (nn.SiLU, nn.GELU) for m in out.modules()):
+        out = piecewise_activations(copy_twin(out) if out is twin else out, True)
+    return out
 
 
 def split(twin: fx.GraphModule, data: Any, batch_size: int, limit: int | None, preprocess, holdout: float,
@@ -299,9 +329,9 @@ def search(twin: fx.GraphModule, data: Any, base_config: "ConvertConfig | Mappin
     # a twin with products' operand re-encoders (prepared by convert when the search may choose
     # spike products): the same statistics serve both; the exact-product SNNs are built without them
     products = has_operand_reencoders(twin)
-    plain = drop_operand_reencoders(twin) if products else twin
+    fits = any(type(m) in (nn.SiLU, nn.GELU) for m in twin.modules())  # exact SiLU / GELU: pwl_activations applies
     if learned is None:
-        settings = _settings(default, o, levels is None, bool(reencoders), products)
+        settings = _settings(default, o, levels is None, bool(reencoders), products, fits)
     else:  # only what the fine-tuning did not learn: the re-encoding neurons' spikes per step
         settings = [replace(default, reencode_levels=r) for r in _reencode_choices(default, o, bool(reencoders))]
     candidates: list[dict] = []
@@ -382,7 +412,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: "ConvertConfig | Mappin
         if c is not None:
             return c
         t1 = time.time()
-        snn = build_spiking(twin if s.spike_products or not products else plain, thresholds(s, d), config(s, d, d))
+        snn = build_spiking(candidate_twin(twin, s), thresholds(s, d), config(s, d, d))
         why: list[str] = []
 
         def stop(partial: dict) -> bool:
