@@ -21,6 +21,7 @@ from .graph.analysis import analyze, prepare_averaged
 from .graph.averaged import REENCODE_LEVELS, drop_operand_reencoders, has_operand_reencoders
 from .graph.piecewise import piecewise_activations
 from .graph.source import copy_twin, replace_activations as replace_activations_fn, to_twin
+from .snn.batch_axes import check_layout
 from .snn.network import SpikingNetwork, build_spiking
 from .task import fill_input_shape, resolve_task
 
@@ -166,6 +167,7 @@ def convert(source: Any, calibration_data: Any = None, config: "ConvertConfig | 
     levels_given = cfg.levels is not None  # with target: levels are searched unless given
     cfg = replace(cfg, replace_activations=replaced, levels=cfg.levels if levels_given else finetuned_levels(twin))
     saved_config = cfg.to_dict()
+    check_layout(twin, saved_config)  # a batch the engine cannot follow: refused before calibrating
     if info.inferred or info.task:
         saved_config["inferred"] = {"task": info.task, "postprocess": info.postprocess
                                     if isinstance(info.postprocess, str) else None, "names": info.names,

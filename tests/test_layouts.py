@@ -186,6 +186,12 @@ def test_layout_the_engine_cannot_follow_is_refused_naming_the_node(tmp_path):
     with pytest.raises(LayoutError, match="first_three") as e:
         onnx2snn.convert(model, torch.rand(16, 4), timesteps=4, progress=False)
     assert "does not follow the batch" in str(e.value)
+    # and before any calibration pass (the user does not wait for the statistics first)
+    from unittest import mock
+
+    with mock.patch("onnx2snn.api.calibrate_thresholds", side_effect=AssertionError("calibrated first")):
+        with pytest.raises(LayoutError, match="first_three"):
+            onnx2snn.convert(model, torch.rand(16, 4), timesteps=4, progress=False)
 
 
 def test_probe_finds_batch_axes_and_blocks():

@@ -11,6 +11,7 @@ import torch
 import torch.fx as fx
 
 from ..errors import LayoutError, Onnx2SnnError
+from ..graph.analysis import analyze
 from ..graph.layout import probe_batch_axes
 from ..settings import saved
 from .neurons import BATCH_FIRST
@@ -55,6 +56,14 @@ def _layout(twin: fx.GraphModule, analysis, core_names: set[str], config: dict[s
             + ". Keep the samples apart in the model (no reduction, sort or softmax over the batch), or move "
             "such ops before the first activation.")
     return axes
+
+
+def check_layout(twin: fx.GraphModule, config: dict[str, Any]) -> None:
+    """Refuse, before any calibration pass, a twin whose batch the engine could not follow
+    (the :class:`LayoutError` of :func:`_layout`; the probe is cached on the twin, so building
+    the SNN afterwards does not probe again)."""
+    analysis = analyze(twin)
+    _layout(twin, analysis, {n.name for n in analysis.nodes if n.part == "core"}, config)
 
 
 def _check_channels(theta: torch.Tensor, axis: "int | None", node: fx.Node) -> "int | None":
