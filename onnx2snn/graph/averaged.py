@@ -86,6 +86,16 @@ REENCODE_LEVELS = settings.REENCODE_LEVELS  # spikes per step of a re-encoding n
 REENCODE_PREFIX = "reencode_"
 
 
+def add_reencode(gm: fx.GraphModule, x: fx.Node, target: str, levels: int, before: "fx.Node | None" = None) -> fx.Node:
+    """A :class:`Reencode` module ``target`` reading ``x``, placed after ``x`` (or before the node
+    ``before``), with ``x``'s shape and ONNX node; its readers are the caller's to set."""
+    gm.add_submodule(target, Reencode(levels))
+    with (gm.graph.inserting_before(before) if before is not None else gm.graph.inserting_after(x)):
+        new = gm.graph.call_module(target, (x,))
+    new.meta.update({k: v for k, v in x.meta.items() if k in ("shape", "onnx_node")})
+    return new
+
+
 def insert_reencoders(gm: fx.GraphModule, averaged: set[str], weight_reach: dict[str, bool],
                       levels: int = REENCODE_LEVELS) -> fx.GraphModule:
     """Add a :class:`Reencode` after every time-averaged node named in ``averaged`` whose
@@ -100,11 +110,7 @@ def insert_reencoders(gm: fx.GraphModule, averaged: set[str], weight_reach: dict
     nodes = {n.name: n for n in gm.graph.nodes}
     for name in [n.name for n in gm.graph.nodes if n.name in averaged and weight_reach.get(n.name)]:
         node = nodes[name]
-        target = REENCODE_PREFIX + name
-        gm.add_submodule(target, Reencode(levels))
-        with gm.graph.inserting_after(node):
-            new = gm.graph.call_module(target, (node,))
-        new.meta.update({k: v for k, v in node.meta.items() if k in ("shape", "onnx_node")})
+        new = add_reencode(gm, node, REENCODE_PREFIX + name, levels)
         for u in list(node.users):
             if u is not new and u.name not in averaged:
                 u.replace_input_with(node, new)
@@ -134,11 +140,7 @@ def insert_operand_reencoders(gm: fx.GraphModule, products: list[str], levels: i
         for i, a in enumerate(node.args[:2]):
             if a.op == "call_module" and isinstance(gm.get_submodule(a.target), Reencode):
                 continue
-            target = f"{OPERAND_PREFIX}{name}_{i}"
-            gm.add_submodule(target, Reencode(levels))
-            with gm.graph.inserting_before(node):
-                new = gm.graph.call_module(target, (a,))
-            new.meta.update({k: v for k, v in a.meta.items() if k in ("shape", "onnx_node")})
+            new = add_reencode(gm, a, f"{OPERAND_PREFIX}{name}_{i}", levels, before=node)
             node.args = tuple(new if j == i else b for j, b in enumerate(node.args))
     gm.recompile()
     return gm
@@ -164,6 +166,6 @@ def drop_operand_reencoders(gm: fx.GraphModule) -> fx.GraphModule:
     return out
 
 
-__all__ = ["has_averaged_form", "Reencode", "insert_reencoders", "REENCODE_PREFIX", "REENCODE_LEVELS", "PRODUCTS",
+__all__ = ["has_averaged_form", "Reencode", "add_reencode", "insert_reencoders", "REENCODE_PREFIX", "REENCODE_LEVELS", "PRODUCTS",
            "is_product", "insert_operand_reencoders", "OPERAND_PREFIX", "has_operand_reencoders",
            "drop_operand_reencoders"]

@@ -29,7 +29,7 @@ import torch.fx as fx
 from torch import nn
 
 from .. import settings
-from .averaged import Reencode
+from .averaged import Reencode, add_reencode
 
 ENCODE_ANALOG = settings.ENCODE_ANALOG
 ENCODE_DEFAULT = settings.CONVERT.defaults.encode_analog
@@ -160,11 +160,7 @@ def insert_encoders(gm: fx.GraphModule, points: dict[str, list[str]], levels: in
     nodes = {n.name: n for n in gm.graph.nodes}
     for x_name, readers in points.items():
         x = nodes[x_name]
-        target = ENCODE_PREFIX + x_name
-        gm.add_submodule(target, Reencode(levels))
-        with gm.graph.inserting_after(x):
-            new = gm.graph.call_module(target, (x,))
-        new.meta.update({k: v for k, v in x.meta.items() if k in ("shape", "onnx_node")})
+        new = add_reencode(gm, x, ENCODE_PREFIX + x_name, levels)
         for w in readers:
             nodes[w].replace_input_with(x, new)
     gm.recompile()

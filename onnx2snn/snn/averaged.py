@@ -31,7 +31,7 @@ import torch
 import torch.fx as fx
 
 from ..errors import Onnx2SnnError
-from .neurons import BATCH_FIRST, SpikingModule, cumsum_time, time_folded, time_major
+from .neurons import BATCH_FIRST, SpikingModule, cumsum_time, diff_time, time_folded, time_major
 
 
 class _Slot:
@@ -127,7 +127,7 @@ class TimeAveraged(SpikingModule):
             g = time_major(self.call(*means), n, self.out_layout)
             g = g * t.reshape((n,) + (1,) * (g.dim() - 1))  # t f(S_t / t)
         g = _hold_defined(g, None if st is None else st["g"])
-        out = step_differences(g, None if st is None else st["g"])
+        out = diff_time(g, None if st is None else st["g"])
         if self.carry or self.step_mode:
             self.state = {"t": t0 + n, "sums": sums, "g": g[-1].clone()}
         return time_folded(out, self.out_layout)
@@ -136,18 +136,6 @@ class TimeAveraged(SpikingModule):
         """The batch (time x batch) layout of input ``i`` (see :func:`time_major`)."""
         a = self.in_layouts[i] if self.in_layouts is not None and i < len(self.in_layouts) else None
         return BATCH_FIRST if a is None else tuple(a)
-
-
-def step_differences(g: torch.Tensor, last: "torch.Tensor | None") -> torch.Tensor:
-    """``y_t = g_t - g_{t-1}`` over a time-major chunk ``g`` (``last``: the carried ``g`` of the
-    step before the chunk; None at t = 1, where ``y_1 = g_1``): what a time-averaged operator sends."""
-    out = torch.empty_like(g)
-    if last is None:
-        out[0] = g[0]
-    else:
-        torch.sub(g[0], last, out=out[0])
-    torch.sub(g[1:], g[:-1], out=out[1:])
-    return out
 
 
 def _hold_defined(g: torch.Tensor, before: "torch.Tensor | None") -> torch.Tensor:
@@ -197,4 +185,4 @@ def averaged_node(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node], name
     return mod
 
 
-__all__ = ["TimeAveraged", "averaged_node", "step_differences"]
+__all__ = ["TimeAveraged", "averaged_node"]

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .averaged import TimeAveraged, step_differences
-from .neurons import cumsum_time, time_folded, time_major
+from .averaged import TimeAveraged
+from .neurons import cumsum_time, diff_time, time_folded, time_major
 
 
 class SumNorm(TimeAveraged):
@@ -49,7 +49,7 @@ class SumNorm(TimeAveraged):
         if ln.bias is not None:
             g = g + tr * ln.bias
         g = time_major(g, n, self.out_layout)
-        out = step_differences(g, None if st is None else st["g"])
+        out = diff_time(g, None if st is None else st["g"])
         if self.carry or self.step_mode:
             self.state = {"t": t0 + n, "sums": {0: cum[-1].clone()}, "g": g[-1].clone()}
         return time_folded(out, self.out_layout)
