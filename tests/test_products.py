@@ -4,12 +4,12 @@ events, by hand."""
 
 import pytest
 import torch
-from torch import nn
 
 import onnx2snn
 from onnx2snn.snn.averaged import TimeAveraged, _Slot
 from onnx2snn.snn.products import IncrementProduct
 from onnx2snn.verification import energy
+from test_energy import Attention  # the attention block the energy tests count by hand
 
 T, B = 9, 2
 PRODUCTS = {"MatMul": lambda a, b: a @ b, "Mul": torch.mul}
@@ -63,22 +63,6 @@ def test_increment_product_chunks_and_steps_equal_one_call(name):
     assert torch.equal(torch.cat([stepped(a[t], b[t]) for t in range(T)]), ref)
     stepped.reset()
     assert stepped.state is None
-
-
-class Attention(nn.Module):
-    """Tokens [B, 4, 8] -> Linear + ReLU -> q, k, v -> softmax(q k^T * 0.35) v -> Linear + ReLU -> Linear."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(1)
-        self.emb = nn.Linear(8, 8)
-        self.q, self.k, self.v = (nn.Linear(8, 8, bias=False) for _ in range(3))
-        self.out, self.head = nn.Linear(32, 16), nn.Linear(16, 10)
-
-    def forward(self, x):
-        h = torch.relu(self.emb(x))
-        a = torch.softmax(torch.matmul(self.q(h), self.k(h).transpose(1, 2)) * 0.35, -1)
-        return self.head(torch.relu(self.out(torch.matmul(a, self.v(h)).flatten(1))))
 
 
 def test_spike_products_attention_counted_by_hand(tmp_path):
