@@ -90,15 +90,26 @@ def piecewise_activations(twin: fx.GraphModule, on: bool = True) -> fx.GraphModu
     if not on:
         return twin
     for name, m in list(twin.named_modules()):
-        if isinstance(m, (PiecewiseSiLU, PiecewiseGELU)):
-            continue
-        new = PiecewiseSiLU() if type(m) is nn.SiLU else \
-            PiecewiseGELU() if type(m) is nn.GELU and m.approximate == "none" else None
+        new = _fit_of(m)
         if new is not None:
             parent, _, attr = name.rpartition(".")
             setattr(twin.get_submodule(parent) if parent else twin, attr, new)
     return twin
 
 
-__all__ = ["PiecewiseSiLU", "PiecewiseGELU", "piecewise_activations", "fit", "SILU_KNOTS", "GELU_KNOTS",
+def _fit_of(m: nn.Module) -> "nn.Module | None":
+    """The piecewise-linear fit that replaces module ``m`` (None: ``m`` has none, or is one)."""
+    if type(m) is nn.SiLU:
+        return PiecewiseSiLU()
+    if type(m) is nn.GELU and m.approximate == "none":
+        return PiecewiseGELU()
+    return None
+
+
+def has_fittable(twin: nn.Module) -> bool:
+    """Whether :func:`piecewise_activations` would replace anything in ``twin``."""
+    return any(_fit_of(m) is not None for m in twin.modules())
+
+
+__all__ = ["PiecewiseSiLU", "PiecewiseGELU", "piecewise_activations", "has_fittable", "fit", "SILU_KNOTS", "GELU_KNOTS",
            "MAX_ERROR"]

@@ -46,7 +46,6 @@ from typing import Any, Mapping
 
 import torch
 import torch.fx as fx
-from torch import nn
 from ..progress import bar as progress_bar
 
 from .. import checks
@@ -58,6 +57,7 @@ from ..calibration.thresholds import (collect_statistics, sample_batches, statis
 from ..errors import ConfigError, DataError, Onnx2SnnWarning
 from ..calibration.reencode_plan import apply_plan, auto_plan
 from ..graph.averaged import REENCODE_LEVELS, Reencode, has_operand_reencoders
+from ..graph.piecewise import has_fittable
 from ..snn.network import build_spiking
 from ..task import resolve_task
 from .report import TuneReport
@@ -224,7 +224,7 @@ def search(twin: fx.GraphModule, data: Any, base_config: "ConvertConfig | Mappin
     # a twin with products' operand re-encoders (prepared by convert when the search may choose
     # spike products): the same statistics serve both; the exact-product SNNs are built without them
     products = has_operand_reencoders(twin)
-    fits = any(type(m) in (nn.SiLU, nn.GELU) for m in twin.modules())  # exact SiLU / GELU: pwl_activations applies
+    fits = has_fittable(twin)  # SiLU / GELU the piecewise-linear fits replace: pwl_activations applies
     if learned is None:
         settings = _settings(default, o, levels is None, bool(reencoders), products, fits)
     else:  # only what the fine-tuning did not learn: the re-encoding neurons' spikes per step

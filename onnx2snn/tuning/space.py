@@ -8,11 +8,10 @@ import itertools
 from dataclasses import replace
 
 import torch.fx as fx
-from torch import nn
 
 from ..config import ConvertConfig
 from ..graph.averaged import drop_operand_reencoders, has_operand_reencoders
-from ..graph.piecewise import piecewise_activations
+from ..graph.piecewise import has_fittable, piecewise_activations
 from ..graph.source import copy_twin
 
 REENCODE_CHOICES = (2, 3, 4)  # spikes per step of re-encoding neurons tried (with the given one)
@@ -115,7 +114,7 @@ def candidate_twin(twin: fx.GraphModule, c: ConvertConfig) -> fx.GraphModule:
     out = twin
     if not c.spike_products and has_operand_reencoders(out):
         out = drop_operand_reencoders(out)
-    if c.pwl_activations and any(type(m) in (nn.SiLU, nn.GELU) for m in out.modules()):
+    if c.pwl_activations and has_fittable(out):
         out = piecewise_activations(copy_twin(out) if out is twin else out, True)
     return out
 
