@@ -26,7 +26,6 @@ TS = (1, 2, 3, 4, 8)
 KEEP = 0.99
 CLASSIFIERS = ("digits_vit", "digits_mobilenetv3", "digits_convnext", "digits_resnet")
 DETECTORS = ("yolov8_silu", "yolo11_silu", "yolov8_relu")
-POST = {"tiny_yolo_decode": "tiny-yolo", "yolo_relu_decode": "yolo_relu", "decode_ultralytics": "yolov8"}
 # the issue's targets: energy vs the FP32 ANN at the smallest T keeping 99 % of its quality
 TARGET = {"classification": 0.40, "detection": 0.30}
 FLOAT_TARGET = 0.20
@@ -34,25 +33,10 @@ FLOAT_TARGET = 0.20
 
 def measure(name: str, out: Path, n_cls: int, n_det: int, settings: dict) -> dict:
     """One model, one variant: convert with ``settings`` (on top of the defaults), verify at TS."""
-    import torch
-    import onnx2snn
-    from onnx2snn import zoo
+    from bench_energy import convert_and_verify
 
-    preset = zoo.get_preset(name)
-    path = str(onnx2snn.export_zoo_model(name, out / f"{name}.onnx"))
     t0 = time.time()
-    if preset.task == "classification":
-        xtr, _ = zoo.load_digits(16, "train")
-        xte, yte = (torch.as_tensor(a) for a in zoo.load_digits(16, "test"))
-        snn = onnx2snn.convert(path, xtr[:256], timesteps=4, progress=False, **settings)
-        rep = onnx2snn.verify(snn, path, data=(xte[:n_cls], yte[:n_cls]), timesteps=list(TS), progress=False)
-        metric = "top1"
-    else:
-        calib, _ = zoo.scenes_to_tensors(zoo.make_scenes(256, "train", seed=12345))
-        snn = onnx2snn.convert(path, calib, timesteps=4, progress=False, **settings)
-        rep = onnx2snn.verify(snn, path, data=zoo.digit_scenes("val", n=n_det), timesteps=list(TS),
-                              task="detection", postprocess=POST[preset.decoder], progress=False)
-        metric = "mAP50"
+    preset, rep, metric = convert_and_verify(name, out, n_cls, n_det, TS, settings)
     ref = rep.metrics["reference"][metric]
     ops = rep.layers["ops"]
     res = {"model": name, "task": preset.task, "metric": metric, "ann": ref, "settings": settings,

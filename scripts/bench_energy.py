@@ -26,29 +26,35 @@ DETECTORS = ("tiny_yolo", "yolo_relu", "yolov8_relu", "yolov8_silu", "yolo11_sil
 POST = {"tiny_yolo_decode": "tiny-yolo", "yolo_relu_decode": "yolo_relu", "decode_ultralytics": "yolov8"}
 
 
-def measure(name: str, out: Path, n_cls: int, n_det: int) -> dict:
+def convert_and_verify(name: str, out: Path, n_cls: int, n_det: int, ts, settings: "dict | None" = None):
+    """The zoo model ``name`` exported to ``out``, converted (256 calibration inputs,
+    ``timesteps=4``, ``settings`` on top of the defaults) and verified at ``ts`` (classifiers:
+    the first ``n_cls`` test digits; detectors: ``n_det`` digit-scene val images):
+    (preset, report, its quality metric)."""
     import torch
     import onnx2snn
     from onnx2snn import zoo
 
     preset = zoo.get_preset(name)
     path = str(onnx2snn.export_zoo_model(name, out / f"{name}.onnx"))
-    t0 = time.time()
     if preset.task == "classification":
         xtr, _ = zoo.load_digits(16, "train")
         xte, yte = (torch.as_tensor(a) for a in zoo.load_digits(16, "test"))
-        snn = onnx2snn.convert(path, xtr[:256], timesteps=4, progress=False)
-        rep = onnx2snn.verify(snn, path, data=(xte[:n_cls], yte[:n_cls]), timesteps=list(TS), progress=False)
-        quality = {T: rep.metrics["snn"][T]["top1"] / rep.metrics["reference"]["top1"] for T in TS}
-        ann = {"top1": rep.metrics["reference"]["top1"]}
-    else:
-        calib, _ = zoo.scenes_to_tensors(zoo.make_scenes(256, "train", seed=12345))
-        snn = onnx2snn.convert(path, calib, timesteps=4, progress=False)
-        rep = onnx2snn.verify(snn, path, data=zoo.digit_scenes("val", n=n_det), timesteps=list(TS),
-                              task="detection", postprocess=POST[preset.decoder], progress=False)
-        ref = rep.metrics["reference"]
-        quality = {T: rep.metrics["snn"][T]["mAP50"] / ref["mAP50"] for T in TS}
-        ann = {"mAP50": ref["mAP50"], "mAP50_95": ref["mAP50_95"]}
+        snn = onnx2snn.convert(path, xtr[:256], timesteps=4, progress=False, **(settings or {}))
+        return preset, onnx2snn.verify(snn, path, data=(xte[:n_cls], yte[:n_cls]), timesteps=list(ts),
+                                       progress=False), "top1"
+    calib, _ = zoo.scenes_to_tensors(zoo.make_scenes(256, "train", seed=12345))
+    snn = onnx2snn.convert(path, calib, timesteps=4, progress=False, **(settings or {}))
+    return preset, onnx2snn.verify(snn, path, data=zoo.digit_scenes("val", n=n_det), timesteps=list(ts),
+                                   task="detection", postprocess=POST[preset.decoder], progress=False), "mAP50"
+
+
+def measure(name: str, out: Path, n_cls: int, n_det: int) -> dict:
+    t0 = time.time()
+    preset, rep, metric = convert_and_verify(name, out, n_cls, n_det, TS)
+    ref = rep.metrics["reference"]
+    quality = {T: rep.metrics["snn"][T][metric] / ref[metric] for T in TS}
+    ann = {"top1": ref["top1"]} if metric == "top1" else {"mAP50": ref["mAP50"], "mAP50_95": ref["mAP50_95"]}
     ops = rep.layers["ops"]
     res = {"model": name, "task": preset.task, "samples": rep.n_samples, "ann": ann, "seconds": round(time.time() - t0, 1),
            "T": {}}
